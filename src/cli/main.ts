@@ -1,0 +1,20 @@
+#!/usr/bin/env node
+// The kosmos-g command line. Each command lives in its own file under src/cli/ and registers
+// itself on the program; this file only assembles them and turns thrown errors into one-line
+// messages with a non-zero exit code.
+import { Command } from 'commander';
+
+const program = new Command();
+program
+  .name('kosmos-g')
+  .description('Kosmos-G: image generation from interleaved text-and-image prompts')
+  .showHelpAfterError();
+
+const commandModules = [] as const;
+void commandModules;
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`kosmos-g: ${message}\n`);
+  process.exit(1);
+});
