@@ -2,7 +2,7 @@
 // code points, or on CLDR-style name slugs for sets that ship no chars.json. Each (concept, style)
 // pair is one specific subject.
 import { loadIconSet, normaliseCodepoints, packageVersion, readPackageJson, type IconSet, type IconSetInfo } from './iconify.js';
-import { COLOUR_NAMES, POSITIONS, SIZE_PHRASES, TEMPLATE_WORDS } from './vocabulary.js';
+import { COLOUR_NAMES, GENERIC_PATTERN_PHRASE, PATTERN_PHRASES, POSITIONS, SCENE_PHRASES, SIZE_PHRASES, TEMPLATE_WORDS } from './vocabulary.js';
 
 export interface StyleDefinition {
   id: string;
@@ -77,25 +77,6 @@ export interface CatalogOptions {
 // emojibase groups whose emoji are things that can stand in a scene.
 const OBJECT_GROUPS = new Set(['animals-nature', 'food-drink', 'travel-places', 'activities', 'objects']);
 
-const SCENE_PHRASES: Record<string, string> = {
-  'beach with umbrella': 'on a beach',
-  desert: 'in the desert',
-  'desert island': 'on a desert island',
-  'national park': 'in a national park',
-  'sunrise over mountains': 'at sunrise over mountains',
-  sunrise: 'at sunrise',
-  'night with stars': 'at night under the stars',
-  cityscape: 'in the city',
-  'cityscape at dusk': 'in the city at dusk',
-  'sunset': 'at sunset',
-  'bridge at night': 'by a bridge at night',
-  'milky way': 'under the milky way',
-  'snow-capped mountain': 'in the snowy mountains',
-  foggy: 'in the fog',
-  fireworks: 'under fireworks',
-  camping: 'at a campsite',
-  'water wave': 'in the waves',
-};
 
 interface EmojibaseEntry {
   label: string;
@@ -127,7 +108,8 @@ function reservedWords(styles: readonly StyleDefinition[]): Set<string> {
   for (const position of POSITIONS) for (const w of position.split(' ')) words.add(w);
   for (const phrases of Object.values(SIZE_PHRASES)) for (const p of phrases) if (p) words.add(p);
   for (const colour of Object.keys(COLOUR_NAMES)) words.add(colour);
-  for (const phrase of Object.values(SCENE_PHRASES)) for (const w of phrase.split(' ')) words.add(w);
+  const phrases = [...Object.values(SCENE_PHRASES), ...PATTERN_PHRASES.map(([, p]) => p), GENERIC_PATTERN_PHRASE];
+  for (const phrase of phrases) for (const w of phrase.split(' ')) words.add(w);
   return words;
 }
 

@@ -2,6 +2,7 @@
 // bounding box (vendors pad differently, and padding would give the style away).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { sceneEmojiPath } from './backgrounds.js';
 import { cacheRoot, readCachedImage, writeCachedImage } from './cache.js';
 import type { Catalog, Subject } from './catalog.js';
 import { loadIconSet } from './iconify.js';
@@ -42,7 +43,7 @@ function checkSize(size: number): void {
   if (!Number.isInteger(size) || size < 8 || size > 1024) throw new Error(`sprite size must be an integer in [8, 1024], got ${size}`);
 }
 
-/** Render every catalog subject missing from the cache. */
+/** Render every catalog subject and scene emoji missing from the cache. */
 export async function buildSpriteCache(catalog: Catalog, options: SpriteCacheOptions = {}): Promise<SpriteBuildReport> {
   const size = options.size ?? DEFAULT_SPRITE_SIZE;
   checkSize(size);
@@ -63,13 +64,33 @@ export async function buildSpriteCache(catalog: Catalog, options: SpriteCacheOpt
     const crasher = KNOWN_RESVG_CRASHERS.has(`${subject.style}:${subject.icon}`);
     jobs.push({ key: subject.id, svg, size, preferSharp: crasher && !options.tryKnownCrashers });
   }
+  const scenePaths = new Map<string, string>();
+  for (const scene of catalog.scenes) {
+    for (const [style, icon] of Object.entries(scene.icons)) {
+      const info = catalog.styleById.get(style);
+      if (!info) continue;
+      const path = sceneEmojiPath(catalog, scene, style, size, options.cacheDir);
+      if (existsSync(path)) {
+        cached++;
+        continue;
+      }
+      const svg = loadIconSet(info.packageName).svg(icon);
+      if (!svg) throw new Error(`icon ${style}:${icon} is missing from its set`);
+      const key = `scene/${style}:${scene.id}`;
+      scenePaths.set(key, path);
+      const crasher = KNOWN_RESVG_CRASHERS.has(`${style}:${icon}`);
+      jobs.push({ key, svg, size, preferSharp: crasher && !options.tryKnownCrashers });
+    }
+  }
   let done = 0;
   const outcome = await renderSvgs(jobs, {
     ...(options.workers !== undefined ? { workers: options.workers } : {}),
     onRendered: () => options.onProgress?.(++done, jobs.length),
   });
   for (const [key, image] of outcome.images) {
-    writeCachedImage(paths.get(key) as string, trimToAlpha(image));
+    const scenePath = scenePaths.get(key);
+    if (scenePath) writeCachedImage(scenePath, image);
+    else writeCachedImage(paths.get(key) as string, trimToAlpha(image));
   }
   return {
     size,

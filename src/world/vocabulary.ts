@@ -78,3 +78,61 @@ export const TEMPLATE_WORDS = [
   'there', 'is', 'are', 'it', 'its', 'into', 'from', 'place', 'delete', 'set', 'show', 'showing',
   'shows', 'here', 'version', 'same', 'one', 'two', 'three',
 ] as const;
+
+/** Phrases placing subjects in a scene-emoji background, keyed by emoji label. */
+export const SCENE_PHRASES: Record<string, string> = {
+  'beach with umbrella': 'on a beach',
+  desert: 'in the desert',
+  'desert island': 'on a desert island',
+  'national park': 'in a national park',
+  'sunrise over mountains': 'at sunrise over mountains',
+  sunrise: 'at sunrise',
+  'night with stars': 'at night under the stars',
+  cityscape: 'in the city',
+  'cityscape at dusk': 'in the city at dusk',
+  'sunset': 'at sunset',
+  'bridge at night': 'by a bridge at night',
+  'milky way': 'under the milky way',
+  'snow-capped mountain': 'in the snowy mountains',
+  foggy: 'in the fog',
+  fireworks: 'under fireworks',
+  camping: 'at a campsite',
+  'water wave': 'in the waves',
+};
+
+// What a texture looks like, from its file name, then its folder; checked in order.
+export const PATTERN_PHRASES: readonly (readonly [RegExp, string])[] = [
+  [/marble/, 'on marble'],
+  [/granite/, 'on granite'],
+  [/brick/, 'in front of bricks'],
+  [/slate|stone|rock|pebble/, 'on stones'],
+  [/crater|moonfoot/, 'on a cratered surface'],
+  [/cracked|drymud|dirt|ground|terra|land/, 'on dry ground'],
+  [/amethyst|crystal/, 'on crystals'],
+  [/bark/, 'on tree bark'],
+  [/cork/, 'on cork'],
+  [/wood|parque|walnut|pine/, 'on wood'],
+  [/leaves|clover|plant/, 'on leaves'],
+  [/flower/, 'on a floral pattern'],
+  [/pool|water|wave|torrent/, 'on water'],
+  [/ice/, 'on ice'],
+  [/rain/, 'in the rain'],
+  [/cloud|sky/, 'in the sky'],
+  [/starfield/, 'in space'],
+  [/lightning|electric/, 'in a storm'],
+  [/dune|sand/, 'on sand'],
+  [/canyon|mars/, 'in a canyon'],
+  [/paper/, 'on paper'],
+  [/burlap|weave|fiber|cloth|curtain/, 'on fabric'],
+  [/leather/, 'on leather'],
+  [/leopard|cow/, 'on an animal print'],
+  [/gold/, 'on gold'],
+  [/silver|metal|rust|chex/, 'on metal'],
+  [/tile|floor|grid|square|cube|qube/, 'on tiles'],
+  [/stripe/, 'on stripes'],
+  [/swirl|whirl/, 'on swirls'],
+  [/java|choc|brownie|cashew|cheese/, 'on a food texture'],
+];
+
+
+export const GENERIC_PATTERN_PHRASE = 'on a patterned background';
