@@ -1,0 +1,212 @@
+// A training step as one ONNX graph: forward, loss, gradients, global-norm clipping and the
+// optimizer update. Parameters and optimizer state live on the host between steps and are
+// readable at any time for checkpoints; `loadState` restores them exactly.
+import { type DType, type HostTensor, allocate, elementCount, isFloat } from '../onnx/dtype.js';
+import { encodeModel } from '../onnx/proto.js';
+import { grad } from './autodiff.js';
+import { Graph, type Shape, type Value, formatShape } from './graph.js';
+import {
+  type OptimizerConfig, type ScheduleConfig, applyOptimizer, clipByGlobalNorm, globalNorm, learningRateAt, optimizerStateNames, scalarInputs, stepScalars,
+} from './optim.js';
+import { GraphSession, type SessionOptions } from './session.js';
+
+export interface TensorSpec {
+  dtype: DType;
+  shape: Shape;
+}
+
+export interface LossContext {
+  graph: Graph;
+  /** Every parameter (trainable or frozen) by checkpoint key. */
+  parameters: Readonly<Record<string, Value>>;
+  batch: Readonly<Record<string, Value>>;
+  /** int64 scalar, new each step: pass it to `dropout`. */
+  dropoutSeed: Value;
+}
+
+export interface TrainingStepOptions {
+  /** Initial parameter values by checkpoint key. */
+  parameters: Readonly<Record<string, HostTensor>>;
+  /** Keys of the parameters to train; the others are frozen (fed, never differentiated). Default: all. */
+  trainable?: readonly string[];
+  batch: Readonly<Record<string, TensorSpec>>;
+  loss: (context: LossContext) => Value;
+  optimizer: OptimizerConfig;
+  schedule: ScheduleConfig;
+  /** Clip gradients to this global L2 norm (none when omitted). */
+  maxGradNorm?: number;
+  /** Parameters exempt from weight decay (e.g. biases and norm scales). Default: none exempt. */
+  noWeightDecay?: (key: string) => boolean;
+  /** Seed of the per-step dropout seeds. */
+  seed?: number;
+  session?: SessionOptions;
+}
+
+export interface StepResult {
+  step: number;
+  loss: number;
+  gradNorm: number;
+  learningRate: number;
+}
+
+/** Everything needed to continue training exactly: step count, parameters, optimizer state. */
+export interface TrainingState {
+  step: number;
+  parameters: Record<string, HostTensor>;
+  /** `${stateName}.${parameterKey}`, e.g. `exp_avg.layers.0.weight`. */
+  optimizer: Record<string, HostTensor>;
+}
+
+const updatedName = (key: string) => `updated/${key}`;
+const stateInputName = (stateName: string, key: string) => `${stateName}.${key}`;
+
+export class TrainingStep {
+  private stepCount = 0;
+
+  private constructor(
+    private readonly options: TrainingStepOptions,
+    private readonly session: GraphSession,
+    private readonly trainable: readonly string[],
+    private readonly parameters: Record<string, HostTensor>,
+    private readonly optimizerState: Record<string, HostTensor>,
+  ) {}
+
+  static async create(options: TrainingStepOptions): Promise<TrainingStep> {
+    const keys = Object.keys(options.parameters);
+    const trainable = options.trainable ? [...options.trainable] : keys;
+    for (const key of trainable) if (!options.parameters[key]) throw new Error(`trainable parameter ${key} is not among the parameters`);
+    const graph = new Graph('training_step');
+    const parameterValues: Record<string, Value> = {};
+    for (const key of keys) {
+      const tensor = options.parameters[key]!;
+      parameterValues[key] = graph.input(key, tensor.dtype, tensor.shape);
+    }
+    const batchValues: Record<string, Value> = {};
+    for (const [name, spec] of Object.entries(options.batch)) batchValues[name] = graph.input(name, spec.dtype, spec.shape);
+    const dropoutSeed = graph.input('dropout_seed', 'int64', []);
+    const loss = graph.scope('forward', () => options.loss({ graph, parameters: parameterValues, batch: batchValues, dropoutSeed }));
+    if (loss.rank !== 0 || !isFloat(loss.dtype)) throw new Error(`the loss must be a floating-point scalar, got ${loss}`);
+
+    const trainableValues = trainable.map((key) => parameterValues[key]!);
+    let gradients = grad(loss, trainableValues);
+    const outputs: Record<string, Value> = { loss };
+    const stateNames = optimizerStateNames(options.optimizer);
+    const optimizerState: Record<string, HostTensor> = {};
+    graph.scope('optimizer', () => {
+      const norm = gradients.length ? globalNorm(gradients) : graph.scalar(0, loss.dtype);
+      outputs['grad_norm'] = norm;
+      if (options.maxGradNorm !== undefined) gradients = clipByGlobalNorm(gradients, norm, options.maxGradNorm);
+      const scalars = scalarInputs(graph, trainableValues[0]?.dtype ?? 'float32');
+      trainable.forEach((key, index) => {
+        const parameter = parameterValues[key]!;
+        const state = stateNames.map((stateName) => {
+          optimizerState[stateInputName(stateName, key)] = zerosLike(options.parameters[key]!);
+          return graph.input(stateInputName(stateName, key), parameter.dtype, parameter.shape);
+        });
+        const decay = !(options.noWeightDecay?.(key) ?? false);
+        const update = applyOptimizer(options.optimizer, parameter, gradients[index]!, state, scalars, decay);
+        outputs[updatedName(key)] = update.parameter;
+        stateNames.forEach((stateName, i) => (outputs[updatedName(stateInputName(stateName, key))] = update.state[i]!));
+      });
+    });
+    const model = encodeModel(graph.toModel(outputs, { keepInputs: graph.inputs }));
+    const session = await GraphSession.create(model, options.session);
+    const parameters = Object.fromEntries(keys.map((key) => [key, cloneTensor(options.parameters[key]!)]));
+    return new TrainingStep(options, session, trainable, parameters, optimizerState);
+  }
+
+  get step(): number {
+    return this.stepCount;
+  }
+
+  /** One optimisation step on `batch`; returns the loss before the update and the gradient norm. */
+  async run(batch: Readonly<Record<string, HostTensor>>): Promise<StepResult> {
+    const step = this.stepCount + 1;
+    const learningRate = learningRateAt(this.options.schedule, step);
+    const scalars = stepScalars(this.options.optimizer, learningRate, step);
+    const scalarType = this.trainableDtype();
+    const feeds: Record<string, HostTensor> = { ...this.parameters, ...this.optimizerState };
+    for (const [name, spec] of Object.entries(this.options.batch)) {
+      const tensor = batch[name];
+      if (!tensor) throw new Error(`batch is missing ${name}`);
+      if (tensor.dtype !== spec.dtype || !shapeMatches(tensor.shape, spec.shape)) {
+        throw new Error(`batch ${name}: expected ${spec.dtype}${formatShape(spec.shape)}, got ${tensor.dtype}${formatShape(tensor.shape)}`);
+      }
+      feeds[name] = tensor;
+    }
+    feeds['learning_rate'] = scalar(scalars.learningRate, scalarType);
+    feeds['step_size'] = scalar(scalars.stepSize, scalarType);
+    feeds['bias_correction2_sqrt'] = scalar(scalars.biasCorrection2Sqrt, scalarType);
+    feeds['dropout_seed'] = { dtype: 'int64', shape: [], data: BigInt64Array.of(BigInt(dropoutSeedFor(this.options.seed ?? 0, step))) };
+    const results = await this.session.run(feeds);
+    const loss = Number(results['loss']!.data[0]);
+    const gradNorm = Number(results['grad_norm']!.data[0]);
+    for (const key of this.trainable) this.parameters[key] = results[updatedName(key)]!;
+    for (const name of Object.keys(this.optimizerState)) this.optimizerState[name] = results[updatedName(name)]!;
+    this.stepCount = step;
+    return { step, loss, gradNorm, learningRate };
+  }
+
+  private trainableDtype(): DType {
+    const first = this.trainable[0];
+    return first ? this.parameters[first]!.dtype : 'float32';
+  }
+
+  /** A snapshot (copies) of the step count, parameters and optimizer state. */
+  state(): TrainingState {
+    return {
+      step: this.stepCount,
+      parameters: Object.fromEntries(Object.entries(this.parameters).map(([key, tensor]) => [key, cloneTensor(tensor)])),
+      optimizer: Object.fromEntries(Object.entries(this.optimizerState).map(([key, tensor]) => [key, cloneTensor(tensor)])),
+    };
+  }
+
+  /** Restores a snapshot from `state()`; every tensor must match in name, type and shape. */
+  loadState(state: TrainingState): void {
+    const check = (kind: string, current: Record<string, HostTensor>, incoming: Record<string, HostTensor>) => {
+      const missing = Object.keys(current).filter((key) => !incoming[key]);
+      const unexpected = Object.keys(incoming).filter((key) => !current[key]);
+      if (missing.length || unexpected.length) {
+        throw new Error(`${kind} state does not match: missing [${missing.join(', ')}], unexpected [${unexpected.join(', ')}]`);
+      }
+      for (const [key, tensor] of Object.entries(incoming)) {
+        const existing = current[key]!;
+        if (existing.dtype !== tensor.dtype || existing.shape.join() !== tensor.shape.join()) {
+          throw new Error(`${kind} ${key}: expected ${existing.dtype}${formatShape(existing.shape)}, got ${tensor.dtype}${formatShape(tensor.shape)}`);
+        }
+      }
+    };
+    check('parameter', this.parameters, state.parameters);
+    check('optimizer', this.optimizerState, state.optimizer);
+    for (const [key, tensor] of Object.entries(state.parameters)) this.parameters[key] = cloneTensor(tensor);
+    for (const [key, tensor] of Object.entries(state.optimizer)) this.optimizerState[key] = cloneTensor(tensor);
+    this.stepCount = state.step;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+function shapeMatches(actual: readonly number[], expected: Shape): boolean {
+  return actual.length === expected.length && expected.every((dim, i) => typeof dim === 'string' || dim === actual[i]);
+}
+
+function scalar(value: number, dtype: DType): HostTensor {
+  return dtype === 'float64' ? { dtype, shape: [], data: Float64Array.of(value) } : { dtype: 'float32', shape: [], data: Float32Array.of(value) };
+}
+
+function zerosLike(tensor: HostTensor): HostTensor {
+  return { dtype: tensor.dtype, shape: [...tensor.shape], data: allocate(tensor.dtype, elementCount(tensor.shape)) };
+}
+
+function cloneTensor(tensor: HostTensor): HostTensor {
+  return { dtype: tensor.dtype, shape: [...tensor.shape], data: tensor.data.slice() as HostTensor['data'] };
+}
+
+/** A per-step dropout seed below 2³¹ (the in-graph hash needs it), mixed from the run seed. */
+function dropoutSeedFor(seed: number, step: number): number {
+  let hash = (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(step, 0xc2b2ae35)) >>> 0;
+  hash = Math.imul(hash ^ (hash >>> 16), 0x7feb352d) >>> 0;
+  return hash & 0x7fffffff;
+}
