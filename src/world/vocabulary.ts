@@ -76,7 +76,7 @@ export const TEMPLATE_WORDS = [
   'gradient', 'pattern', 'texture', 'upper', 'lower', 'part', 'corner', 'middle', 'center', 'side',
   'add', 'remove', 'replace', 'move', 'change', 'put', 'make', 'turn', 'swap', 'take', 'away', 'instead',
   'there', 'is', 'are', 'it', 'its', 'into', 'from', 'place', 'delete', 'set', 'show', 'showing',
-  'shows', 'here', 'version', 'same', 'one', 'two', 'three',
+  'shows', 'here', 'version', 'same', 'one', 'two', 'three', 'everything',
 ] as const;
 
 /** Phrases placing subjects in a scene-emoji background, keyed by emoji label. */
