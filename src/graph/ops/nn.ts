@@ -17,7 +17,8 @@ export function linear(x: Value, weight: Value, bias: Value | null = null): Valu
   const leading = x.shape.slice(0, -1);
   const flat = reshape(x, [-1, inFeatures]); // (N·…, in)
   const product = gemm(flat, weight, bias, { transB: true }); // (N·…, out)
-  return reshape(product, [...leading, outFeatures]); // (N, …, out)
+  // Symbolic leading dims are read from x: the flattened product no longer has them.
+  return reshape(product, [...leading, outFeatures], [x]); // (N, …, out)
 }
 
 export interface Conv2dOptions {

@@ -37,8 +37,8 @@ export function shapeTensor(dims: Shape, sources: readonly Value[]): Value {
   return graph.addNode('Concat', pieces, [{ dtype: 'int64', shape: [dims.length] }], { axis: 0 })[0]!;
 }
 
-/** Reshape to `dims`; one entry may be -1 (inferred). Symbolic dims must appear in x's shape. */
-export function reshape(x: Value, dims: Shape): Value {
+/** Reshape to `dims`; one entry may be -1 (inferred). Symbolic dims must appear in the shape of x or of one of `sources`. */
+export function reshape(x: Value, dims: Shape, sources: readonly Value[] = []): Value {
   const inferredAt = dims.indexOf(-1);
   if (dims.filter((dim) => dim === -1).length > 1) throw new Error(`reshape: more than one -1 in ${formatShape(dims)}`);
   const outputShape: Dim[] = [...dims];
@@ -58,7 +58,7 @@ export function reshape(x: Value, dims: Shape): Value {
     if (total !== target) throw new Error(`reshape: cannot reshape ${x} to ${formatShape(dims)}`);
   }
   if (outputShape.length === x.rank && outputShape.every((dim, i) => dim === x.shape[i])) return x;
-  const target = shapeTensor(dims, [x]);
+  const target = shapeTensor(dims, [x, ...sources]);
   return x.graph.addNode('Reshape', [x, target], [{ dtype: x.dtype, shape: outputShape }])[0]!;
 }
 

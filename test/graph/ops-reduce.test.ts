@@ -1,0 +1,110 @@
+// Reductions, softmax along several axes, and the selection ops clip, where, cast and identity.
+// All run in float64.
+import { Tensor, integers, opTest, uniform, values } from './harness.js';
+import { alongAxis, average, broadcast, logSoftmaxLane, map, reduce, softmaxLane, total } from './reference.js';
+import { cast, clip, identity, logSoftmax, mean, mul, reduceMax, softmax, sum, where } from '../../src/graph/ops/elementwise.js';
+
+for (const axis of [-1, 0, 1, 2]) {
+  opTest(`softmax over axis ${axis} of [2,3,4]`, {
+    build: ([x]) => softmax(x!, axis),
+    inputs: [{ shape: [2, 3, 4], data: uniform(-2, 2) }],
+    reference: ([x]) => alongAxis(x!, axis, softmaxLane),
+  });
+  opTest(`logSoftmax over axis ${axis} of [2,3,4]`, {
+    build: ([x]) => logSoftmax(x!, axis),
+    inputs: [{ shape: [2, 3, 4], data: uniform(-2, 2) }],
+    reference: ([x]) => alongAxis(x!, axis, logSoftmaxLane),
+  });
+}
+
+const reductionAxes: (number[] | undefined)[] = [undefined, [0], [1], [-1], [0, 2], [2, 0, 2]];
+for (const axes of reductionAxes) {
+  for (const keepDims of [false, true]) {
+    const label = `${axes ? `axes [${axes}]` : 'all axes'}${keepDims ? ', keepDims' : ''}`;
+    opTest(`sum over ${label}`, {
+      build: ([x]) => sum(x!, axes, keepDims),
+      inputs: [{ shape: [2, 3, 4] }],
+      reference: ([x]) => reduce(x!, axes, keepDims, total),
+    });
+    opTest(`mean over ${label}`, {
+      build: ([x]) => mean(x!, axes, keepDims),
+      inputs: [{ shape: [2, 3, 4] }],
+      reference: ([x]) => reduce(x!, axes, keepDims, average),
+    });
+    opTest(`reduceMax over ${label}`, {
+      build: ([x]) => reduceMax(x!, axes, keepDims),
+      inputs: [{ shape: [2, 3, 4] }],
+      reference: ([x]) => reduce(x!, axes, keepDims, (elements) => Math.max(...elements)),
+    });
+  }
+}
+
+// Two-way ties: the rule splits the cotangent equally, which is exactly what a central difference
+// measures at a two-way tie (one side moves the maximum, the other does not).
+opTest('reduceMax with tied maxima shares the gradient', {
+  build: ([x]) => reduceMax(x!, [1]),
+  inputs: [{ shape: [3, 4], data: values([0.5, 0.9, 0.9, -0.3, 0.1, -0.2, 0.7, 0.3, 0.4, 0.4, -1, 0.2]) }],
+  reference: ([x]) => reduce(x!, [1], false, (elements) => Math.max(...elements)),
+});
+
+opTest('reduceMax over all axes with a tie', {
+  build: ([x]) => reduceMax(x!),
+  inputs: [{ shape: [2, 3], data: values([0.2, 0.8, -0.1, 0.8, 0.3, 0.5]) }],
+  reference: ([x]) => reduce(x!, undefined, false, (elements) => Math.max(...elements)),
+});
+
+// Inputs stay 0.05 away from the bounds so the finite-difference stencil never straddles them.
+const clipData = values([-0.9, -0.3, 0.1, 0.7, 0.45, -0.6, 0.2, 1.2, -0.45, 0.05, -1.4, 0.33]);
+opTest('clip with both bounds', {
+  build: ([x]) => clip(x!, -0.5, 0.5),
+  inputs: [{ shape: [3, 4], data: clipData }],
+  reference: ([x]) => map(x!, (v) => Math.min(Math.max(v, -0.5), 0.5)),
+});
+opTest('clip with a lower bound only', {
+  build: ([x]) => clip(x!, -0.5),
+  inputs: [{ shape: [3, 4], data: clipData }],
+  reference: ([x]) => map(x!, (v) => Math.max(v, -0.5)),
+});
+opTest('clip with an upper bound only', {
+  build: ([x]) => clip(x!, undefined, 0.5),
+  inputs: [{ shape: [3, 4], data: clipData }],
+  reference: ([x]) => map(x!, (v) => Math.min(v, 0.5)),
+});
+
+const pick = (condition: number, a: number, b: number) => (condition ? a : b);
+opTest('where with equal shapes', {
+  build: ([condition, a, b]) => where(condition!, a!, b!),
+  inputs: [{ shape: [2, 3], dtype: 'bool', data: integers(0, 1) }, { shape: [2, 3] }, { shape: [2, 3] }],
+  reference: (inputs) => broadcast(inputs, pick),
+});
+opTest('where broadcasting condition [3], a [2,3], b [2,1]', {
+  build: ([condition, a, b]) => where(condition!, a!, b!),
+  inputs: [{ shape: [3], dtype: 'bool', data: values([1, 0, 1]) }, { shape: [2, 3] }, { shape: [2, 1] }],
+  reference: (inputs) => broadcast(inputs, pick),
+});
+opTest('where with a number for the false branch', {
+  build: ([condition, a]) => where(condition!, a!, -2),
+  inputs: [{ shape: [2, 3], dtype: 'bool', data: integers(0, 1) }, { shape: [2, 3] }],
+  reference: ([condition, a]) => broadcast([condition!, a!], (c, v) => (c ? v : -2)),
+});
+
+opTest('cast float to int64 truncates toward zero', {
+  build: ([x]) => cast(x!, 'int64'),
+  inputs: [{ shape: [2, 4], data: values([-2.7, -1.2, -0.5, 0.4, 0.9, 1.5, 2.6, 3.1]) }],
+  reference: ([x]) => map(x!, Math.trunc),
+});
+opTest('cast int64 to float', {
+  build: ([x]) => cast(x!, 'float32'),
+  inputs: [{ shape: [5], dtype: 'int64', data: integers(-50, 50) }],
+  reference: ([x]) => x!,
+});
+opTest('cast bool to float scales the other operand', {
+  build: ([mask, x]) => mul(cast(mask!, x!.dtype), x!),
+  inputs: [{ shape: [2, 3], dtype: 'bool', data: integers(0, 1) }, { shape: [2, 3] }],
+  reference: (inputs) => broadcast(inputs, (m, v) => m * v),
+});
+opTest('identity', {
+  build: ([x]) => identity(x!),
+  inputs: [{ shape: [2, 3] }],
+  reference: ([x]) => new Tensor(x!.data, x!.shape),
+});
