@@ -271,5 +271,7 @@ export function scalarTensor(value: number, dtype: DType): HostTensor {
       return { dtype, shape: [], data: Int8Array.of(value) };
     case 'float16':
       return { dtype, shape: [], data: Uint16Array.of(float32ToFloat16Bits(value)) };
+    case 'bfloat16':
+      throw new Error('bfloat16 values can only be cast; make the scalar float32');
   }
 }

@@ -329,6 +329,7 @@ export interface WriteOptions {
 const storedDtype: Record<DType, SafetensorsDType> = {
   float32: 'F32',
   float16: 'F16',
+  bfloat16: 'BF16',
   float64: 'F64',
   int64: 'I64',
   int32: 'I32',
@@ -340,6 +341,7 @@ const storedDtype: Record<DType, SafetensorsDType> = {
 const arrayTypeOf: { [K in DType]: new (length: number) => TypedArrayOf[K] } = {
   float32: Float32Array,
   float16: Uint16Array,
+  bfloat16: Uint16Array,
   float64: Float64Array,
   int64: BigInt64Array,
   int32: Int32Array,

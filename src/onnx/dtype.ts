@@ -1,7 +1,8 @@
 // Element types shared by every layer: names follow onnxruntime's tensor type strings, codes are
 // ONNX TensorProto.DataType values.
 
-export type DType = 'float32' | 'float64' | 'float16' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool';
+// bfloat16 exists for weights read straight from checkpoints; onnxruntime only lets Cast consume it.
+export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool';
 
 /** ONNX TensorProto.DataType enum values. */
 export const onnxDataType: Record<DType, number> = {
@@ -13,12 +14,14 @@ export const onnxDataType: Record<DType, number> = {
   bool: 9,
   float16: 10,
   float64: 11,
+  bfloat16: 16,
 };
 
 export const bytesPerElement: Record<DType, number> = {
   float32: 4,
   float64: 8,
   float16: 2,
+  bfloat16: 2,
   int64: 8,
   int32: 4,
   int8: 1,
@@ -31,6 +34,7 @@ export interface TypedArrayOf {
   float32: Float32Array;
   float64: Float64Array;
   float16: Uint16Array;
+  bfloat16: Uint16Array;
   int64: BigInt64Array;
   int32: Int32Array;
   int8: Int8Array;
@@ -62,6 +66,7 @@ export function allocate<D extends DType>(dtype: D, count: number): TypedArrayOf
     float32: Float32Array,
     float64: Float64Array,
     float16: Uint16Array,
+    bfloat16: Uint16Array,
     int64: BigInt64Array,
     int32: Int32Array,
     int8: Int8Array,

@@ -1,6 +1,6 @@
 // Elementwise and reduction ops: each appends one ONNX node (or a short composition) with its
 // output shape inferred by NumPy broadcasting rules.
-import { type DType, isFloat } from '../../onnx/dtype.js';
+import { type DType, isFloat, onnxDataType } from '../../onnx/dtype.js';
 import { type Dim, type Graph, type Shape, Value, broadcastShapes, normalizeAxis } from '../graph.js';
 
 /** A traced value or a JavaScript number (lifted to a scalar constant of the other operand's type). */
@@ -91,11 +91,9 @@ export function clip(x: Value, minimum?: number, maximum?: number): Value {
 
 export function cast(x: Value, dtype: DType): Value {
   if (x.dtype === dtype) return x;
-  return x.graph.addNode('Cast', [x], [{ dtype, shape: x.shape }], { to: onnxTypeCode(dtype) })[0]!;
+  return x.graph.addNode('Cast', [x], [{ dtype, shape: x.shape }], { to: onnxDataType[dtype] })[0]!;
 }
 
-const typeCodes: Record<DType, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
-export const onnxTypeCode = (dtype: DType): number => typeCodes[dtype];
 
 export function identity(x: Value): Value {
   return unary('Identity', x);

@@ -1,0 +1,69 @@
+// Inference graphs read weights straight from safetensors files: each parameter becomes an ONNX
+// external-data initializer pointing at the tensor's byte range inside the checkpoint, so nothing
+// is copied or converted on the host. Half-precision files are cast to the parameter's type in the
+// graph (BF16 can only be consumed by Cast in onnxruntime).
+import type { DType } from '../onnx/dtype.js';
+import type { Graph, Value } from '../graph/graph.js';
+import { formatShape } from '../graph/graph.js';
+import { cast } from '../graph/ops/elementwise.js';
+import type { SafetensorsDType, SafetensorsReader } from '../io/safetensors.js';
+import { type Module, type Parameter, type TraceContext } from './module.js';
+
+const graphDtype: Partial<Record<SafetensorsDType, DType>> = {
+  F32: 'float32',
+  BF16: 'bfloat16',
+  F16: 'float16',
+  F64: 'float64',
+  I64: 'int64',
+  I32: 'int32',
+  I8: 'int8',
+  U8: 'uint8',
+  BOOL: 'bool',
+};
+
+export interface ExternalWeights {
+  context: TraceContext;
+  /** Pass to the session: maps each location named in the model to its file on disk. */
+  externalData: { path: string; data: string }[];
+}
+
+/**
+ * Binds every parameter of `root` to the tensor `${prefix}${key}` of `reader`. Strict: missing
+ * tensors are listed by name and shape mismatches name the key and both shapes.
+ */
+export function externalBindings(graph: Graph, root: Module, reader: SafetensorsReader, options: { prefix?: string } = {}): ExternalWeights {
+  const prefix = options.prefix ?? '';
+  const parameters = root.namedParameters();
+  const missing = parameters.map(([key]) => prefix + key).filter((name) => !reader.has(name));
+  if (missing.length) throw new Error(`${reader.path}: missing tensors: ${missing.join(', ')}`);
+  const locations = new Map<string, string>();
+  const values = new Map<Parameter, Value>();
+  for (const [key, parameter] of parameters) {
+    const info = reader.info(prefix + key);
+    if (info.shape.join() !== parameter.shape.join()) {
+      throw new Error(`${prefix + key}: checkpoint shape ${formatShape(info.shape)} does not match model shape ${formatShape(parameter.shape)}`);
+    }
+    let location = locations.get(info.file);
+    if (!location) {
+      location = `weights-${locations.size}.safetensors`;
+      locations.set(info.file, location);
+    }
+    const stored = graphDtype[info.dtype];
+    if (!stored) throw new Error(`${prefix + key}: ${info.dtype} weights are not supported`);
+    const initializer = graph.externalInitializer(prefix + key, stored, info.shape, {
+      location,
+      offset: info.byteOffset,
+      length: info.byteLength,
+    });
+    values.set(parameter, stored === parameter.dtype ? initializer : cast(initializer, parameter.dtype));
+  }
+  const context: TraceContext = {
+    graph,
+    value(parameter) {
+      const value = values.get(parameter);
+      if (!value) throw new Error(`parameter of shape ${formatShape(parameter.shape)} is not bound in this graph`);
+      return value;
+    },
+  };
+  return { context, externalData: [...locations].map(([file, path]) => ({ path, data: file })) };
+}
