@@ -3,12 +3,14 @@
 // itself on the program; this file only assembles them and turns thrown errors into one-line
 // messages with a non-zero exit code.
 import { Command } from 'commander';
+import { registerDataCommands } from './data.js';
 
 const program = new Command();
 program
   .name('kosmos-g')
   .description('Kosmos-G: image generation from interleaved text-and-image prompts')
   .showHelpAfterError();
+registerDataCommands(program);
 
 const commandModules = [] as const;
 void commandModules;

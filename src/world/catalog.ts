@@ -218,7 +218,6 @@ export function buildCatalog(options: CatalogOptions = {}): Catalog {
     if (wanted && !wanted.has(id)) continue;
     if (Object.keys(icons).length === 0) continue;
     const words = entry.label.split(/\s+/);
-    if (words.some((w) => reserved.has(w) && words.length === 1)) continue;
     const label = entry.label.replace(/’/g, "'");
     const names = [label];
     for (const tag of entry.tags ?? []) {
