@@ -123,7 +123,10 @@ export function layerNorm(x: Value, weight: Value | null, bias: Value | null, ep
   const normalized = x.shape.slice(axis);
   const scale = weight ?? x.graph.constant(onesTensor(x.dtype, normalized as number[]), 'layer_norm_ones');
   const inputs = bias ? [x, scale, bias] : [x, scale];
-  const statDtype: DType = x.dtype === 'float16' ? 'float32' : x.dtype;
+  // stash_type 1 makes Mean and InvStdDev float32 for every input type (onnxruntime's CPU kernel for
+  // double inputs exists only with float statistics); declaring them float32 keeps the gradient
+  // rule's casts back to x's type.
+  const statDtype: DType = 'float32';
   const outputs = [
     { dtype: x.dtype, shape: x.shape },
     { dtype: statDtype, shape: statShape },
