@@ -1,0 +1,163 @@
+// Engine benchmarks: one AdamW training step of each reference block against PyTorch CPU on the
+// same weights, batch and optimizer, and the cost of compiling a large graph.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { grad } from '../src/graph/autodiff.js';
+import { Graph } from '../src/graph/graph.js';
+import { sum } from '../src/graph/ops/elementwise.js';
+import { GraphSession } from '../src/graph/session.js';
+import { TrainingStep, type TensorSpec } from '../src/graph/train-step.js';
+import { writeSafetensors } from '../src/io/safetensors.js';
+import { normalTensor } from '../src/nn/layers.js';
+import { Module, contextFromValues, inputBindings } from '../src/nn/module.js';
+import type { HostTensor } from '../src/onnx/dtype.js';
+import { encodeModel } from '../src/onnx/proto.js';
+import { Random } from '../src/world/random.js';
+import { type ModelConfig, TransformerBlock, buildModel } from './engine-models.js';
+import { runTorchScript } from './torch-process.js';
+
+const threads = 2;
+const warmup = 3;
+const timedSteps = 10;
+const optimizer = { learningRate: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
+
+interface TrainCase {
+  name: string;
+  model: ModelConfig;
+  batch: (random: Random) => Record<string, HostTensor>;
+}
+
+function randomLabels(random: Random, shape: number[], classes: number): HostTensor {
+  const count = shape.reduce((p, q) => p * q, 1);
+  return { dtype: 'int64', shape, data: BigInt64Array.from({ length: count }, () => BigInt(random.int(classes))) };
+}
+
+const trainCases: TrainCase[] = [
+  {
+    name: 'mlp_train',
+    model: { kind: 'mlp', inFeatures: 512, hiddenFeatures: 2048, outFeatures: 512 },
+    batch: (random) => ({ x: normalTensor(random, [256, 512]), target: normalTensor(random, [256, 512]) }),
+  },
+  {
+    name: 'conv_train',
+    model: { kind: 'conv', channels: 64, groups: 32 },
+    batch: (random) => ({ x: normalTensor(random, [16, 64, 32, 32]), target: normalTensor(random, [16, 64, 32, 32]) }),
+  },
+  {
+    name: 'transformer_train',
+    model: { kind: 'transformer', width: 256, heads: 4, mlpWidth: 1024 },
+    batch: (random) => ({ x: normalTensor(random, [8, 128, 256]), labels: randomLabels(random, [8, 128], 256) }),
+  },
+];
+
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((p, q) => p - q);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+
+const round = (value: number, digits = 3): number => Number(value.toPrecision(digits));
+
+interface Timing {
+  ms: number;
+  firstLoss: number;
+}
+
+async function timeOurs(trainCase: TrainCase, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>): Promise<Timing> {
+  const model = buildModel(trainCase.model, new Random(0));
+  const specs: Record<string, TensorSpec> = Object.fromEntries(Object.entries(batch).map(([name, tensor]) => [name, { dtype: tensor.dtype, shape: tensor.shape }]));
+  const step = await TrainingStep.create({
+    parameters,
+    batch: specs,
+    loss: ({ graph, parameters: values, batch: traced }) => model.loss(contextFromValues(graph, model, values), traced),
+    optimizer: { kind: 'adamw', ...optimizer },
+    schedule: { kind: 'constant', learningRate: optimizer.learningRate },
+    session: { threads },
+  });
+  try {
+    const firstLoss = (await step.run(batch)).loss;
+    for (let i = 1; i < warmup; i++) await step.run(batch);
+    const times: number[] = [];
+    for (let i = 0; i < timedSteps; i++) {
+      const started = performance.now();
+      await step.run(batch);
+      times.push(performance.now() - started);
+    }
+    return { ms: median(times), firstLoss };
+  } finally {
+    await step.release();
+  }
+}
+
+async function timeTorch(trainCase: TrainCase, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>): Promise<Timing & { blas: string }> {
+  const directory = await mkdtemp(join(tmpdir(), 'engine-bench-'));
+  try {
+    const inputs = join(directory, 'inputs.safetensors');
+    await writeSafetensors(inputs, { ...parameters, ...batch });
+    const config = { model: trainCase.model, optimizer, warmup, steps: timedSteps, threads };
+    const output = await runTorchScript('engine.py', [JSON.stringify(config), inputs], { benchmark: true });
+    const result = JSON.parse(output) as { torch_ms: number; first_loss: number; blas: string };
+    return { ms: result.torch_ms, firstLoss: result.first_loss, blas: result.blas };
+  } finally {
+    await rm(directory, { recursive: true, force: true });
+  }
+}
+
+async function benchTrainCase(trainCase: TrainCase): Promise<void> {
+  const random = new Random(1);
+  const parameters = buildModel(trainCase.model, random).stateDict();
+  const batch = trainCase.batch(random);
+  const ours = await timeOurs(trainCase, parameters, batch);
+  const torch = await timeTorch(trainCase, parameters, batch);
+  // Equal first losses show both sides ran the same model on the same data.
+  console.log(JSON.stringify({
+    case: trainCase.name,
+    ours_ms: round(ours.ms),
+    torch_ms: round(torch.ms),
+    ratio: round(torch.ms / ours.ms),
+    first_loss: { ours: round(ours.firstLoss, 6), torch: round(torch.firstLoss, 6) },
+    torch_blas: torch.blas,
+  }));
+}
+
+/** A stack of transformer blocks: parameters keyed `blocks.<i>.…`. */
+class BlockStack extends Module {
+  constructor(readonly blocks: TransformerBlock[]) {
+    super();
+  }
+}
+
+/** Trace, encode and session creation of forward and backward through a stack of transformer blocks. */
+async function benchCompile(): Promise<void> {
+  const random = new Random(2);
+  const stack = new BlockStack(Array.from({ length: 36 }, () => new TransformerBlock(64, 4, 256, random)));
+  const tracing = performance.now();
+  const graph = new Graph('compile_bench');
+  const context = inputBindings(graph, stack);
+  const x = graph.input('x', 'float32', [2, 16, 64]);
+  const hidden = stack.blocks.reduce((value, block, index) => graph.scope(`blocks.${index}`, () => block.forward(context, value)), x);
+  const parameters = stack.namedParameters().map(([, parameter]) => context.value(parameter));
+  const loss = sum(hidden);
+  const gradients = grad(loss, parameters);
+  const outputs = Object.fromEntries(gradients.map((gradient, index) => [`grad_${index}`, gradient]));
+  const traced = performance.now();
+  const model = encodeModel(graph.toModel({ loss, ...outputs }));
+  const encoded = performance.now();
+  const session = await GraphSession.create(model, { threads });
+  const created = performance.now();
+  await session.release();
+  console.log(JSON.stringify({
+    case: 'compile_5k',
+    nodes: graph.nodes.length,
+    trace_ms: round(traced - tracing),
+    encode_ms: round(encoded - traced),
+    session_ms: round(created - encoded),
+    total_ms: round(created - tracing),
+  }));
+}
+
+export async function runEngineBench(): Promise<void> {
+  for (const trainCase of trainCases) await benchTrainCase(trainCase);
+  await benchCompile();
+}
