@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { attributionMarkdown } from '../../src/world/attribution.js';
 import { buildCatalog, HELD_OUT_STYLE, STYLE_DEFINITIONS } from '../../src/world/catalog.js';
+import { loadIconSet } from '../../src/world/iconify.js';
 import { Lexicon } from '../../src/world/lexicon.js';
 
 const catalog = buildCatalog();
@@ -67,4 +68,8 @@ test('the attribution names every set, its licence and the share-alike duty', ()
   assert.match(text, /Share-alike: material containing openmoji/);
   assert.match(text, /emojibase-data@17/);
   assert.doesNotMatch(attributionMarkdown(catalog, { styles: ['noto'] }), /Share-alike/);
+});
+
+test('a missing icon package says what to install', () => {
+  assert.throws(() => loadIconSet('@iconify-json/not-a-set'), /package @iconify-json\/not-a-set is not installed \(npm install @iconify-json\/not-a-set\)/);
 });

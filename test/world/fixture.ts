@@ -1,5 +1,4 @@
 // A small world for tests: a few held-out and training concepts, rendered into a private cache.
-import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildCatalog } from '../../src/world/catalog.js';
@@ -19,6 +18,7 @@ export function testConcepts(): string[] {
 let opened: Promise<World> | null = null;
 
 export function testWorld(): Promise<World> {
-  opened ??= World.open({ catalog: { concepts: testConcepts() }, cacheDir: mkdtempSync(join(tmpdir(), 'kosmos-g-world-test-')) });
+  // Test files share one cache: cache writes are atomic renames, so parallel test processes are safe.
+  opened ??= World.open({ catalog: { concepts: testConcepts() }, cacheDir: join(tmpdir(), 'kosmos-g-world-test-cache') });
   return opened;
 }
