@@ -7,7 +7,7 @@ import {
   add, cast, cos, div, equal, erf, exp, gemm, greater, greaterOrEqual, less, log, matmul, mul, neg, pow, sign, sin, sub, sum, tanh, where,
 } from './ops/elementwise.js';
 import { conv2d, convTranspose2d } from './ops/nn.js';
-import { concat, expand, full, pad, reshape, scatterElementsAdd, scatterNDAdd, slice, split, transpose, unsqueeze, zerosLike } from './ops/shape.js';
+import { concat, expand, full, pad, reshape, scatterElementsAdd, scatterNDAdd, shapeTensor, slice, split, transpose, unsqueeze, zerosLike } from './ops/shape.js';
 
 export interface VjpContext {
   node: Node;
@@ -62,13 +62,21 @@ const attr = (node: Node, name: string, fallback: number): number => {
 };
 const ints = (node: Node, name: string): number[] => node.attributes[name] as number[];
 
+/** How many elements of `x` a reduction over `axes` combines: a number, or read from x's runtime shape when symbolic. */
+function reducedCount(x: Value, axes: readonly number[]): Value | number {
+  const dims = axes.map((axis) => x.shape[axis]!);
+  if (dims.every((dim): dim is number => typeof dim === 'number')) return dims.reduce((count, dim) => count * dim, 1);
+  const sizes = cast(shapeTensor(dims, [x]), x.dtype);
+  return x.graph.addNode('ReduceProd', [sizes], [{ dtype: x.dtype, shape: [] }], { keepdims: 0 })[0]!;
+}
+
 function reductionRule(context: VjpContext, scaleByCount: boolean): (Value | null)[] {
   const { node } = context;
   const x = input(node, 0);
   const axes = constantInts(node.inputs[1], 'reduction axes');
   const keptShape = x.shape.map((dim, axis) => (axes.includes(axis) ? 1 : dim));
   let grad = reshape(gradOf(context), keptShape);
-  if (scaleByCount) grad = div(grad, axes.reduce((count, axis) => count * x.size(axis), 1));
+  if (scaleByCount) grad = div(grad, reducedCount(x, axes));
   return [expand(grad, x.shape, [x]), null];
 }
 

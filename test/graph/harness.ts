@@ -5,8 +5,8 @@
 // re-running the same compiled session.
 //
 // Cases run in float64 where onnxruntime's CPU provider has double kernels for every op in the
-// forward and backward graph. Where one is missing, session creation fails with NOT_IMPLEMENTED and
-// the case is traced again in float32 with a larger step and looser tolerances; the ops that need
+// forward and backward graph. Where one is missing, session creation fails (NOT_IMPLEMENTED, or a
+// type error for schemas without double) and the case is traced again in float32 with a larger step and looser tolerances; the ops that need
 // this are listed in the test files' comments and reported by each test's diagnostic line.
 import test, { type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -117,7 +117,8 @@ const tolerances: Record<FloatDType, { forward: number; step: number; gradient: 
 /** Inputs with more elements than this get an evenly spread sample of finite-difference checks. */
 const finiteDifferenceLimit = 48;
 
-const missingKernel = /NOT_IMPLEMENTED|Could not find an implementation/;
+// A missing double kernel, or an op schema without double in its type constraint (com.microsoft ops).
+const missingKernel = /NOT_IMPLEMENTED|Could not find an implementation|Type 'tensor\(double\)' of input parameter \(\S+\) of operator \(\w+\) in node \(\S+\) is invalid/;
 
 /** Encodes `outputs` of `graph` and compiles a single-threaded CPU session. */
 export async function compile(graph: Graph, outputs: Record<string, Value>, keepInputs: readonly Value[] = []): Promise<GraphSession> {

@@ -246,11 +246,13 @@ export function mseLoss(prediction: Value, target: Value): Value {
 export function crossEntropy(logits: Value, labels: Value, ignoreIndex = -100): Value {
   const classes = logits.size(-1);
   const flatLogits = reshape(logits, [-1, classes]); // (N, C)
-  const flatLabels = reshape(labels, [-1]); // (N)
+  // Every flat (N) value takes N from flatLogits, so that symbolic leading dims stay one dim.
+  const rows = flatLogits.shape[0]!;
+  const flatLabels = reshape(labels, [rows], [flatLogits]); // (N)
   const valid = not(equal(flatLabels, ignoreIndex));
   const safeLabels = where(valid, flatLabels, 0);
   const logProbabilities = logSoftmax(flatLogits, -1);
-  const picked = reshape(gatherElements(logProbabilities, unsqueeze(safeLabels, -1), -1), [-1]); // (N)
+  const picked = reshape(gatherElements(logProbabilities, unsqueeze(safeLabels, -1), -1), [rows], [flatLogits]); // (N)
   const weights = cast(valid, logits.dtype);
   return div(neg(sum(mul(picked, weights))), max(sum(weights), 1));
 }
