@@ -132,19 +132,21 @@ export function registerDataCommands(program: Command): void {
       .option('--split-seed <n>', 'seed of the held-out concept choice', '0')
       .option('--shard-size <n>', 'samples per shard', '1000'),
   ).action(async (flags: WorldFlags & { kind: string; n: string; out: string; split: string; seed: string; splitSeed: string; shardSize: string }) => {
-    const world = await openWorld(flags);
-    const generator = new SampleGenerator(world, {
+    const options = {
       kind: parseStreamKind(flags.kind),
       split: parseSplit(flags.split),
       seed: integer(flags.seed, '--seed'),
       splitSeed: integer(flags.splitSeed, '--split-seed'),
-    });
+    };
+    const count = integer(flags.n, '--n');
+    const shardSize = integer(flags.shardSize, '--shard-size');
+    const generator = new SampleGenerator(await openWorld(flags), options);
     const bar = progressBar('building');
     const started = performance.now();
     const manifest = await writeShards(generator, {
-      count: integer(flags.n, '--n'),
+      count,
       out: flags.out,
-      shardSize: integer(flags.shardSize, '--shard-size'),
+      shardSize,
       onProgress: bar.update,
     });
     bar.stop();
@@ -163,12 +165,14 @@ export function registerDataCommands(program: Command): void {
       .option('--seed <n>', 'sample stream seed', '0')
       .option('--cell <px>', 'displayed image size', '96'),
   ).action(async (flags: WorldFlags & { kind: string; out: string; n: string; split: string; seed: string; cell: string }) => {
-    const world = await openWorld(flags);
     const kind = parseStreamKind(flags.kind);
     const split = parseSplit(flags.split);
-    const generator = new SampleGenerator(world, { kind, split, seed: integer(flags.seed, '--seed') });
-    const samples = Array.from({ length: integer(flags.n, '--n') }, (_, i) => generator.sample(i));
-    const png = await contactSheet(samples, { cell: integer(flags.cell, '--cell'), title: `${kind} samples, ${split} split, seed ${flags.seed}` });
+    const seed = integer(flags.seed, '--seed');
+    const count = integer(flags.n, '--n');
+    const cell = integer(flags.cell, '--cell');
+    const generator = new SampleGenerator(await openWorld(flags), { kind, split, seed });
+    const samples = Array.from({ length: count }, (_, i) => generator.sample(i));
+    const png = await contactSheet(samples, { cell, title: `${kind} samples, ${split} split, seed ${seed}` });
     writeFileSync(flags.out, png);
     process.stdout.write(`${samples.length} ${kind} samples -> ${flags.out}\n`);
   });
