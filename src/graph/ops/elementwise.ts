@@ -179,6 +179,20 @@ export const sum = (x: Value, axes?: number[], keepDims = false): Value => reduc
 export const mean = (x: Value, axes?: number[], keepDims = false): Value => reduce('ReduceMean', x, axes, keepDims);
 export const reduceMax = (x: Value, axes?: number[], keepDims = false): Value => reduce('ReduceMax', x, axes, keepDims);
 
+/** Index of the largest entry along `axis`, the first one on ties (torch.argmax); int64, no gradient. */
+export function argMax(x: Value, axis = -1, keepDims = false): Value {
+  const position = normalizeAxis(axis, x.rank);
+  const shape = reducedShape(x.shape, [position], keepDims);
+  return x.graph.addNode('ArgMax', [x], [{ dtype: 'int64', shape }], { axis: position, keepdims: keepDims ? 1 : 0 })[0]!;
+}
+
+/** Inclusive running sum along `axis` (ONNX CumSum), e.g. fairseq positions from a padding mask. */
+export function cumsum(x: Value, axis: number): Value {
+  const position = normalizeAxis(axis, x.rank);
+  const axisValue = x.graph.constant({ dtype: 'int64', shape: [], data: BigInt64Array.of(BigInt(position)) }, 'axis');
+  return x.graph.addNode('CumSum', [x, axisValue], [{ dtype: x.dtype, shape: x.shape }])[0]!;
+}
+
 export function requireFloat(x: Value, opName: string): void {
   if (!isFloat(x.dtype)) throw new Error(`${opName}: ${x.name} is ${x.dtype}; a floating type is needed`);
 }
