@@ -62,6 +62,13 @@ opTest('scaledDotProductAttention causal and masked together', {
   reference: ([q, k, v, mask]) => attentionRef(q!, k!, v!, ([, , t, s]) => (s! > t! ? -Infinity : mask!.at([t!, s!]))),
 });
 
+opTest('scaledDotProductAttention causal on a symbolic batch', {
+  build: ([q, k, v]) => scaledDotProductAttention(q!, k!, v!, { causal: true }),
+  inputs: [{ shape: ['batch', heads, 3, depth] }, { shape: ['batch', heads, 3, depth] }, { shape: ['batch', heads, 3, 2] }],
+  sizes: [{ batch: 1 }, { batch: 3 }],
+  reference: ([q, k, v]) => attentionRef(q!, k!, v!, ([, , t, s]) => (s! > t! ? -Infinity : 0)),
+});
+
 /** (B, T, H·D) → (B, H, T, D). */
 const splitHeads = (x: Value) => transpose(reshape(x, [x.size(0), x.size(1), heads, -1]), [0, 2, 1, 3]);
 const splitHeadsRef = (x: Tensor) => Tensor.build([x.shape[0]!, heads, x.shape[1]!, x.shape[2]! / heads], ([b, h, t, d]) => x.at([b!, t!, h! * (x.shape[2]! / heads) + d!]));

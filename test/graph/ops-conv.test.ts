@@ -99,3 +99,25 @@ for (const [shape, kernel, stride, padding] of [
     reference: ([x]) => avgPoolRef(x!, kernel, stride, padding),
   });
 }
+
+// Traced once with a symbolic batch and run at two batch sizes (the weight gradient convolves over
+// the batch axis, so the batch becomes a channel dim there).
+const symbolicBatch = [{ batch: 1 }, { batch: 3 }];
+opTest('conv2d on a symbolic batch, stride 2, padding 1', {
+  build: ([x, w, b]) => conv2d(x!, w!, b!, { stride: 2, padding: 1 }),
+  inputs: [{ shape: ['batch', 2, 5, 5] }, { shape: [3, 2, 3, 3] }, { shape: [3] }],
+  sizes: symbolicBatch,
+  reference: ([x, w, b]) => conv2dRef(x!, w!, b!, { stride: 2, padding: 1 }),
+});
+opTest('conv2d groups 2 on a symbolic batch', {
+  build: ([x, w]) => conv2d(x!, w!, null, { groups: 2 }),
+  inputs: [{ shape: ['batch', 4, 4, 4] }, { shape: [2, 2, 3, 3] }],
+  sizes: symbolicBatch,
+  reference: ([x, w]) => conv2dRef(x!, w!, null, { groups: 2 }),
+});
+opTest('upsampleNearest2x then avgPool2d on a symbolic batch', {
+  build: ([x]) => avgPool2d(upsampleNearest2x(x!), 3, 2, 1),
+  inputs: [{ shape: ['batch', 2, 3, 3] }],
+  sizes: symbolicBatch,
+  reference: ([x]) => avgPoolRef(Tensor.build([x!.shape[0]!, 2, 6, 6], ([n, c, h, w]) => x!.at([n!, c!, Math.floor(h! / 2), Math.floor(w! / 2)])), 3, 2, 1),
+});

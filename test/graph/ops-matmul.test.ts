@@ -69,3 +69,10 @@ opTest('linear on a symbolic batch [batch, 3, 4] at two batch sizes', {
   sizes: [{ batch: 2 }, { batch: 1 }],
   reference: ([x, weight, bias]) => linearRef(x!, weight!, bias!),
 });
+
+opTest('matmul with a symbolic batch broadcast against a matrix', {
+  build: ([a, b]) => matmul(a!, b!),
+  inputs: [{ shape: ['batch', 3, 4] }, { shape: [4, 2] }],
+  sizes: [{ batch: 2 }, { batch: 1 }],
+  reference: ([a, b]) => matmulRef(a!, b!),
+});

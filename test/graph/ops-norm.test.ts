@@ -69,6 +69,12 @@ for (const [groups, shape] of [[2, [2, 4, 3, 3]], [1, [1, 3, 2, 2]], [3, [2, 3, 
     reference: ([x, weight, bias]) => groupNormRef(x!, groups, weight, bias),
   });
 }
+opTest('groupNorm on a symbolic batch', {
+  build: ([x, weight, bias]) => groupNorm(x!, 2, weight!, bias!),
+  inputs: [{ shape: ['batch', 4, 2, 2], data: uniform(-2, 2) }, { shape: [4], data: uniform(0.5, 1.5) }, { shape: [4] }],
+  sizes: [{ batch: 1 }, { batch: 3 }],
+  reference: ([x, weight, bias]) => groupNormRef(x!, 2, weight, bias),
+});
 opTest('groupNorm without affine', {
   build: ([x]) => groupNorm(x!, 2, null, null),
   inputs: [{ shape: [1, 4, 2, 3], data: uniform(-2, 2) }],

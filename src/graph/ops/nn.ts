@@ -45,7 +45,11 @@ export function conv2d(x: Value, weight: Value, bias: Value | null = null, optio
   if (x.rank !== 4 || weight.rank !== 4) throw new Error(`conv2d: expects 4-D input and weight, got ${x} and ${weight}`);
   const kernelH = weight.size(2);
   const kernelW = weight.size(3);
-  if (x.shape[1] !== weight.size(1) * groups) throw new Error(`conv2d: ${x} has not ${weight.size(1) * groups} channels (weight ${weight}, groups ${groups})`);
+  // The weight's input-channel dim is symbolic in the weight-gradient convolution of a symbolic
+  // batch (the batch plays the channels there, with groups = 1), so compare dims, not sizes.
+  const inPerGroup = weight.shape[1]!;
+  const inChannels = typeof inPerGroup === 'number' ? inPerGroup * groups : inPerGroup;
+  if (x.shape[1] !== inChannels) throw new Error(`conv2d: ${x} has not ${inChannels} channels (weight ${weight}, groups ${groups})`);
   const shape = [
     x.shape[0]!,
     weight.shape[0]!,
@@ -146,7 +150,10 @@ function onesTensor(dtype: DType, shape: number[]) {
 export function groupNorm(x: Value, groups: number, weight: Value | null, bias: Value | null, eps = 1e-5): Value {
   const channels = x.size(1);
   if (channels % groups !== 0) throw new Error(`groupNorm: ${channels} channels do not split into ${groups} groups`);
-  const grouped = reshape(x, [x.shape[0]!, groups, -1]); // (N, G, C/G·H·W)
+  // A static group size keeps the normalised axis static when only the batch is symbolic.
+  const perSample = x.shape.slice(1);
+  const groupSize = perSample.every((dim) => typeof dim === 'number') ? (perSample as number[]).reduce((p, q) => p * q, 1) / groups : -1;
+  const grouped = reshape(x, [x.shape[0]!, groups, groupSize]); // (N, G, C/G·H·W)
   const normalized = reshape(layerNorm(grouped, null, null, eps), x.shape); // (N, C, H, W)
   const affineShape = [channels, ...x.shape.slice(2).map(() => 1)]; // (C, 1, 1)
   const scaled = weight ? mul(normalized, reshape(weight, affineShape)) : normalized;
