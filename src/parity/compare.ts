@@ -40,7 +40,7 @@ export async function loadFixture(fixturesDirectory: string, name: string): Prom
     outputs: await readSafetensors(join(directory, 'outputs.safetensors'), { asFloat32: true }),
     tolerance(output) {
       const suggested = outputsDescription[output]?.suggested_tolerance;
-      if (suggested === 'exact') return 'exact';
+      if (suggested === 'exact' || (suggested && typeof suggested === 'object' && 'exact' in suggested && suggested.exact === true)) return 'exact';
       if (suggested && typeof suggested === 'object' && 'rtol' in suggested && 'atol' in suggested) {
         return { rtol: Number(suggested.rtol), atol: Number(suggested.atol) };
       }
