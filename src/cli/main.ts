@@ -4,6 +4,7 @@
 // messages with a non-zero exit code.
 import { Command } from 'commander';
 import { registerDataCommands } from './data.js';
+import { registerParityCommand } from './parity.js';
 
 const program = new Command();
 program
@@ -11,9 +12,7 @@ program
   .description('Kosmos-G: image generation from interleaved text-and-image prompts')
   .showHelpAfterError();
 registerDataCommands(program);
-
-const commandModules = [] as const;
-void commandModules;
+registerParityCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);
