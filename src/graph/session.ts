@@ -1,21 +1,61 @@
-// Executes encoded graphs with onnxruntime-node: host tensors in, host tensors out.
+// Executes encoded graphs with onnxruntime-node. Host tensors go in as zero-copy views; outputs come
+// back as host tensors, or, on WebGPU, named outputs stay in GPU memory as DeviceTensors to be fed
+// to the next run (training state). Node cannot read a GPU buffer directly, so DeviceDownloader
+// copies one out through a one-node Identity session whose output lives on the CPU.
+import { open } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
 import type { DType, HostTensor, TypedArray } from '../onnx/dtype.js';
+import { encodeModel } from '../onnx/proto.js';
+import { Graph } from './graph.js';
+import { checkThreads } from './devices.js';
 
 export type ExecutionProvider = 'cpu' | 'webgpu';
 
+/**
+ * An external data file under the location string its initializers use (`path`): its bytes, or the
+ * path of the file on disk. The Node binding only takes bytes, so a file given by path is read into
+ * memory; `externalDataDirectory` lets ORT read the files itself instead.
+ */
+export interface ExternalDataFile {
+  path: string;
+  data: Uint8Array | string;
+}
+
 export interface SessionOptions {
   executionProvider?: ExecutionProvider;
-  /** Intra-op threads on the CPU provider (0 = ORT's default, one per core). */
+  /** Intra-op threads (positive integer); ORT's own default, one per core, when left out. */
   threads?: number;
-  /** External data files the model references, by the location string used in its initializers. */
-  externalData?: { path: string; data: Uint8Array | string }[];
-  /** Output names to keep in GPU memory between runs (webgpu only). */
+  externalData?: readonly ExternalDataFile[];
+  /** Folder that external data locations are relative to, read by ORT from disk. */
+  externalDataDirectory?: string;
+  /** Output names kept in GPU memory between runs (webgpu only; on the CPU host memory is the device). */
   keepOnDevice?: readonly string[];
   optimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
 }
 
-export function toOrtTensor(tensor: HostTensor): ort.Tensor {
+/** A tensor a WebGPU run left in GPU memory: feed it to a later run, download it, or dispose it. */
+export class DeviceTensor {
+  constructor(readonly tensor: ort.Tensor) {}
+
+  get dtype(): DType {
+    return this.tensor.type as DType;
+  }
+
+  get shape(): number[] {
+    return [...this.tensor.dims];
+  }
+
+  /** Frees the GPU buffer; callers dispose the previous step's state once the new one exists. */
+  dispose(): void {
+    this.tensor.dispose();
+  }
+}
+
+export type Tensor = HostTensor | DeviceTensor;
+
+export function toOrtTensor(tensor: Tensor): ort.Tensor {
+  if (tensor instanceof DeviceTensor) return tensor.tensor;
+  if (tensor.dtype === 'bfloat16') throw new Error('bfloat16 tensors cannot be fed to onnxruntime; convert to float32');
   return new ort.Tensor(tensor.dtype, tensor.data as never, tensor.shape);
 }
 
@@ -23,52 +63,162 @@ export function fromOrtTensor(tensor: ort.Tensor): HostTensor {
   return { dtype: tensor.type as DType, shape: [...tensor.dims], data: tensor.data as TypedArray };
 }
 
+/** The whole file in one buffer, read in chunks: a single read stops at 2 GiB. */
+async function readWholeFile(path: string): Promise<Uint8Array> {
+  const handle = await open(path, 'r');
+  try {
+    const { size } = await handle.stat();
+    const bytes = new Uint8Array(size);
+    for (let position = 0; position < size; ) {
+      const { bytesRead } = await handle.read(bytes, position, Math.min(size - position, 1 << 30), position);
+      if (bytesRead === 0) throw new Error(`${path} ended at byte ${position} of ${size} while it was read`);
+      position += bytesRead;
+    }
+    return bytes;
+  } finally {
+    await handle.close();
+  }
+}
+
+async function sessionOptionsFor(options: SessionOptions): Promise<ort.InferenceSession.SessionOptions> {
+  const provider = options.executionProvider ?? 'cpu';
+  const sessionOptions: ort.InferenceSession.SessionOptions = {
+    executionProviders: [provider],
+    graphOptimizationLevel: options.optimizationLevel ?? 'all',
+    executionMode: 'sequential',
+    enableCpuMemArena: true,
+    enableMemPattern: true,
+  };
+  if (options.threads !== undefined) {
+    sessionOptions.intraOpNumThreads = checkThreads(options.threads);
+    // Sequential execution never uses the inter-op pool.
+    sessionOptions.interOpNumThreads = 1;
+  }
+  if (options.externalData) {
+    sessionOptions.externalData = await Promise.all(
+      options.externalData.map(async ({ path, data }) => ({ path, data: typeof data === 'string' ? await readWholeFile(data) : data })),
+    );
+  }
+  if (options.externalDataDirectory) {
+    // Read by ORT when a model loaded from bytes has external initializers (session config entry).
+    sessionOptions.extra = { session: { model_external_initializers_file_folder_path: options.externalDataDirectory } };
+  }
+  if (provider === 'webgpu' && options.keepOnDevice?.length) {
+    sessionOptions.preferredOutputLocation = Object.fromEntries(options.keepOnDevice.map((name) => [name, 'gpu-buffer' as const]));
+  }
+  return sessionOptions;
+}
+
 /** One compiled ONNX model ready to run. */
 export class GraphSession {
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private released = false;
+
   private constructor(
     private readonly session: ort.InferenceSession,
-    readonly inputNames: readonly string[],
-    readonly outputNames: readonly string[],
+    /** The options the session was created with (threads, providers, output locations), external data left out. */
+    readonly sessionOptions: Readonly<ort.InferenceSession.SessionOptions>,
+    /** Outputs this session leaves in GPU memory. Empty on the CPU. */
+    readonly deviceOutputs: ReadonlySet<string>,
   ) {}
 
   static async create(model: Uint8Array, options: SessionOptions = {}): Promise<GraphSession> {
-    const provider = options.executionProvider ?? 'cpu';
-    const sessionOptions: ort.InferenceSession.SessionOptions = {
-      executionProviders: [provider],
-      graphOptimizationLevel: options.optimizationLevel ?? 'all',
-      executionMode: 'sequential',
-      enableCpuMemArena: true,
-      enableMemPattern: true,
-    };
-    if (options.threads) {
-      sessionOptions.intraOpNumThreads = options.threads;
-      sessionOptions.interOpNumThreads = 1;
-    }
-    if (options.externalData) sessionOptions.externalData = options.externalData;
-    if (options.keepOnDevice && provider === 'webgpu') {
-      sessionOptions.preferredOutputLocation = Object.fromEntries(options.keepOnDevice.map((name) => [name, 'gpu-buffer' as const]));
-    }
+    const sessionOptions = await sessionOptionsFor(options);
     const session = await ort.InferenceSession.create(model, sessionOptions);
-    return new GraphSession(session, session.inputNames, session.outputNames);
-  }
-
-  /** Runs with host tensors (or tensors kept on the device by an earlier run) as inputs. */
-  async runRaw(feeds: Record<string, HostTensor | ort.Tensor>): Promise<Record<string, ort.Tensor>> {
-    const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const name of this.inputNames) {
-      const feed = feeds[name];
-      if (!feed) throw new Error(`missing input ${name}`);
-      ortFeeds[name] = feed instanceof ort.Tensor ? feed : toOrtTensor(feed as HostTensor);
+    // Names are checked on every provider, so a wrong one shows on a CPU-only machine too.
+    for (const name of options.keepOnDevice ?? []) {
+      if (!session.outputNames.includes(name)) {
+        await session.release();
+        throw new Error(`keepOnDevice names ${name}, which is not an output (outputs: ${session.outputNames.join(', ')})`);
+      }
     }
-    return (await this.session.run(ortFeeds)) as Record<string, ort.Tensor>;
+    // The external bytes are ORT's now; keeping them referenced here would double their memory.
+    const { externalData, ...kept } = sessionOptions;
+    return new GraphSession(session, kept, new Set(Object.keys(sessionOptions.preferredOutputLocation ?? {})));
   }
 
-  async run(feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
-    const results = await this.runRaw(feeds);
-    return Object.fromEntries(Object.entries(results).map(([name, tensor]) => [name, fromOrtTensor(tensor)]));
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
+
+  /** Runs; outputs in `deviceOutputs` stay on the device, the rest come back to host memory. */
+  async runOnDevice(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>> {
+    if (this.released) throw new Error('this session was released (evicted from its runtime cache or disposed); compile it again');
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const name of this.session.inputNames) {
+      const feed = feeds[name];
+      if (!feed) throw new Error(`missing input ${name} (inputs: ${this.session.inputNames.join(', ')})`);
+      ortFeeds[name] = toOrtTensor(feed);
+    }
+    const running = this.session.run(ortFeeds);
+    this.inFlight.add(running);
+    try {
+      const results = await running;
+      return Object.fromEntries(
+        Object.entries(results).map(([name, tensor]) => [name, this.deviceOutputs.has(name) ? new DeviceTensor(tensor) : fromOrtTensor(tensor)]),
+      );
+    } finally {
+      this.inFlight.delete(running);
+    }
+  }
+
+  /** Runs with every output in host memory; a session keeping outputs on the device needs runOnDevice. */
+  async run(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, HostTensor>> {
+    if (this.deviceOutputs.size) {
+      throw new Error(`this session keeps ${[...this.deviceOutputs].join(', ')} on the device: use runOnDevice and download them`);
+    }
+    return (await this.runOnDevice(feeds)) as Record<string, HostTensor>;
+  }
+
+  /** Releases the native session once the runs already started have finished. */
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await Promise.allSettled(this.inFlight);
+    await this.session.release();
+  }
+}
+
+/**
+ * Copies DeviceTensors to host memory. Every WebGPU session of the process shares one GPU context,
+ * so a buffer from any of them can feed an Identity session whose output is CPU-located; one such
+ * session is kept per element type and rank (dimensions symbolic).
+ */
+export class DeviceDownloader {
+  private readonly sessions = new Map<string, Promise<GraphSession>>();
+
+  async download(tensor: Tensor): Promise<HostTensor> {
+    if (!(tensor instanceof DeviceTensor)) return tensor;
+    const session = await this.identitySession(tensor.dtype, tensor.shape.length);
+    const { y } = await session.run({ x: tensor });
+    return y!;
+  }
+
+  async downloadAll(tensors: Readonly<Record<string, Tensor>>): Promise<Record<string, HostTensor>> {
+    const entries = await Promise.all(Object.entries(tensors).map(async ([name, tensor]) => [name, await this.download(tensor)] as const));
+    return Object.fromEntries(entries);
+  }
+
+  private identitySession(dtype: DType, rank: number): Promise<GraphSession> {
+    const key = `${dtype}/${rank}`;
+    let session = this.sessions.get(key);
+    if (!session) {
+      const graph = new Graph('download');
+      const x = graph.input('x', dtype, Array.from({ length: rank }, (_, axis) => `d${axis}`));
+      session = GraphSession.create(encodeModel(graph.toModel({ y: x })), { executionProvider: 'webgpu' });
+      session.catch(() => this.sessions.delete(key));
+      this.sessions.set(key, session);
+    }
+    return session;
   }
 
   async release(): Promise<void> {
-    await this.session.release();
+    const sessions = [...this.sessions.values()];
+    this.sessions.clear();
+    await Promise.allSettled(sessions.map(async (session) => (await session).release()));
   }
 }
