@@ -27,21 +27,30 @@ export interface ExternalWeights {
   externalData: { path: string; data: string }[];
 }
 
+export interface ExternalBindingOptions {
+  prefix?: string;
+  /** Maps `${prefix}${key}` to the tensor name in the file (e.g. legacy names of older checkpoints). */
+  checkpointKey?: (name: string) => string;
+}
+
 /**
- * Binds every parameter of `root` to the tensor `${prefix}${key}` of `reader`. Strict: missing
- * tensors are listed by name and shape mismatches name the key and both shapes.
+ * Binds every parameter of `root` to the tensor `${prefix}${key}` of `reader` (renamed by
+ * `checkpointKey` when given). Strict: missing tensors are listed by name and shape mismatches name
+ * the key and both shapes.
  */
-export function externalBindings(graph: Graph, root: Module, reader: SafetensorsReader, options: { prefix?: string } = {}): ExternalWeights {
+export function externalBindings(graph: Graph, root: Module, reader: SafetensorsReader, options: ExternalBindingOptions = {}): ExternalWeights {
   const prefix = options.prefix ?? '';
+  const tensorName = (key: string): string => (options.checkpointKey ? options.checkpointKey(prefix + key) : prefix + key);
   const parameters = root.namedParameters();
-  const missing = parameters.map(([key]) => prefix + key).filter((name) => !reader.has(name));
+  const missing = parameters.map(([key]) => tensorName(key)).filter((name) => !reader.has(name));
   if (missing.length) throw new Error(`${reader.path}: missing tensors: ${missing.join(', ')}`);
   const locations = new Map<string, string>();
   const values = new Map<Parameter, Value>();
   for (const [key, parameter] of parameters) {
-    const info = reader.info(prefix + key);
+    const name = tensorName(key);
+    const info = reader.info(name);
     if (info.shape.join() !== parameter.shape.join()) {
-      throw new Error(`${prefix + key}: checkpoint shape ${formatShape(info.shape)} does not match model shape ${formatShape(parameter.shape)}`);
+      throw new Error(`${name}: checkpoint shape ${formatShape(info.shape)} does not match model shape ${formatShape(parameter.shape)}`);
     }
     let location = locations.get(info.file);
     if (!location) {
@@ -49,8 +58,8 @@ export function externalBindings(graph: Graph, root: Module, reader: Safetensors
       locations.set(info.file, location);
     }
     const stored = graphDtype[info.dtype];
-    if (!stored) throw new Error(`${prefix + key}: ${info.dtype} weights are not supported`);
-    const initializer = graph.externalInitializer(prefix + key, stored, info.shape, {
+    if (!stored) throw new Error(`${name}: ${info.dtype} weights are not supported`);
+    const initializer = graph.externalInitializer(name, stored, info.shape, {
       location,
       offset: info.byteOffset,
       length: info.byteLength,
