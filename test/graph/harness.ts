@@ -71,18 +71,23 @@ export class Tensor {
     return this.data[offset]!;
   }
 
-  /** A tensor of `shape` whose element at each multi-index is `valueAt(index)`. */
-  static build(shape: readonly number[], valueAt: (index: number[]) => number): Tensor {
+  /** Calls `visit` with every multi-index of `shape` in row-major order (and its flat offset). */
+  static forEachIndex(shape: readonly number[], visit: (index: number[], flat: number) => void): void {
     const count = elementCount(shape);
-    const data = new Float64Array(count);
     const index = shape.map(() => 0);
     for (let flat = 0; flat < count; flat++) {
-      data[flat] = valueAt(index);
+      visit(index, flat);
       for (let axis = shape.length - 1; axis >= 0; axis--) {
         if (++index[axis]! < shape[axis]!) break;
         index[axis] = 0;
       }
     }
+  }
+
+  /** A tensor of `shape` whose element at each multi-index is `valueAt(index)`. */
+  static build(shape: readonly number[], valueAt: (index: number[]) => number): Tensor {
+    const data = new Float64Array(elementCount(shape));
+    Tensor.forEachIndex(shape, (index, flat) => (data[flat] = valueAt(index)));
     return new Tensor(data, [...shape]);
   }
 }

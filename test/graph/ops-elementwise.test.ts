@@ -1,10 +1,11 @@
 // Elementwise arithmetic, unary functions and activations, with broadcasting in both directions so
 // that the gradient's sum back to each operand's shape is exercised. All run in float64.
-import { type Generator, type InputSpec, awayFromZero, opTest, uniform } from './harness.js';
+import { type Generator, type InputSpec, awayFromZero, integers, opTest, uniform } from './harness.js';
 import { broadcast, map } from './reference.js';
 import type { Value } from '../../src/graph/graph.js';
 import {
-  type Operand, abs, add, cos, div, erf, exp, gelu, log, max, min, mul, neg, pow, quickGelu, reciprocal, relu, rsqrt, sigmoid, silu, sin, sqrt, sub, tanh,
+  type Operand, abs, add, cos, div, equal, erf, exp, gelu, greater, greaterOrEqual, less, log, max, min, mul, neg, not, pow, quickGelu, reciprocal, relu, rsqrt,
+  sigmoid, sign, silu, sin, sqrt, sub, tanh,
 } from '../../src/graph/ops/elementwise.js';
 
 type Binary = (a: Operand, b: Operand) => Value;
@@ -86,6 +87,7 @@ function erfcContinuedFraction(v: number): number {
 }
 
 unaryCase('neg', neg, (v) => -v);
+unaryCase('sign (zero gradient)', sign, Math.sign, { data: awayFromZero() });
 unaryCase('sqrt', sqrt, Math.sqrt, positive);
 unaryCase('rsqrt', rsqrt, (v) => 1 / Math.sqrt(v), positive);
 unaryCase('reciprocal', reciprocal, (v) => 1 / v, { data: awayFromZero(0.4, 2) });
@@ -120,4 +122,29 @@ opTest('broadcast operands of a product chain: (a·b + c) / b over [2,1,3], [4,1
   build: ([a, b, c]) => div(add(mul(a!, b!), c!), b!),
   inputs: [{ shape: [2, 1, 3] }, { shape: [4, 1], data: awayFromZero(0.5, 1.5) }, { shape: [3] }],
   reference: (inputs) => broadcast(inputs, (a, b, c) => (a * b + c) / b),
+});
+
+// Comparisons give booleans (forward only). Inputs come from a small grid so that equality occurs.
+const grid = integers(-2, 2);
+for (const [name, op, fn] of [
+  ['equal', equal, (a: number, b: number) => a === b],
+  ['less', less, (a: number, b: number) => a < b],
+  ['greater', greater, (a: number, b: number) => a > b],
+  ['greaterOrEqual', greaterOrEqual, (a: number, b: number) => a >= b],
+] as [string, Binary, (a: number, b: number) => boolean][]) {
+  opTest(`${name} [2,3] against [3]`, {
+    build: ([a, b]) => op(a!, b!),
+    inputs: [{ shape: [2, 3], data: grid }, { shape: [3], data: grid }],
+    reference: (inputs) => broadcast(inputs, (a, b) => Number(fn(a, b))),
+  });
+  opTest(`${name} against a number`, {
+    build: ([a]) => op(a!, 1),
+    inputs: [{ shape: [5], data: grid }],
+    reference: ([a]) => map(a!, (v) => Number(fn(v, 1))),
+  });
+}
+opTest('not', {
+  build: ([x]) => not(x!),
+  inputs: [{ shape: [2, 3], dtype: 'bool', data: integers(0, 1) }],
+  reference: ([x]) => map(x!, (v) => Number(!v)),
 });

@@ -2,7 +2,10 @@
 // gather, gatherElements and expand. All run in float64.
 import { Tensor, opTest, values } from './harness.js';
 import { broadcast, transposeRef } from './reference.js';
-import { concat, expand, gather, gatherElements, pad, reshape, slice, split, squeeze, transpose, unsqueeze } from '../../src/graph/ops/shape.js';
+import {
+  concat, expand, full, gather, gatherElements, onesLike, pad, reshape, scatterElementsAdd, scatterNDAdd, slice, split, squeeze, transpose, unsqueeze, zerosLike,
+} from '../../src/graph/ops/shape.js';
+import { embedding } from '../../src/graph/ops/nn.js';
 import { mul } from '../../src/graph/ops/elementwise.js';
 
 const reshaped = (x: Tensor, shape: number[]) => new Tensor(x.data, shape);
@@ -157,6 +160,7 @@ for (const [label, xShape, indexShape, indexData, axis] of [
   ['axis 1', [2, 4, 3], [3], [3, 1, 1], 1],
   ['negative indices', [4, 3], [4], [-1, 0, -4, -1], 0],
   ['a scalar index on the last axis', [2, 3], [], [-2], 1],
+  ['2-D indices on the middle axis', [2, 4, 3], [2, 2], [3, 0, 3, -1], 1],
 ] as [string, number[], number[], number[], number][]) {
   opTest(`gather ${label}`, {
     build: ([x, indices]) => gather(x!, indices!, axis),
@@ -194,3 +198,55 @@ for (const [from, to] of [
     reference: ([x]) => broadcast([x!, Tensor.build(to, () => 0)], (v) => v),
   });
 }
+
+opTest('embedding looks up rows with repeats', {
+  build: ([weight, ids]) => embedding(weight!, ids!),
+  inputs: [{ shape: [6, 4] }, { shape: [2, 3], dtype: 'int64', data: values([5, 0, 5, 2, 2, 1]) }],
+  reference: ([weight, ids]) => gatherRef(weight!, ids!, 0),
+});
+
+// Reflect and edge padding have no gradient rule (forward only).
+for (const mode of ['reflect', 'edge'] as const) {
+  opTest(`pad in ${mode} mode`, {
+    build: ([x]) => pad(x!, [1, 2, 2, 1], mode),
+    inputs: [{ shape: [3, 4], differentiable: false }],
+    reference: ([x]) =>
+      Tensor.build([6, 7], ([i, j]) => {
+        const source = (v: number, dim: number) => (mode === 'edge' ? Math.min(Math.max(v, 0), dim - 1) : v < 0 ? -v : v >= dim ? 2 * (dim - 1) - v : v);
+        return x!.at([source(i! - 1, 3), source(j! - 2, 4)]);
+      }),
+  });
+}
+
+// The scatter-adds only appear in backward graphs (Gather, GatherElements rules): forward only.
+opTest('scatterElementsAdd accumulates duplicate indices', {
+  build: ([target, indices, updates]) => scatterElementsAdd(target!, indices!, updates!, 1),
+  inputs: [{ shape: [2, 4], differentiable: false }, { shape: [2, 3], dtype: 'int64', data: values([1, 1, 3, 0, 2, 0]) }, { shape: [2, 3], differentiable: false }],
+  reference: ([target, indices, updates]) => {
+    const out = new Tensor(target!.data.slice(), target!.shape);
+    Tensor.forEachIndex(indices!.shape, ([i, j]) => {
+      const offset = i! * 4 + indices!.at([i!, j!]);
+      out.data[offset] = out.data[offset]! + updates!.at([i!, j!]);
+    });
+    return out;
+  },
+});
+opTest('scatterNDAdd accumulates rows at repeated index tuples', {
+  build: ([target, indices, updates]) => scatterNDAdd(target!, indices!, updates!),
+  inputs: [{ shape: [4, 3], differentiable: false }, { shape: [3, 1], dtype: 'int64', data: values([2, 0, 2]) }, { shape: [3, 3], differentiable: false }],
+  reference: ([target, indices, updates]) => {
+    const out = new Tensor(target!.data.slice(), target!.shape);
+    Tensor.forEachIndex(updates!.shape, ([u, c]) => {
+      const offset = indices!.at([u!, 0]) * 3 + c!;
+      out.data[offset] = out.data[offset]! + updates!.at([u!, c!]);
+    });
+    return out;
+  },
+});
+
+opTest('full, zerosLike and onesLike on a symbolic batch', {
+  build: ([x]) => concat([full(x!, x!.shape, 2.5), zerosLike(x!), onesLike(x!)], 1),
+  inputs: [{ shape: ['batch', 2], differentiable: false }],
+  sizes: [{ batch: 1 }, { batch: 3 }],
+  reference: ([x]) => Tensor.build([x!.shape[0]!, 6], ([, j]) => [2.5, 2.5, 0, 0, 1, 1][j!]!),
+});

@@ -18,12 +18,11 @@ export function reduce(x: Tensor, axes: readonly number[] | undefined, keepDims:
   const reduced = new Set((axes ?? x.shape.map((_, axis) => axis)).map((axis) => (axis < 0 ? axis + x.rank : axis)));
   const outputShape = x.shape.flatMap((dim, axis) => (reduced.has(axis) ? (keepDims ? [1] : []) : [dim]));
   const groups = new Map<string, number[]>();
-  Tensor.build(x.shape, (index) => {
+  Tensor.forEachIndex(x.shape, (index) => {
     const key = index.filter((_, axis) => !reduced.has(axis)).join(',');
     const group = groups.get(key) ?? [];
     group.push(x.at(index));
     groups.set(key, group);
-    return 0;
   });
   return Tensor.build(outputShape, (index) => {
     const kept = keepDims ? index.filter((_, axis) => !reduced.has(axis)) : index;
@@ -125,7 +124,7 @@ export function convTranspose2dRef(x: Tensor, weight: Tensor, bias: Tensor | nul
   const [oh, ow] = [outSize(h, kh), outSize(w, kw)];
   const out = Tensor.build([n, oPerGroup * groups, oh, ow], ([, channel]) => (bias ? bias.at([channel!]) : 0));
   const cPerGroup = c / groups;
-  Tensor.build(x.shape, ([batch, ci, y, xi]) => {
+  Tensor.forEachIndex(x.shape, ([batch, ci, y, xi]) => {
     const group = Math.floor(ci! / cPerGroup);
     for (let co = 0; co < oPerGroup; co++) {
       for (let i = 0; i < kh; i++) {
@@ -138,7 +137,6 @@ export function convTranspose2dRef(x: Tensor, weight: Tensor, bias: Tensor | nul
         }
       }
     }
-    return 0;
   });
   return out;
 }
