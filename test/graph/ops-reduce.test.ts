@@ -39,6 +39,12 @@ for (const axes of reductionAxes) {
   }
 }
 
+opTest('sum over an empty axis list reduces nothing', {
+  build: ([x]) => sum(x!, []),
+  inputs: [{ shape: [2, 3] }],
+  reference: ([x]) => x!,
+});
+
 // Two-way ties: the rule splits the cotangent equally, which is exactly what a central difference
 // measures at a two-way tie (one side moves the maximum, the other does not).
 opTest('reduceMax with tied maxima shares the gradient', {

@@ -17,11 +17,17 @@ for (const [from, to, expected] of [
   [[6], [1, 2, 1, 3], [1, 2, 1, 3]],
 ] as [number[], number[], number[]][]) {
   opTest(`reshape [${from}] to [${to}]`, {
-    build: ([x]) => reshape(mul(x!, 1), to),
+    build: ([x]) => reshape(x!, to),
     inputs: [{ shape: from }],
     reference: ([x]) => reshaped(x!, expected),
   });
 }
+
+opTest('reshape to the same shape returns its input', {
+  build: ([x]) => reshape(x!, [2, -1]),
+  inputs: [{ shape: [2, 3] }],
+  reference: ([x]) => x!,
+});
 
 opTest('reshape of a symbolic batch with -1', {
   build: ([x]) => reshape(x!, ['batch', -1]),

@@ -169,6 +169,8 @@ function reduce(opType: string, x: Value, axes: number[] | undefined, keepDims: 
   const graph = x.graph;
   const normalized = (axes ?? x.shape.map((_, axis) => axis)).map((axis) => normalizeAxis(axis, x.rank));
   const unique = [...new Set(normalized)].sort((p, q) => p - q);
+  // An empty axes input makes ONNX reduce every axis; an empty list here means reduce none.
+  if (unique.length === 0) return x;
   const shape = reducedShape(x.shape, unique, keepDims);
   const axesValue = graph.constant({ dtype: 'int64', shape: [unique.length], data: BigInt64Array.from(unique, BigInt) }, 'axes');
   return graph.addNode(opType, [x, axesValue], [{ dtype: x.dtype, shape }], { keepdims: keepDims ? 1 : 0 })[0]!;
