@@ -6,8 +6,10 @@
 //
 // Cases run in float64 where onnxruntime's CPU provider has double kernels for every op in the
 // forward and backward graph. Where one is missing, session creation fails (NOT_IMPLEMENTED, or a
-// type error for schemas without double) and the case is traced again in float32 with a larger step and looser tolerances; the ops that need
-// this are listed in the test files' comments and reported by each test's diagnostic line.
+// type error for schemas without double) and the case is traced again in float32 with a larger
+// step and looser tolerances. The ops that need this (Conv, ConvTranspose, Resize, AveragePool,
+// com.microsoft MultiHeadAttention) are named in the test files' comments, and each test's
+// diagnostic line says which type it ran in.
 import test, { type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Graph, type Shape, type Value } from '../../src/graph/graph.js';

@@ -1,6 +1,6 @@
 // Convolution, transposed convolution, nearest 2× upsampling and average pooling. onnxruntime's CPU
-// provider has float-only Conv, ConvTranspose and AveragePool kernels, so those cases run in float32
-// (the diagnostic line of each test says which type it ran in).
+// provider has float-only Conv, ConvTranspose, Resize and AveragePool kernels, so every case here
+// runs in float32 (the diagnostic line of each test says which type it ran in).
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { Tensor, opTest } from './harness.js';
