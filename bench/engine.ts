@@ -13,7 +13,7 @@ import { normalTensor } from '../src/nn/layers.js';
 import { Module, contextFromValues, inputBindings } from '../src/nn/module.js';
 import type { HostTensor } from '../src/onnx/dtype.js';
 import { encodeModel } from '../src/onnx/proto.js';
-import { Random } from '../src/world/random.js';
+import { Random } from '../src/util/random.js';
 import { type ModelConfig, TransformerBlock, buildModel } from './engine-models.js';
 import { runTorchScript } from './torch-process.js';
 

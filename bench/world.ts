@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { buildCatalog } from '../src/world/catalog.js';
 import { captionScene } from '../src/world/caption.js';
 import { SampleGenerator } from '../src/world/generate.js';
-import { Random } from '../src/world/random.js';
+import { Random } from '../src/util/random.js';
 import { renderScene, sampleScene } from '../src/world/scene.js';
 import { makeSplits, splitPool } from '../src/world/splits.js';
 import { buildSpriteCache } from '../src/world/sprites.js';

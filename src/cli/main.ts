@@ -5,12 +5,14 @@
 import { Command } from 'commander';
 import { registerDataCommands } from './data.js';
 import { registerParityCommand } from './parity.js';
+import { registerDoctorCommand } from './doctor.js';
 
 const program = new Command();
 program
   .name('kosmos-g')
   .description('Kosmos-G: image generation from interleaved text-and-image prompts')
   .showHelpAfterError();
+registerDoctorCommand(program);
 registerDataCommands(program);
 registerParityCommand(program);
 

@@ -6,7 +6,7 @@ import type { Catalog, SceneEmoji } from './catalog.js';
 import { cloneImage, createImage, cropImage, drawOver, resizeImage, type RgbaImage } from './image.js';
 import type { Lexicon } from './lexicon.js';
 import { loadPatterns, patternPhrase, type Pattern } from './patterns.js';
-import type { Random } from './random.js';
+import type { Random } from '../util/random.js';
 import { COLOUR_NAMES, GENERIC_PATTERN_PHRASE } from './vocabulary.js';
 
 export type BackgroundSpec =

@@ -1,6 +1,6 @@
 // Scene captions from varied templates. Every placed subject is named once (by its label or one of
 // its distinctive tags) together with its style and position; the background phrase follows.
-import type { Random } from './random.js';
+import type { Random } from '../util/random.js';
 import type { SceneSpec } from './scene.js';
 import { POSITION_PHRASES, SIZE_PHRASES } from './vocabulary.js';
 import type { World } from './world.js';

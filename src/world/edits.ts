@@ -2,7 +2,7 @@
 // Each edit is a pair of scene specs that differ only in what the instruction says.
 import type { BackgroundSpec } from './backgrounds.js';
 import { chooseName, styleWord } from './caption.js';
-import type { Random } from './random.js';
+import type { Random } from '../util/random.js';
 import { fitsWith, placeSubject, tryPlaceNew, type PlacedSubject, type SceneSpec } from './scene.js';
 import { POSITION_PHRASES, POSITIONS } from './vocabulary.js';
 import type { World } from './world.js';

@@ -13,7 +13,7 @@ import {
   type SampleKind,
   type Segmenter,
 } from './instruct.js';
-import { deriveSeed, Random } from './random.js';
+import { deriveSeed, Random } from '../util/random.js';
 import { DEFAULT_MAX_OVERLAP, renderScene, sampleScene, type RenderedScene, type SceneSpec } from './scene.js';
 import { makeSplits, splitPool, type SplitManifest, type SplitName, type SplitPool } from './splits.js';
 import type { World } from './world.js';

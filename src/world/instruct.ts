@@ -7,7 +7,7 @@
 import type { BackgroundSpec } from './backgrounds.js';
 import { cropImage, resizeImage, type Box, type RgbaImage } from './image.js';
 import type { Lexicon } from './lexicon.js';
-import type { Random } from './random.js';
+import type { Random } from '../util/random.js';
 import type { RenderedScene } from './scene.js';
 import { COLOUR_NAMES } from './vocabulary.js';
 

@@ -2,7 +2,7 @@
 // interface, so a stage can train from disk or from the world with the same code.
 import { SampleGenerator, type GeneratorOptions } from './generate.js';
 import type { InterleavedSample } from './instruct.js';
-import { Random } from './random.js';
+import { Random } from '../util/random.js';
 import { readRecords, readShardManifest, recordToSample, type SampleRecord, type ShardManifest } from './shards.js';
 import type { World } from './world.js';
 

@@ -3,7 +3,7 @@
 // together with every subject's box and masks.
 import type { BackgroundSpec } from './backgrounds.js';
 import { drawOver, type Box, type RgbaImage } from './image.js';
-import type { Random } from './random.js';
+import type { Random } from '../util/random.js';
 import { POSITION_CENTRES, POSITIONS, SIZE_FRACTIONS, SIZES, type Position, type SizeWord } from './vocabulary.js';
 import type { World } from './world.js';
 

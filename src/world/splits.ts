@@ -1,7 +1,7 @@
 // Deterministic data splits. Kosmos-G stages 2 and 3 never see the held-out style (OpenMoji) nor
 // the held-out concepts; the held-out split holds exactly the subjects that involve either.
 import { HELD_OUT_STYLE, type Catalog } from './catalog.js';
-import { hashString } from './random.js';
+import { hashString } from '../util/random.js';
 
 export const SPLIT_NAMES = ['train', 'heldout'] as const;
 export type SplitName = (typeof SPLIT_NAMES)[number];

@@ -9,7 +9,7 @@ import { normalTensor } from '../../src/nn/layers.js';
 import { constantBindings, contextFromValues } from '../../src/nn/module.js';
 import type { HostTensor } from '../../src/onnx/dtype.js';
 import { encodeModel } from '../../src/onnx/proto.js';
-import { Random } from '../../src/world/random.js';
+import { Random } from '../../src/util/random.js';
 import { ConvBlock, type EngineModel, Mlp, TransformerBlock } from '../../bench/engine-models.js';
 
 /** The model's output on `x`, with its weights baked into the graph. */

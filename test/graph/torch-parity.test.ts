@@ -17,7 +17,7 @@ import { normalTensor } from '../../src/nn/layers.js';
 import { contextFromValues, inputBindings } from '../../src/nn/module.js';
 import type { HostTensor } from '../../src/onnx/dtype.js';
 import { encodeModel } from '../../src/onnx/proto.js';
-import { Random } from '../../src/world/random.js';
+import { Random } from '../../src/util/random.js';
 import { type EngineModel, type ModelConfig, Mlp, buildModel } from '../../bench/engine-models.js';
 import { requireTorch, runTorchScript } from '../../bench/torch-process.js';
 

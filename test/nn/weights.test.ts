@@ -11,7 +11,7 @@ import { writeSafetensors } from '../../src/io/safetensors.js';
 import { Module, constantBindings, type TraceContext } from '../../src/nn/module.js';
 import { Linear, LayerNorm, normalTensor } from '../../src/nn/layers.js';
 import { externalBindings } from '../../src/nn/weights.js';
-import { Random } from '../../src/world/random.js';
+import { Random } from '../../src/util/random.js';
 import type { Value } from '../../src/graph/graph.js';
 import type { HostTensor } from '../../src/onnx/dtype.js';
 

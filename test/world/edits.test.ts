@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { applyEdit, EDIT_KINDS, type Edit } from '../../src/world/edits.js';
 import type { Box } from '../../src/world/image.js';
-import { Random } from '../../src/world/random.js';
+import { Random } from '../../src/util/random.js';
 import { renderScene, sampleScene } from '../../src/world/scene.js';
 import { makeSplits, splitPool } from '../../src/world/splits.js';
 import { testWorld } from './fixture.js';

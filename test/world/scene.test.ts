@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { captionScene } from '../../src/world/caption.js';
 import { buildCatalog } from '../../src/world/catalog.js';
 import { Lexicon } from '../../src/world/lexicon.js';
-import { Random } from '../../src/world/random.js';
+import { Random } from '../../src/util/random.js';
 import { overlapFraction, renderScene, sampleScene, type SceneSpec } from '../../src/world/scene.js';
 import { makeSplits, splitPool } from '../../src/world/splits.js';
 import { POSITION_PHRASES, SCENE_PHRASES } from '../../src/world/vocabulary.js';

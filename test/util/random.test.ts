@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { deriveSeed, hashString, Random } from '../../src/world/random.js';
+import { deriveSeed, hashString, Random } from '../../src/util/random.js';
 
 test('the same seed gives the same stream, different seeds differ', () => {
   const a = new Random(42);

@@ -1,5 +1,6 @@
-// Seeded pseudo-random numbers for the world. Every sample is a pure function of its seed, so the
-// generator must be fully specified here rather than borrowed from Math.random.
+// Seeded pseudo-random numbers (data generation, weight initialisation, reproducible runs). Every
+// sample is a pure function of its seed, so the generator is fully specified here rather than
+// borrowed from Math.random.
 // The generator is SplitMix32 (a Weyl sequence with the murmur3 32-bit finaliser): tiny, fast and
 // trivially forkable, which is all data generation needs.
 
