@@ -34,6 +34,16 @@ export interface ExternalBindingOptions {
 }
 
 /**
+ * The location string of a weights file: a hash of its path, so that several bindings in one graph
+ * (a U-Net and its ControlNet) never give two different files the same name.
+ */
+function locationName(file: string): string {
+  let hash = 0x811c9dc5; // FNV-1a, 32 bits
+  for (let i = 0; i < file.length; i++) hash = Math.imul(hash ^ file.charCodeAt(i), 0x01000193) >>> 0;
+  return `weights-${hash.toString(16).padStart(8, '0')}.safetensors`;
+}
+
+/**
  * Binds every parameter of `root` to the tensor `${prefix}${key}` of `reader` (renamed by
  * `checkpointKey` when given). Strict: missing tensors are listed by name and shape mismatches name
  * the key and both shapes.
@@ -54,7 +64,7 @@ export function externalBindings(graph: Graph, root: Module, reader: Safetensors
     }
     let location = locations.get(info.file);
     if (!location) {
-      location = `weights-${locations.size}.safetensors`;
+      location = locationName(info.file);
       locations.set(info.file, location);
     }
     const stored = graphDtype[info.dtype];
