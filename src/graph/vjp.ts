@@ -4,10 +4,10 @@
 // cotangents that `needs` asks for, so frozen weights and constants cost nothing.
 import type { Node, Value } from './graph.js';
 import {
-  add, cast, cos, div, equal, erf, exp, gemm, greater, greaterOrEqual, less, log, matmul, mul, neg, pow, sign, sin, sub, sum, tanh, where,
+  add, cast, cos, div, equal, erf, exp, gemm, greater, less, log, matmul, mul, neg, pow, sign, sin, sub, sum, tanh, where,
 } from './ops/elementwise.js';
 import { conv2d, convTranspose2d } from './ops/nn.js';
-import { concat, expand, full, pad, reshape, scatterElementsAdd, scatterNDAdd, shapeTensor, slice, split, transpose, unsqueeze, zerosLike } from './ops/shape.js';
+import { concat, expand, full, gather, pad, reshape, scatterElementsAdd, scatterNDAdd, shapeTensor, slice, split, transpose, unsqueeze, zerosLike } from './ops/shape.js';
 
 export interface VjpContext {
   node: Node;
@@ -124,40 +124,71 @@ function convRule(context: VjpContext): (Value | null)[] {
   const kernel = [weight.size(2), weight.size(3)];
   let gradX: Value | null = null;
   if (needs[0]) {
-    // dX = ConvTranspose(dY, W); output_padding recovers the rows the strided forward conv dropped.
-    const outputPadding = [0, 1].map((i) => x.size(2 + i) - ((grad.size(2 + i) - 1) * strides[i]! - 2 * pads[i]! + dilations[i]! * (kernel[i]! - 1) + 1));
-    gradX = convTranspose2d(grad, weight, null, {
-      stride: [strides[0]!, strides[1]!],
-      padding: [pads[0]!, pads[1]!],
-      dilation: [dilations[0]!, dilations[1]!],
-      groups,
-      outputPadding: [outputPadding[0]!, outputPadding[1]!],
-    });
-  }
-  let gradW: Value | null = null;
-  if (needs[1]) {
-    // dW[o, c] = Σₙ dY[n, o] ⋆ X[n, c]: a convolution over the batch axis, with the forward
-    // stride as dilation and the forward dilation as stride; per group when groups > 1.
-    const perGroup = (xGroup: Value, gradGroup: Value): Value => {
-      const xT = transpose(xGroup, [1, 0, 2, 3]); // (C_in/G, N, H, W)
-      const gradT = transpose(gradGroup, [1, 0, 2, 3]); // (C_out/G, N, H_out, W_out)
-      const correlation = conv2d(xT, gradT, null, {
-        stride: [dilations[0]!, dilations[1]!],
+    const flippedPads = [0, 1].map((i) => dilations[i]! * (kernel[i]! - 1) - pads[i]!);
+    if (strides.every((stride) => stride === 1) && groups === 1 && flippedPads.every((p) => p >= 0)) {
+      gradX = convInputGradient(grad, weight, [flippedPads[0]!, flippedPads[1]!], [dilations[0]!, dilations[1]!]);
+    } else {
+      // dX = ConvTranspose(dY, W); output_padding recovers the rows the strided forward conv dropped.
+      const outputPadding = [0, 1].map((i) => x.size(2 + i) - ((grad.size(2 + i) - 1) * strides[i]! - 2 * pads[i]! + dilations[i]! * (kernel[i]! - 1) + 1));
+      gradX = convTranspose2d(grad, weight, null, {
+        stride: [strides[0]!, strides[1]!],
         padding: [pads[0]!, pads[1]!],
-        dilation: [strides[0]!, strides[1]!],
-      }); // (C_in/G, C_out/G, ≥kH, ≥kW)
-      const cropped = slice(correlation, { starts: [0, 0], ends: kernel, axes: [2, 3] });
-      return transpose(cropped, [1, 0, 2, 3]); // (C_out/G, C_in/G, kH, kW)
-    };
-    if (groups === 1) gradW = perGroup(x, grad);
-    else {
-      const xGroups = split(x, Array(groups).fill(x.size(1) / groups), 1);
-      const gradGroups = split(grad, Array(groups).fill(grad.size(1) / groups), 1);
-      gradW = concat(xGroups.map((xGroup, g) => perGroup(xGroup, gradGroups[g]!)), 0);
+        dilation: [dilations[0]!, dilations[1]!],
+        groups,
+        outputPadding: [outputPadding[0]!, outputPadding[1]!],
+      });
     }
   }
+  const gradW = needs[1] ? convWeightGradient(x, grad, weight, groups, strides, pads, dilations) : null;
   const gradBias = node.inputs[2] && needs[2] ? sum(grad, [0, 2, 3]) : null;
   return [gradX, gradW, gradBias];
+}
+
+/**
+ * dX of a stride-1 ungrouped conv as a forward Conv of dY with the kernel flipped and its channel
+ * axes swapped, padded by dilation·(k − 1) − pad: ORT's Conv is several times faster than its
+ * ConvTranspose.
+ */
+function convInputGradient(grad: Value, weight: Value, padding: [number, number], dilation: [number, number]): Value {
+  const [outChannels, inChannels, kernelH, kernelW] = [weight.size(0), weight.size(1), weight.size(2), weight.size(3)];
+  const taps = kernelH * kernelW;
+  const flat = reshape(weight, [outChannels, inChannels, taps]); // (C_out, C_in, kH·kW)
+  // Reversing the row-major kh·kw axis flips both spatial axes at once.
+  const reversedTaps = weight.graph.constant({ dtype: 'int64', shape: [taps], data: BigInt64Array.from({ length: taps }, (_, i) => BigInt(taps - 1 - i)) }, 'flip');
+  const flipped = reshape(gather(flat, reversedTaps, 2), [outChannels, inChannels, kernelH, kernelW]); // (C_out, C_in, kH, kW)
+  return conv2d(grad, transpose(flipped, [1, 0, 2, 3]), null, { padding, dilation }); // kernel (C_in, C_out, kH, kW)
+}
+
+/**
+ * dW[o, c, i, j] = Σₙ Σₚ dY[n, o, p] · X_pad[n, c, p·stride + (i, j)·dilation]: the kH·kW strided
+ * views of the padded input are stacked into patches, and one batched MatMul per group contracts
+ * them with dY over the output positions (a Conv over the batch axis instead would have an
+ * H_out×W_out kernel, which ORT runs far below its GEMM speed).
+ */
+function convWeightGradient(x: Value, grad: Value, weight: Value, groups: number, strides: number[], pads: number[], dilations: number[]): Value {
+  const batch = x.shape[0]!;
+  const [outChannels, groupChannels, kernelH, kernelW] = [weight.size(0), weight.size(1), weight.size(2), weight.size(3)];
+  const [outH, outW] = [grad.size(2), grad.size(3)];
+  const positions = outH * outW;
+  const padded = pads.some((p) => p !== 0) ? pad(x, [0, 0, pads[0]!, pads[1]!, 0, 0, pads[2]!, pads[3]!]) : x; // (N, C_in, H + 2pH, W + 2pW)
+  const taps: Value[] = [];
+  for (let i = 0; i < kernelH; i++) {
+    for (let j = 0; j < kernelW; j++) {
+      const [top, left] = [i * dilations[0]!, j * dilations[1]!];
+      const view = slice(padded, {
+        starts: [top, left],
+        ends: [top + strides[0]! * (outH - 1) + 1, left + strides[1]! * (outW - 1) + 1],
+        axes: [2, 3],
+        steps: [strides[0]!, strides[1]!],
+      }); // (N, C_in, H_out, W_out)
+      taps.push(reshape(view, [batch, groups, 1, groupChannels, positions])); // (N, G, 1, C_in/G, H_out·W_out)
+    }
+  }
+  const patches = reshape(concat(taps, 2), [batch, groups, kernelH * kernelW * groupChannels, positions]); // (N, G, kH·kW·C_in/G, P)
+  const gradRows = reshape(grad, [batch, groups, outChannels / groups, positions]); // (N, G, C_out/G, P)
+  const perSample = matmul(gradRows, transpose(patches, [0, 1, 3, 2])); // (N, G, C_out/G, kH·kW·C_in/G)
+  const summed = reshape(sum(perSample, [0]), [outChannels, kernelH, kernelW, groupChannels]); // (C_out, kH, kW, C_in/G)
+  return transpose(summed, [0, 3, 1, 2]); // (C_out, C_in/G, kH, kW)
 }
 
 function layerNormRule(context: VjpContext): (Value | null)[] {
@@ -222,6 +253,13 @@ function geluRule(context: VjpContext): (Value | null)[] {
   return [mul(grad, add(cdf, mul(x, pdf)))];
 }
 
+/** Elementwise max/min: the winner takes the cotangent; ties split it evenly, as torch.maximum does. */
+function selectionRule({ node, outputGrads: [g], needs }: VjpContext, wins: (a: Value, b: Value) => Value): (Value | null)[] {
+  const [a, b] = [input(node, 0), input(node, 1)];
+  const shareOfA = where(equal(a, b), 0.5, cast(wins(a, b), g!.dtype));
+  return [needs[0] ? unbroadcast(mul(g!, shareOfA), a) : null, needs[1] ? unbroadcast(mul(g!, sub(1, shareOfA)), b) : null];
+}
+
 const unary = (derivative: (x: Value, y: Value) => Value): VjpRule => (context) => [
   mul(gradOf(context), derivative(input(context.node, 0), output(context.node))),
 ];
@@ -248,18 +286,8 @@ export const vjpRules: Record<string, VjpRule> = {
     const gradB = needs[1] ? unbroadcast(mul(g!, mul(output(node), log(a))), b) : null;
     return [gradA, gradB];
   },
-  Max: ({ node, outputGrads: [g], needs }) => {
-    const [a, b] = [input(node, 0), input(node, 1)];
-    const aWins = greaterOrEqual(a, b);
-    return [needs[0] ? unbroadcast(where(aWins, g!, 0), a) : null, needs[1] ? unbroadcast(where(aWins, 0, g!), b) : null];
-  },
-  Min: ({ node, outputGrads: [g], needs }) => {
-    const [a, b] = [input(node, 0), input(node, 1)];
-    const aWins = less(a, b);
-    const aTies = equal(a, b);
-    const toA = where(aTies, 1, cast(aWins, g!.dtype));
-    return [needs[0] ? unbroadcast(mul(g!, toA), a) : null, needs[1] ? unbroadcast(mul(g!, sub(1, toA)), b) : null];
-  },
+  Max: (context) => selectionRule(context, greater),
+  Min: (context) => selectionRule(context, less),
   Neg: ({ outputGrads: [g] }) => [neg(g!)],
   Identity: ({ outputGrads: [g] }) => [g!],
   Sqrt: unary((_, y) => div(0.5, y)),

@@ -4,7 +4,7 @@ import { Graph } from '../../src/graph/graph.js';
 import { encodeModel } from '../../src/onnx/proto.js';
 import { GraphSession } from '../../src/graph/session.js';
 import { grad } from '../../src/graph/autodiff.js';
-import { mul, sum, tanh, matmul } from '../../src/graph/ops/elementwise.js';
+import { max, min, mul, sum, tanh, matmul } from '../../src/graph/ops/elementwise.js';
 
 test('smoke: tanh(x@w) gradient', async () => {
   const graph = new Graph();
@@ -23,4 +23,18 @@ test('smoke: tanh(x@w) gradient', async () => {
     const fd = ((await f(p)) - (await f(m))) / 2e-6;
     assert.ok(Math.abs(fd - Number(out['gw']!.data[i])) < 1e-6, `${fd} vs ${out['gw']!.data[i]}`);
   }
+});
+
+test('max and min split the cotangent evenly on ties, as torch.maximum/minimum do', async () => {
+  const graph = new Graph();
+  const a = graph.input('a', 'float64', [3]);
+  const b = graph.input('b', 'float64', [3]);
+  const [gaMax, gbMax] = grad(sum(max(a, b)), [a, b]);
+  const [gaMin, gbMin] = grad(sum(min(a, b)), [a, b]);
+  const session = await GraphSession.create(encodeModel(graph.toModel({ gaMax: gaMax!, gbMax: gbMax!, gaMin: gaMin!, gbMin: gbMin! })));
+  const out = await session.run({ a: { dtype: 'float64', shape: [3], data: Float64Array.of(1, 2, 3) }, b: { dtype: 'float64', shape: [3], data: Float64Array.of(0, 2, 4) } });
+  assert.deepEqual([...out['gaMax']!.data as Float64Array], [1, 0.5, 0]);
+  assert.deepEqual([...out['gbMax']!.data as Float64Array], [0, 0.5, 1]);
+  assert.deepEqual([...out['gaMin']!.data as Float64Array], [0, 0.5, 1]);
+  assert.deepEqual([...out['gbMin']!.data as Float64Array], [1, 0.5, 0]);
 });
