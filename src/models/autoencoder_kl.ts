@@ -56,6 +56,25 @@ const configSchema = z
 
 export type AutoencoderKLConfig = z.output<typeof configSchema>;
 
+/** The VAE of Stable Diffusion 1.5 (`runwayml/stable-diffusion-v1-5`, subfolder `vae`), as Kosmos-G uses it. */
+export const SD15_VAE_CONFIG: AutoencoderKLConfig = {
+  in_channels: 3,
+  out_channels: 3,
+  down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D'],
+  up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D'],
+  block_out_channels: [128, 256, 512, 512],
+  layers_per_block: 2,
+  act_fn: 'silu',
+  latent_channels: 4,
+  norm_num_groups: 32,
+  sample_size: 512,
+  scaling_factor: 0.18215,
+  shift_factor: null,
+  use_quant_conv: true,
+  use_post_quant_conv: true,
+  mid_block_add_attention: true,
+};
+
 /** Validates a parsed config.json; unknown keys (`_class_name`, `force_upcast`, …) are ignored. */
 export function parseAutoencoderKLConfig(json: unknown): AutoencoderKLConfig {
   const parsed = configSchema.safeParse(json);
@@ -138,10 +157,11 @@ class SpatialSelfAttention extends Module {
     const [batch, channels] = [x.shape[0]!, x.size(1)];
     const normalized = scoped(context, 'group_norm', () => this.group_norm.forward(context, x));
     const tokens = transpose(reshape(normalized, [batch, channels, -1], [x]), [0, 2, 1]); // (B, H·W, C)
-    // One head of width C: (B, 1, H·W, C), scaled by C^-1/2.
-    const head = (projection: Linear, name: string) => scoped(context, name, () => reshape(projection.forward(context, tokens), [batch, 1, -1, channels], [x]));
+    // One head of width C: (B, 1, H·W, C), scaled by C^-1/2. Sizes come from `tokens`, so q, k and v share them even when symbolic.
+    const head = (projection: Linear, name: string) =>
+      scoped(context, name, () => reshape(projection.forward(context, tokens), [batch, 1, tokens.shape[1]!, channels], [tokens]));
     const attended = scaledDotProductAttention(head(this.to_q, 'to_q'), head(this.to_k, 'to_k'), head(this.to_v, 'to_v')); // (B, 1, H·W, C)
-    const merged = reshape(attended, [batch, -1, channels], [x]); // (B, H·W, C)
+    const merged = reshape(attended, tokens.shape, [tokens]); // (B, H·W, C)
     const projected = scoped(context, 'to_out.0', () => this.to_out[0].forward(context, merged)); // (B, H·W, C)
     const spatial = reshape(transpose(projected, [0, 2, 1]), x.shape, [x]); // (B, C, H, W)
     return add(spatial, x);
@@ -404,7 +424,7 @@ export async function readAutoencoderKLConfig(directory: string): Promise<Autoen
 }
 
 // ---------------------------------------------------------------------------------------------
-// Host-side helpers for images and noise.
+// Host-side image helper.
 
 /** numpy's `(x · 255).round()` (ties to even) of a [0, 1] image, as bytes in the tensor's layout. */
 export function imageToBytes(image: HostTensor): Uint8Array {
@@ -419,74 +439,3 @@ export function imageToBytes(image: HostTensor): Uint8Array {
   return bytes;
 }
 
-/**
- * Standard normal noise of `shape` (float32, row-major) that is bit-identical on every platform for
- * a given seed, for `latent_dist.sample()` and initial latents. The uniform stream is xoshiro128**
- * seeded through splitmix32 (32-bit integer arithmetic only); normals come in pairs from Marsaglia's
- * polar method, whose logarithm is computed here from + − × ÷ alone (Math.log may differ between
- * engines; IEEE-754 basic operations and the square root cannot). The seed is a non-negative safe integer.
- */
-export function gaussianNoise(seed: number, shape: readonly number[]): HostTensor {
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`noise seed must be a non-negative safe integer, got ${seed}`);
-  const next = xoshiro128StarStar(seed);
-  const count = shape.reduce((p, q) => p * q, 1);
-  const data = new Float32Array(count);
-  for (let i = 0; i < count; i += 2) {
-    let u: number;
-    let v: number;
-    let s: number;
-    do {
-      // Uniform in (−1, 1) on a grid of 2^-31; every value is exact in double precision.
-      u = (next() + 0.5) / 2 ** 31 - 1;
-      v = (next() + 0.5) / 2 ** 31 - 1;
-      s = u * u + v * v;
-    } while (s >= 1);
-    const factor = Math.sqrt((-2 * naturalLog(s)) / s);
-    data[i] = u * factor;
-    if (i + 1 < count) data[i + 1] = v * factor;
-  }
-  return { dtype: 'float32', shape: [...shape], data };
-}
-
-/** xoshiro128** (Blackman and Vigna) returning unsigned 32-bit integers; state from splitmix32 of the seed's two 32-bit halves. */
-function xoshiro128StarStar(seed: number): () => number {
-  let mixer = (seed >>> 0) ^ Math.imul(Math.floor(seed / 2 ** 32) >>> 0, 0x85ebca6b);
-  const splitmix32 = (): number => {
-    mixer = (mixer + 0x9e3779b9) | 0;
-    let z = mixer;
-    z = Math.imul(z ^ (z >>> 16), 0x21f0aaad);
-    z = Math.imul(z ^ (z >>> 15), 0x735a2d97);
-    return (z ^ (z >>> 15)) >>> 0;
-  };
-  const state = [splitmix32(), splitmix32(), splitmix32(), splitmix32()];
-  const rotl = (x: number, k: number) => (x << k) | (x >>> (32 - k));
-  return () => {
-    const result = Math.imul(rotl(Math.imul(state[1]!, 5), 7), 9) >>> 0;
-    const t = state[1]! << 9;
-    state[2]! ^= state[0]!;
-    state[3]! ^= state[1]!;
-    state[1]! ^= state[2]!;
-    state[0]! ^= state[3]!;
-    state[2]! ^= t;
-    state[3] = rotl(state[3]!, 11);
-    return result;
-  };
-}
-
-/**
- * ln x for 0 < x < 1 from basic operations: x = m·2^e with m in [√½, √2] (exact scaling by 2), then
- * ln m = 2·atanh((m−1)/(m+1)) by its series (|z| ≤ 0.172, 12 terms reach 1e-17).
- */
-function naturalLog(x: number): number {
-  let mantissa = x;
-  let exponent = 0;
-  while (mantissa < Math.SQRT1_2) {
-    mantissa *= 2;
-    exponent -= 1;
-  }
-  const z = (mantissa - 1) / (mantissa + 1);
-  const zSquared = z * z;
-  let series = 0;
-  for (let k = 23; k >= 1; k -= 2) series = series * zSquared + 1 / k;
-  return 2 * z * series + exponent * Math.LN2;
-}
