@@ -2,7 +2,7 @@
 // All run in float64.
 import { Tensor, integers, opTest, uniform, values } from './harness.js';
 import { alongAxis, average, broadcast, logSoftmaxLane, map, reduce, softmaxLane, total } from './reference.js';
-import { cast, clip, identity, logSoftmax, mean, mul, reduceMax, softmax, sum, where } from '../../src/graph/ops/elementwise.js';
+import { argMax, cast, clip, identity, logSoftmax, mean, mul, reduceMax, softmax, sum, where } from '../../src/graph/ops/elementwise.js';
 
 for (const axis of [-1, 0, 1, 2]) {
   opTest(`softmax over axis ${axis} of [2,3,4]`, {
@@ -58,6 +58,15 @@ opTest('reduceMax over all axes with a tie', {
   inputs: [{ shape: [2, 3], data: values([0.2, 0.8, -0.1, 0.8, 0.3, 0.5]) }],
   reference: ([x]) => reduce(x!, undefined, false, (elements) => Math.max(...elements)),
 });
+
+// argMax returns int64 indices (no gradient); on ties the first index wins, as torch.argmax.
+for (const [axis, keepDims] of [[1, false], [-1, true], [0, false]] as const) {
+  opTest(`argMax over axis ${axis}${keepDims ? ', keepDims' : ''} with ties`, {
+    build: ([x]) => argMax(x!, axis, keepDims),
+    inputs: [{ shape: [3, 4], data: values([0.5, 0.9, 0.9, -0.3, 0.1, -0.2, 0.7, 0.3, 0.4, 0.4, -1, 0.7]) }],
+    reference: ([x]) => reduce(x!, [axis], keepDims, (elements) => elements.indexOf(Math.max(...elements))),
+  });
+}
 
 // Inputs stay 0.05 away from the bounds so the finite-difference stencil never straddles them.
 const clipData = values([-0.9, -0.3, 0.1, 0.7, 0.45, -0.6, 0.2, 1.2, -0.45, 0.05, -1.4, 0.33]);
