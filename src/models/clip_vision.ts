@@ -74,7 +74,7 @@ export class CLIPVisionEmbeddings extends Module {
     const width = this.config.hidden_size;
     const batch = pixelValues.shape[0]!;
     const patches = context.graph.scope('patch_embedding', () => this.patch_embedding.forward(context, pixelValues)); // (B, D, g, g)
-    const sequence = transpose(reshape(patches, [batch, width, -1], [pixelValues]), [0, 2, 1]); // (B, g², D)
+    const sequence = transpose(reshape(patches, [batch, width, patches.size(2) * patches.size(3)], [pixelValues]), [0, 2, 1]); // (B, g², D)
     const classToken = expand(reshape(context.value(this.class_embedding), [1, 1, width]), [batch, 1, width], [pixelValues]); // (B, 1, D)
     return add(concat([classToken, sequence], 1), context.value(this.position_embedding.weight)); // (B, 1 + g², D)
   }

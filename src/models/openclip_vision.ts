@@ -205,7 +205,7 @@ export class VisualTransformer extends Module {
     const width = this.config.width;
     const batch = pixelValues.shape[0]!;
     const patches = graph.scope('conv1', () => this.conv1.forward(context, pixelValues)); // (B, W, g, g)
-    const sequence = transpose(reshape(patches, [batch, width, -1], [pixelValues]), [0, 2, 1]); // (B, g², W)
+    const sequence = transpose(reshape(patches, [batch, width, patches.size(2) * patches.size(3)], [pixelValues]), [0, 2, 1]); // (B, g², W)
     const classToken = expand(reshape(context.value(this.class_embedding), [1, 1, width]), [batch, 1, width], [pixelValues]); // (B, 1, W)
     const positioned = add(concat([classToken, sequence], 1), context.value(this.positional_embedding)); // (B, T, W)
     const embeddings = graph.scope('ln_pre', () => this.ln_pre.forward(context, positioned));

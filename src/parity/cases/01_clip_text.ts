@@ -13,7 +13,8 @@ export async function runCase(fixture: FixtureCase): Promise<ParityRow[]> {
   const model = await CLIPTextModel.fromPretrained(fixture.directory);
   const inputIds = fixture.inputs.get('input_ids')!;
   const graph = new Graph('clip_text');
-  const ids = graph.input('input_ids', 'int64', inputIds.shape);
+  // A symbolic batch, as pipelines batch prompts freely.
+  const ids = graph.input('input_ids', 'int64', ['batch', ...inputIds.shape.slice(1)]);
   const reader = await openSafetensors(join(fixture.directory, 'model.safetensors'));
   try {
     const { context, externalData } = externalBindings(graph, model, reader);

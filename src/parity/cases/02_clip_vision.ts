@@ -14,7 +14,8 @@ export async function runCase(fixture: FixtureCase): Promise<ParityRow[]> {
   const model = await CLIPVisionModel.fromPretrained(fixture.directory);
   const pixelValues = fixture.inputs.get('pixel_values')!;
   const graph = new Graph('clip_vision');
-  const pixels = graph.input('pixel_values', 'float32', pixelValues.shape);
+  // A symbolic batch, as pipelines batch images freely.
+  const pixels = graph.input('pixel_values', 'float32', ['batch', ...pixelValues.shape.slice(1)]);
   const reader = await openSafetensors(join(fixture.directory, 'model.safetensors'));
   try {
     const { context, externalData } = externalBindings(graph, model, reader);

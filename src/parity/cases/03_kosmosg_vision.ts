@@ -18,7 +18,8 @@ async function runTower(
   bind: (graph: Graph) => { context: TraceContext; externalData?: { path: string; data: string }[] },
 ): Promise<Record<string, HostTensor>> {
   const graph = new Graph('kosmosg_vision');
-  const pixels = graph.input('pixel_values', 'float32', pixelValues.shape);
+  // A symbolic batch, as Kosmos-G batches the images of a prompt freely.
+  const pixels = graph.input('pixel_values', 'float32', ['batch', ...pixelValues.shape.slice(1)]);
   const { context, externalData } = bind(graph);
   const output = model.forward(context, pixels);
   const outputs: Record<string, Value> = {
