@@ -7,7 +7,9 @@ import { Graph } from '../../src/graph/graph.js';
 import { GraphSession } from '../../src/graph/session.js';
 import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
 import { normalTensor } from '../../src/nn/layers.js';
-import { constantBindings } from '../../src/nn/module.js';
+import { constantBindings, contextFromValues } from '../../src/nn/module.js';
+import { TrainingStep } from '../../src/graph/train-step.js';
+import { mseLoss } from '../../src/graph/ops/nn.js';
 import type { HostTensor } from '../../src/onnx/dtype.js';
 import { encodeModel } from '../../src/onnx/proto.js';
 import { loadFixture } from '../../src/parity/compare.js';
@@ -75,6 +77,35 @@ test('features are unit-length tokens; only the last block and ln_post train und
   const trainable = model.namedParameters().filter(([, parameter]) => parameter.trainable).map(([key]) => key);
   assert.ok(trainable.length > 0 && trainable.every((key) => key.startsWith('visual.transformer.resblocks.1.') || key.startsWith('visual.ln_post.')), trainable.join());
   assert.equal(trainable.length, 16 + 2); // ln_1, ts_attn q/k/v/out, ln_2, mlp c_fc/c_proj (weights and biases); ln_post
+});
+
+test('a training step with the Kosmos-G freezing updates only the last block and ln_post, and lowers the loss', async () => {
+  const model = new OpenClipVisionModel(tinyConfig(), { random: new Random(31) });
+  model.freezeAsKosmosG();
+  const parameters = model.stateDict();
+  const trainable = model.namedParameters().filter(([, parameter]) => parameter.trainable).map(([key]) => key);
+  const step = await TrainingStep.create({
+    parameters,
+    trainable,
+    batch: { pixel_values: { dtype: 'float32', shape: [2, 3, 8, 8] }, target: { dtype: 'float32', shape: [2, 5, 8] } },
+    loss: ({ graph, parameters: values, batch }) => mseLoss(model.forward(contextFromValues(graph, model, values), batch['pixel_values']!).features, batch['target']!),
+    optimizer: { kind: 'adamw' },
+    schedule: { kind: 'constant', learningRate: 1e-2 },
+    session: { threads: 1 },
+  });
+  try {
+    const batch = { pixel_values: normalTensor(new Random(32), [2, 3, 8, 8]), target: normalTensor(new Random(33), [2, 5, 8], 0.3) };
+    const losses = [];
+    for (let index = 0; index < 5; index++) losses.push((await step.run(batch)).loss);
+    assert.ok(losses.at(-1)! < losses[0]!, `losses ${losses.join(', ')}`);
+    const after = step.state().parameters;
+    for (const [key, before] of Object.entries(parameters)) {
+      const changed = (after[key]!.data as Float32Array).some((value, i) => value !== before.data[i]);
+      assert.equal(changed, trainable.includes(key), key);
+    }
+  } finally {
+    await step.release();
+  }
 });
 
 test('loads Kosmos-G checkpoints (img_model. prefix) and stock open_clip checkpoints; strict within visual.', async () => {
