@@ -160,10 +160,10 @@ function convInputGradient(grad: Value, weight: Value, padding: [number, number]
 }
 
 /**
- * dW[o, c, i, j] = Σₙ Σₚ dY[n, o, p] · X_pad[n, c, p·stride + (i, j)·dilation]: the kH·kW strided
- * views of the padded input are stacked into patches, and one batched MatMul per group contracts
- * them with dY over the output positions (a Conv over the batch axis instead would have an
- * H_out×W_out kernel, which ORT runs far below its GEMM speed).
+ * dW[o, c, i, j] = Σₙ Σₚ dY[n, o, p] · X_pad[n, c, p·stride + (i, j)·dilation]: for each kernel
+ * tap (i, j), a batched MatMul of dY with that strided view of the padded input over the output
+ * positions p. (A Conv over the batch axis would have an H_out×W_out kernel, which ORT runs far
+ * below its GEMM speed; stacking all taps first costs a copy of 9× the input.)
  */
 function convWeightGradient(x: Value, grad: Value, weight: Value, groups: number, strides: number[], pads: number[], dilations: number[]): Value {
   const batch = x.shape[0]!;
@@ -171,6 +171,7 @@ function convWeightGradient(x: Value, grad: Value, weight: Value, groups: number
   const [outH, outW] = [grad.size(2), grad.size(3)];
   const positions = outH * outW;
   const padded = pads.some((p) => p !== 0) ? pad(x, [0, 0, pads[0]!, pads[1]!, 0, 0, pads[2]!, pads[3]!]) : x; // (N, C_in, H + 2pH, W + 2pW)
+  const gradRows = reshape(grad, [batch, groups, outChannels / groups, positions]); // (N, G, C_out/G, P)
   const taps: Value[] = [];
   for (let i = 0; i < kernelH; i++) {
     for (let j = 0; j < kernelW; j++) {
@@ -181,13 +182,11 @@ function convWeightGradient(x: Value, grad: Value, weight: Value, groups: number
         axes: [2, 3],
         steps: [strides[0]!, strides[1]!],
       }); // (N, C_in, H_out, W_out)
-      taps.push(reshape(view, [batch, groups, 1, groupChannels, positions])); // (N, G, 1, C_in/G, H_out·W_out)
+      const rows = reshape(view, [batch, groups, groupChannels, positions]); // (N, G, C_in/G, P)
+      taps.push(unsqueeze(sum(matmul(gradRows, transpose(rows, [0, 1, 3, 2])), [0]), 2)); // (G, C_out/G, 1, C_in/G)
     }
   }
-  const patches = reshape(concat(taps, 2), [batch, groups, kernelH * kernelW * groupChannels, positions]); // (N, G, kH·kW·C_in/G, P)
-  const gradRows = reshape(grad, [batch, groups, outChannels / groups, positions]); // (N, G, C_out/G, P)
-  const perSample = matmul(gradRows, transpose(patches, [0, 1, 3, 2])); // (N, G, C_out/G, kH·kW·C_in/G)
-  const summed = reshape(sum(perSample, [0]), [outChannels, kernelH, kernelW, groupChannels]); // (C_out, kH, kW, C_in/G)
+  const summed = reshape(concat(taps, 2), [outChannels, kernelH, kernelW, groupChannels]); // (C_out, kH, kW, C_in/G)
   return transpose(summed, [0, 3, 1, 2]); // (C_out, C_in/G, kH, kW)
 }
 
