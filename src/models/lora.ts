@@ -7,7 +7,7 @@
 import type { Value } from '../graph/graph.js';
 import { mul } from '../graph/ops/elementwise.js';
 import { conv2d, linear } from '../graph/ops/nn.js';
-import type { SafetensorsReader } from '../io/safetensors.js';
+import { type SafetensorsReader, writeSafetensors } from '../io/safetensors.js';
 import { Conv2d, Linear, type UniformSource, uniformTensor } from '../nn/layers.js';
 import { Module, Parameter, type TraceContext } from '../nn/module.js';
 import { type HostTensor, elementCount } from '../onnx/dtype.js';
@@ -127,6 +127,21 @@ export class LoraAdapter extends Module {
     const names = reader.names();
     const kohya = names.some((name) => name.startsWith('lora_unet_') || name.startsWith('lora_te'));
     return kohya ? loadKohya(model, reader, options) : loadPeft(model, reader, options);
+  }
+
+  /** Writes the diffusers/PEFT layout: `unet.<path>.lora_A.weight`, alpha in the `lora_adapter_metadata` header. */
+  async save(path: string): Promise<void> {
+    const tensors = Object.fromEntries(Object.entries(this.stateDict()).map(([key, tensor]) => [`unet.${key}`, tensor]));
+    const layers = [...this.layers];
+    const alpha = layers[0]?.[1].alpha;
+    const metadata = {
+      'unet.r': layers[0]?.[1].rank,
+      'unet.lora_alpha': alpha,
+      // Layers whose alpha differs from the first one's, by full path (PEFT matches pattern keys as path suffixes).
+      'unet.alpha_pattern': Object.fromEntries(layers.filter(([, layer]) => layer.alpha !== alpha).map(([target, layer]) => [target, layer.alpha])),
+      'unet.target_modules': [...new Set(layers.map(([target]) => target))],
+    };
+    await writeSafetensors(path, tensors, { metadata: { lora_adapter_metadata: JSON.stringify(metadata) } });
   }
 
   /** The run-time form: each targeted layer of `model` gets scale·(alpha/r)·B(A·x) added to its output. */
