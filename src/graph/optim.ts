@@ -5,7 +5,7 @@
 // computed on the host each step, so schedules never force a recompile.
 import type { DType } from '../onnx/dtype.js';
 import type { Graph, Value } from './graph.js';
-import { add, clip, div, mul, sqrt, sub, sum } from './ops/elementwise.js';
+import { add, clip, div, mul, sqrt, sub, sumSquares } from './ops/elementwise.js';
 
 export interface SgdConfig {
   kind: 'sgd';
@@ -67,7 +67,7 @@ export function scalarInputs(graph: Graph, dtype: DType = 'float32'): ScalarInpu
 
 /** √(Σ‖g‖²) over all gradients, accumulated in the gradients' type. */
 export function globalNorm(gradients: readonly Value[]): Value {
-  const squares = gradients.map((gradient) => sum(mul(gradient, gradient)));
+  const squares = gradients.map((gradient) => sumSquares(gradient));
   return sqrt(squares.reduce((total, square) => add(total, square)));
 }
 
@@ -110,9 +110,11 @@ export function applyOptimizer(
   const decayed = weightDecay ? mul(parameter, sub(1, mul(scalars.learningRate, weightDecay))) : parameter;
   const newExpAvg = add(mul(expAvg, beta1), mul(gradient, 1 - beta1));
   const newExpAvgSq = add(mul(expAvgSq, beta2), mul(mul(gradient, gradient), 1 - beta2));
-  // torch: p ← p − (lr / bc1) · m / (√v / √bc2 + eps)
-  const denominator = add(div(sqrt(newExpAvgSq), scalars.biasCorrection2Sqrt), eps);
-  const updated = sub(decayed, mul(scalars.stepSize, div(newExpAvg, denominator)));
+  // torch: p ← p − (lr / bc1) · m / (√v / √bc2 + eps), computed as
+  // p − (lr / bc1 · √bc2) · m / (√v + eps · √bc2): the bias correction of v folds into scalars,
+  // which saves a pass over every parameter-sized tensor.
+  const denominator = add(sqrt(newExpAvgSq), mul(scalars.biasCorrection2Sqrt, eps));
+  const updated = sub(decayed, mul(div(newExpAvg, denominator), mul(scalars.stepSize, scalars.biasCorrection2Sqrt)));
   return { parameter: updated, state: [newExpAvg, newExpAvgSq] };
 }
 

@@ -66,6 +66,8 @@ export class TrainingStep {
   private constructor(
     private readonly options: TrainingStepOptions,
     private readonly session: GraphSession,
+    /** Graph output name of each logical output (`loss`, `grad_norm`, `updated/<key>`). */
+    private readonly outputNames: Readonly<Record<string, string>>,
     private readonly trainable: readonly string[],
     private readonly parameters: Record<string, HostTensor>,
     private readonly optimizerState: Record<string, HostTensor>,
@@ -109,10 +111,14 @@ export class TrainingStep {
         stateNames.forEach((stateName, i) => (outputs[updatedName(stateInputName(stateName, key))] = update.state[i]!));
       });
     });
-    const model = encodeModel(graph.toModel(outputs, { keepInputs: graph.inputs }));
+    // A graph output named after its value needs no Identity node, which would copy every
+    // updated parameter and state tensor once more per step; inputs and constants need one.
+    const outputNames = Object.fromEntries(Object.entries(outputs).map(([name, value]) => [name, value.producer ? value.name : name]));
+    const graphOutputs = Object.fromEntries(Object.entries(outputs).map(([name, value]) => [outputNames[name]!, value]));
+    const model = encodeModel(graph.toModel(graphOutputs, { keepInputs: graph.inputs }));
     const session = await GraphSession.create(model, options.session);
     const parameters = Object.fromEntries(keys.map((key) => [key, cloneTensor(options.parameters[key]!)]));
-    return new TrainingStep(options, session, trainable, parameters, optimizerState);
+    return new TrainingStep(options, session, outputNames, trainable, parameters, optimizerState);
   }
 
   get step(): number {
@@ -139,10 +145,11 @@ export class TrainingStep {
     feeds['bias_correction2_sqrt'] = scalar(scalars.biasCorrection2Sqrt, scalarType);
     feeds['dropout_seed'] = { dtype: 'int64', shape: [], data: BigInt64Array.of(BigInt(dropoutSeedFor(this.options.seed ?? 0, step))) };
     const results = await this.session.run(feeds);
-    const loss = Number(results['loss']!.data[0]);
-    const gradNorm = Number(results['grad_norm']!.data[0]);
-    for (const key of this.trainable) this.parameters[key] = results[updatedName(key)]!;
-    for (const name of Object.keys(this.optimizerState)) this.optimizerState[name] = results[updatedName(name)]!;
+    const result = (name: string): HostTensor => results[this.outputNames[name]!]!;
+    const loss = Number(result('loss').data[0]);
+    const gradNorm = Number(result('grad_norm').data[0]);
+    for (const key of this.trainable) this.parameters[key] = result(updatedName(key));
+    for (const name of Object.keys(this.optimizerState)) this.optimizerState[name] = result(updatedName(name));
     this.stepCount = step;
     return { step, loss, gradNorm, learningRate };
   }

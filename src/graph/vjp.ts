@@ -374,6 +374,10 @@ export const vjpRules: Record<string, VjpRule> = {
   Expand: ({ node, outputGrads: [g] }) => [unbroadcast(g!, input(node, 0)), null],
   ReduceSum: (context) => reductionRule(context, false),
   ReduceMean: (context) => reductionRule(context, true),
+  ReduceSumSquare: (context) => {
+    const [spread] = reductionRule(context, false);
+    return [mul(spread!, mul(input(context.node, 0), 2)), null];
+  },
   ReduceMax: ({ node, outputGrads: [g] }) => {
     const x = input(node, 0);
     const axes = constantInts(node.inputs[1], 'reduction axes');

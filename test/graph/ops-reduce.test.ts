@@ -2,7 +2,7 @@
 // All run in float64.
 import { Tensor, integers, opTest, uniform, values } from './harness.js';
 import { alongAxis, average, broadcast, logSoftmaxLane, map, reduce, softmaxLane, total } from './reference.js';
-import { argMax, cast, clip, identity, logSoftmax, mean, mul, reduceMax, softmax, sum, where } from '../../src/graph/ops/elementwise.js';
+import { argMax, cast, clip, identity, logSoftmax, mean, mul, reduceMax, softmax, sum, sumSquares, where } from '../../src/graph/ops/elementwise.js';
 
 for (const axis of [-1, 0, 1, 2]) {
   opTest(`softmax over axis ${axis} of [2,3,4]`, {
@@ -38,6 +38,20 @@ for (const axes of reductionAxes) {
     });
   }
 }
+
+for (const [axes, keepDims] of [[undefined, false], [[1], true], [[2, 0], false]] as const) {
+  opTest(`sumSquares over ${axes ? `axes [${axes}]` : 'all axes'}${keepDims ? ', keepDims' : ''}`, {
+    build: ([x]) => sumSquares(x!, axes ? [...axes] : undefined, keepDims),
+    inputs: [{ shape: [2, 3, 4] }],
+    reference: ([x]) => reduce(x!, axes ? [...axes] : undefined, keepDims, (elements) => total(elements.map((e) => e * e))),
+  });
+}
+
+opTest('sumSquares of a scalar is its square', {
+  build: ([x]) => sumSquares(x!),
+  inputs: [{ shape: [] }],
+  reference: ([x]) => map(x!, (e) => e * e),
+});
 
 opTest('sum over an empty axis list reduces nothing', {
   build: ([x]) => sum(x!, []),

@@ -180,6 +180,11 @@ function reduce(opType: string, x: Value, axes: number[] | undefined, keepDims: 
 export const sum = (x: Value, axes?: number[], keepDims = false): Value => reduce('ReduceSum', x, axes, keepDims);
 export const mean = (x: Value, axes?: number[], keepDims = false): Value => reduce('ReduceMean', x, axes, keepDims);
 export const reduceMax = (x: Value, axes?: number[], keepDims = false): Value => reduce('ReduceMax', x, axes, keepDims);
+/** Σx² over `axes` (all axes when omitted) in one pass, without materialising x². */
+export function sumSquares(x: Value, axes?: number[], keepDims = false): Value {
+  const reduced = reduce('ReduceSumSquare', x, axes, keepDims);
+  return reduced === x ? mul(x, x) : reduced; // nothing to reduce (e.g. a scalar): just the square
+}
 
 /** Index of the largest entry along `axis`, the first one on ties (torch.argmax); int64, no gradient. */
 export function argMax(x: Value, axis = -1, keepDims = false): Value {
