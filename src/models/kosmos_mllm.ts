@@ -25,8 +25,7 @@ import { type ExternalWeights, externalBindings } from '../nn/weights.js';
 /** Checkpoint prefix of the MLLM inside an official Kosmos-G checkpoint. */
 export const KOSMOS_MLLM_PREFIX = 'gpt_model.decoder.';
 
-/** fairseq Dictionary: `<s>` = 0, `<pad>` = 1. Positions count from padding index + 1 = 2. */
-export const BOS_INDEX = 0;
+/** fairseq Dictionary `<pad>` id. Positions count from padding index + 1 = 2. */
 export const PAD_INDEX = 1;
 
 /**
@@ -48,7 +47,6 @@ const configSchema = z.looseObject({
   decoder_layers: z.number().int().positive(),
   /** torchscale leaves -1 here when the vocabulary comes from the dictionary; the checkpoint's embedding then decides. */
   vocab_size: z.number().int(),
-  max_target_positions: z.number().int().positive(),
   dropout: probability,
   attention_dropout: probability,
   activation_dropout: probability,

@@ -22,7 +22,6 @@ const tinyConfig: KosmosMllmConfig = parseKosmosMllmConfig({
   decoder_ffn_embed_dim: 32,
   decoder_layers: 2,
   vocab_size: 12,
-  max_target_positions: 64,
   dropout: 0,
   attention_dropout: 0,
   activation_dropout: 0,
