@@ -2,8 +2,9 @@
 // attention 768, 8 heads) on a classifier-free-guidance batch of 2 with 64×64 latents (512 px). The
 // weights (3.4 GB in float32, beyond the 2 GB ModelProto limit) are written to a temporary
 // safetensors file and read by the inference graph as external data, as a real checkpoint would
-// be. One JSON line: initialisation, session creation, forward median, peak RSS. Heavy; not part of
-// the test suite.
+// be. One JSON line: initialisation, session creation, forward median, peak RSS, and the same forward
+// in PyTorch (bench/torch/unet_sd15.py, a mirror of the same config, run afterwards in its own
+// process) with the ratio torch ms / our ms. Heavy; not part of the test suite.
 //   node dist/bench/models-unet.js [fused|composed]   (attention kernel; default fused)
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,6 +19,7 @@ import type { HostTensor } from '../src/onnx/dtype.js';
 import { encodeModel } from '../src/onnx/proto.js';
 import { UNet2DConditionModel, parseUNetConfig } from '../src/models/unet_2d_condition.js';
 import { Random } from '../src/util/random.js';
+import { requireTorch, runTorchScript } from './torch-process.js';
 
 const configPath = fileURLToPath(new URL('../../src/models/configs/unet-sd15.json', import.meta.url));
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
@@ -59,6 +61,9 @@ export async function runUNetModelsBench(attention: 'fused' | 'composed' = 'fuse
       if (!noise_pred || !Array.from(noise_pred.data as Float32Array).every(Number.isFinite)) throw new Error('the U-Net produced non-finite values');
     }
     await session.release();
+    await requireTorch();
+    const torch = JSON.parse(await runTorchScript('unet_sd15.py', [String(repeats)], { benchmark: true })) as { forwardMs: number; peakRssMiB: number; parameters: number };
+    if (torch.parameters !== parameters) throw new Error(`the PyTorch mirror has ${torch.parameters} parameters, ours ${parameters}`);
     console.log(
       JSON.stringify({
         bench: 'models-unet',
@@ -70,6 +75,9 @@ export async function runUNetModelsBench(attention: 'fused' | 'composed' = 'fuse
         forwardMs: Math.round(median(times)),
         forwardRunsMs: times.map(Math.round),
         peakRssMiB: peakRssMiB(),
+        torchForwardMs: torch.forwardMs,
+        torchPeakRssMiB: torch.peakRssMiB,
+        ratio: Math.round((torch.forwardMs / median(times)) * 100) / 100,
       }),
     );
   } finally {
