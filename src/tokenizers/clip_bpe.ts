@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { cleanBasic, cleanForClip } from './text_cleaning.js';
+import { readTokenizerJson } from './tokenizer_json.js';
 
 export const START_OF_TEXT = '<|startoftext|>';
 export const END_OF_TEXT = '<|endoftext|>';
@@ -85,6 +86,17 @@ export class ClipTokenizer {
     }
     const mergeLines = (await readFile(mergesPath, 'utf8')).split('\n').filter((line) => line && !line.startsWith('#version'));
     return new ClipTokenizer(new Map(Object.entries(vocabularyJson)), mergeLines.map(parseMerge(mergesPath)));
+  }
+
+  /** From a vocabulary and merge list in memory (e.g. a BPE trained by bpe_trainer.ts). */
+  static fromBpe(vocabulary: ReadonlyMap<string, number>, merges: readonly [string, string][]): ClipTokenizer {
+    return new ClipTokenizer(new Map(vocabulary), merges);
+  }
+
+  /** From a Hugging Face `tokenizer.json` whose model is CLIP-style BPE (vocab, merges, "</w>" suffix). */
+  static async fromTokenizerJson(path: string): Promise<ClipTokenizer> {
+    const { vocab, merges } = await readTokenizerJson(path);
+    return new ClipTokenizer(vocab, merges);
   }
 
   get vocabularySize(): number {

@@ -1,0 +1,157 @@
+// Image preprocessing for Kosmos-G's vision tower, as the official demo does it (`app_model.py`):
+//   PIL open → convert("RGB") → Resize(S, bicubic) on the shortest side → CenterCrop(S) → /255
+//   → (x − CLIP mean) / CLIP std → (N, 3, S, S) float32
+// Decoding and resizing use sharp (libvips). Its cubic kernel is Catmull-Rom, the same cubic as
+// PIL's BICUBIC (a = −0.5), widened on downscaling as PIL does; pixel values can still differ from
+// PIL's by a rounding step. As in PIL, EXIF orientation is not applied and an alpha channel is
+// dropped (not composited). The resized size follows torchvision: the short side becomes S, the
+// long side ⌊S·long/short⌋; the crop offset is round((size − S)/2).
+import type { Stats } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import sharp from 'sharp';
+import type { HostTensor } from '../onnx/dtype.js';
+
+/** open_clip / OpenAI CLIP normalisation. */
+export const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
+export const CLIP_STD = [0.26862954, 0.26130258, 0.27577711] as const;
+
+/** A file path, a `data:` URL, or the encoded bytes of an image file (a Buffer is a Uint8Array). */
+export type ImageSource = string | Uint8Array;
+
+export interface ImageLimits {
+  /** Largest encoded input accepted, in bytes (default 64 MiB). */
+  maxBytes?: number;
+  /** Largest decoded image accepted, width × height (default 64 megapixels). */
+  maxPixels?: number;
+}
+
+const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
+const DEFAULT_MAX_PIXELS = 64 * 1024 * 1024;
+
+/** A short name for error messages: the path, or the kind of source. */
+export function describeImageSource(source: ImageSource, index: number): string {
+  if (typeof source !== 'string') return `image ${index + 1} (${source.byteLength} bytes)`;
+  if (source.startsWith('data:')) return `image ${index + 1} (data URL)`;
+  return `image ${index + 1} (${source})`;
+}
+
+function decodeDataUrl(url: string, name: string): Uint8Array {
+  const match = /^data:([^,]*),(.*)$/s.exec(url);
+  if (!match) throw new Error(`${name}: malformed data URL (expected data:[<type>][;base64],<data>)`);
+  const [, header, payload] = match as unknown as [string, string, string];
+  if (header.split(';').includes('base64')) {
+    const compact = payload.replace(/\s+/g, '');
+    if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(compact)) throw new Error(`${name}: the data URL's base64 payload has invalid characters`);
+    return Buffer.from(compact, 'base64');
+  }
+  try {
+    return Buffer.from(decodeURIComponent(payload), 'latin1');
+  } catch {
+    throw new Error(`${name}: the data URL's percent-encoding is invalid`);
+  }
+}
+
+/** The encoded bytes of a source, with the size limit applied before anything is read into memory. */
+export async function readImageBytes(source: ImageSource, name: string, maxBytes = DEFAULT_MAX_BYTES): Promise<Uint8Array> {
+  let bytes: Uint8Array;
+  if (typeof source !== 'string') bytes = source;
+  else if (source.startsWith('data:')) bytes = decodeDataUrl(source, name);
+  else {
+    let info: Stats;
+    try {
+      info = await stat(source);
+    } catch (error) {
+      throw new Error(`${name}: cannot read the file (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
+    if (!info.isFile()) throw new Error(`${name}: not a regular file`);
+    const size = info.size;
+    if (size > maxBytes) throw new Error(`${name}: the file is ${size} bytes, over the ${maxBytes}-byte limit`);
+    bytes = await readFile(source);
+  }
+  if (bytes.byteLength === 0) throw new Error(`${name}: empty image`);
+  if (bytes.byteLength > maxBytes) throw new Error(`${name}: the image is ${bytes.byteLength} bytes, over the ${maxBytes}-byte limit`);
+  return bytes;
+}
+
+/** torchvision Resize(S) + CenterCrop(S) geometry for a width × height image. */
+export function resizeCropGeometry(width: number, height: number, size: number): { width: number; height: number; left: number; top: number } {
+  const short = Math.min(width, height);
+  const long = Math.max(width, height);
+  const scaledLong = Math.floor((size * long) / short);
+  const [resizedWidth, resizedHeight] = width <= height ? [size, scaledLong] : [scaledLong, size];
+  // torchvision center_crop: int(round((dim − S) / 2)); Python rounds halves to even.
+  const offset = (dim: number) => roundHalfEven((dim - size) / 2);
+  return { width: resizedWidth, height: resizedHeight, left: offset(resizedWidth), top: offset(resizedHeight) };
+}
+
+function roundHalfEven(x: number): number {
+  const floor = Math.floor(x);
+  const fraction = x - floor;
+  if (fraction !== 0.5) return Math.round(x);
+  return floor % 2 === 0 ? floor : floor + 1;
+}
+
+/** Decodes, resizes and crops one image to S × S RGB bytes (row-major, interleaved). */
+export async function loadImageRgb(source: ImageSource, size: number, name: string, limits: ImageLimits = {}): Promise<Uint8Array> {
+  const bytes = await readImageBytes(source, name, limits.maxBytes);
+  const maxPixels = limits.maxPixels ?? DEFAULT_MAX_PIXELS;
+  const decoderOptions = { limitInputPixels: maxPixels, failOn: 'warning' as const };
+  let width: number | undefined;
+  let height: number | undefined;
+  try {
+    ({ width, height } = await sharp(bytes, decoderOptions).metadata());
+  } catch (error) {
+    throw new Error(`${name}: not a readable image (${singleLine(error)})`);
+  }
+  if (!width || !height) throw new Error(`${name}: the image has no size`);
+  if (width * height > maxPixels) throw new Error(`${name}: ${width}×${height} is over the ${maxPixels}-pixel limit`);
+  const geometry = resizeCropGeometry(width, height, size);
+  try {
+    const { data, info } = await sharp(bytes, decoderOptions)
+      .removeAlpha()
+      .toColourspace('srgb')
+      .resize(geometry.width, geometry.height, { kernel: 'cubic', fit: 'fill', fastShrinkOnLoad: false })
+      .extract({ left: geometry.left, top: geometry.top, width: size, height: size })
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3 || info.width !== size || info.height !== size) {
+      throw new Error(`decoded to ${info.width}×${info.height}×${info.channels}, expected ${size}×${size}×3`);
+    }
+    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  } catch (error) {
+    throw new Error(`${name}: cannot decode the image (${singleLine(error)})`);
+  }
+}
+
+function singleLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ').trim();
+}
+
+/** Interleaved RGB bytes (S·S·3) → channel-first CLIP-normalised floats written at `offset`. */
+export function normalizeClipInto(rgb: Uint8Array, size: number, out: Float32Array, offset: number): void {
+  const plane = size * size;
+  for (let channel = 0; channel < 3; channel++) {
+    const mean = CLIP_MEAN[channel]!;
+    const std = CLIP_STD[channel]!;
+    const base = offset + channel * plane;
+    for (let i = 0; i < plane; i++) out[base + i] = (rgb[i * 3 + channel]! / 255 - mean) / std;
+  }
+}
+
+/**
+ * The vision tower's input for a list of images: (N, 3, S, S) float32, in list order. Every image
+ * is checked before any is returned; an error names the image (index and path).
+ */
+export async function preprocessImages(sources: readonly ImageSource[], size: number, limits: ImageLimits = {}): Promise<HostTensor<'float32'>> {
+  if (!Number.isInteger(size) || size < 1) throw new Error(`image size must be a positive integer, got ${size}`);
+  const plane = 3 * size * size;
+  const data = new Float32Array(sources.length * plane);
+  for (const [index, source] of sources.entries()) {
+    if (typeof source !== 'string' && !(source instanceof Uint8Array)) {
+      throw new Error(`image ${index + 1}: expected a file path, a data URL or encoded image bytes`);
+    }
+    const rgb = await loadImageRgb(source, size, describeImageSource(source, index), limits);
+    normalizeClipInto(rgb, size, data, index * plane);
+  }
+  return { dtype: 'float32', shape: [sources.length, 3, size, size], data };
+}
