@@ -6,6 +6,9 @@ import { Command } from 'commander';
 import { registerDataCommands } from './data.js';
 import { registerParityCommand } from './parity.js';
 import { registerDoctorCommand } from './doctor.js';
+import { registerGenerateCommand } from './generate.js';
+import { registerInfoCommand } from './info.js';
+import { registerInitRandomCommand } from './init-random.js';
 
 const program = new Command();
 program
@@ -15,6 +18,9 @@ program
 registerDoctorCommand(program);
 registerDataCommands(program);
 registerParityCommand(program);
+registerGenerateCommand(program);
+registerInfoCommand(program);
+registerInitRandomCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);

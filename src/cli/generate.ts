@@ -1,0 +1,207 @@
+// `kosmos-g generate`: an interleaved prompt and its images → a PNG (a grid for --num > 1) and a
+// JSON sidecar beside it recording every setting. Every argument is checked before the model is
+// loaded; both files are written to temporary names and renamed at the end, so a failure never
+// leaves anything at --out.
+import { stat, unlink } from 'node:fs/promises';
+import { dirname, extname, resolve } from 'node:path';
+import cliProgress from 'cli-progress';
+import type { Command } from 'commander';
+import type { Device } from '../graph/devices.js';
+import { SCHEDULER_CHOICES, type SchedulerChoice, type StepInfo } from '../pipeline/diffusion.js';
+import { readPipelineFolder } from '../pipeline/folder.js';
+import { encodePng, gridLayout, imageGrid, writeFileAtomic } from '../pipeline/image_output.js';
+import { KosmosGPipeline, type KosmosGGenerateOptions } from '../pipeline/kosmos_g_pipeline.js';
+import { TextToImagePipeline, type GenerationResult } from '../pipeline/text_to_image.js';
+import { checkImageCount } from '../pipeline/prompt.js';
+
+interface GenerateFlags {
+  model?: string;
+  prompt?: string;
+  image: string[];
+  negative: string;
+  steps: string;
+  guidance: string;
+  scheduler: string;
+  seed?: string;
+  num: string;
+  size?: string;
+  width?: string;
+  height?: string;
+  device: string;
+  threads?: string;
+  pipeline?: string;
+  controlnet?: string;
+  controlImage?: string;
+  controlScale: string;
+  controlStart: string;
+  controlEnd: string;
+  lora?: string;
+  loraScale: string;
+  out?: string;
+}
+
+function integer(value: string, flag: string, minimum: number): number {
+  const n = Number(value);
+  if (!/^\s*-?\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < minimum) throw new Error(`${flag} must be an integer ≥ ${minimum}, got '${value}'`);
+  return n;
+}
+
+function decimal(value: string, flag: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new Error(`${flag} must be a number, got '${value}'`);
+  return n;
+}
+
+/** The sidecar's path: out.png → out.json. */
+export function sidecarPath(out: string): string {
+  return out.slice(0, out.length - extname(out).length) + '.json';
+}
+
+async function checkOutput(out: string): Promise<void> {
+  if (extname(out).toLowerCase() !== '.png') throw new Error(`--out must name a .png file, got '${out}'`);
+  const folder = dirname(resolve(out));
+  const entry = await stat(folder).catch(() => null);
+  if (!entry?.isDirectory()) throw new Error(`the folder of --out does not exist: ${folder}`);
+  const existing = await stat(out).catch(() => null);
+  if (existing?.isDirectory()) throw new Error(`--out names a folder: ${out}`);
+}
+
+function progressReporter(): { onStep: (info: StepInfo) => void; stop: () => void } {
+  if (!process.stderr.isTTY) return { onStep: () => undefined, stop: () => undefined };
+  const bar = new cliProgress.SingleBar(
+    { format: 'sampling [{bar}] {value}/{total} steps | {speed} steps/s | ETA {eta_formatted}', stream: process.stderr, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = 0;
+  return {
+    onStep(info) {
+      if (!started) {
+        started = performance.now();
+        bar.start(info.steps, 0, { speed: '-' });
+      }
+      const seconds = (performance.now() - started) / 1000;
+      bar.update(info.step + 1, { speed: seconds > 0 ? ((info.step + 1) / seconds).toFixed(2) : '-' });
+    },
+    stop() {
+      if (started) bar.stop();
+    },
+  };
+}
+
+export function registerGenerateCommand(program: Command): void {
+  program
+    .command('generate')
+    .description('generate images from an interleaved prompt ("<i> in the snow" + --image cat.png)')
+    .showHelpAfterError(false)
+    .option('--model <dir>', 'pipeline folder (model_index.json + components)')
+    .option('--prompt <text>', 'prompt; one <i> placeholder per --image, in order')
+    .option('--image <file>', 'input image for the next <i> (repeatable)', (value: string, previous: string[]) => [...previous, value], [] as string[])
+    .option('--negative <text>', 'negative prompt', '')
+    .option('--steps <n>', 'denoising steps', '50')
+    .option('--guidance <g>', 'classifier-free guidance scale (≤ 1: conditional branch only)', '6')
+    .option('--scheduler <name>', `sampler: ${SCHEDULER_CHOICES.join(', ')}`, 'dpm++')
+    .option('--seed <n>', 'seed of the initial noise (image i uses seed + i); random when left out')
+    .option('--num <n>', 'images to generate (tiled into one grid)', '1')
+    .option('--size <px>', 'width and height in pixels (default: the model\'s)')
+    .option('--width <px>', 'width in pixels (overrides --size)')
+    .option('--height <px>', 'height in pixels (overrides --size)')
+    .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
+    .option('--threads <n>', 'CPU threads per graph (default: one per core)')
+    .option('--pipeline <kind>', 'kosmos-g, or clip-text for the plain Stable Diffusion path (default: from model_index.json)')
+    .option('--controlnet <dir>', 'ControlNet folder')
+    .option('--control-image <file>', 'control image for --controlnet')
+    .option('--control-scale <s>', 'ControlNet conditioning scale', '1')
+    .option('--control-start <f>', 'fraction of the steps where ControlNet starts', '0')
+    .option('--control-end <f>', 'fraction of the steps where ControlNet ends', '1')
+    .option('--lora <file>', 'LoRA safetensors for the U-Net (PEFT or kohya layout)')
+    .option('--lora-scale <s>', 'LoRA strength', '1')
+    .option('--out <file>', 'output PNG; a JSON sidecar with every setting goes beside it')
+    .action(async (flags: GenerateFlags) => {
+      if (!flags.model) throw new Error('--model is required');
+      if (flags.prompt === undefined) throw new Error('--prompt is required');
+      if (!flags.out) throw new Error('--out is required');
+      await checkOutput(flags.out);
+      const steps = integer(flags.steps, '--steps', 1);
+      const guidanceScale = decimal(flags.guidance, '--guidance');
+      if (!(SCHEDULER_CHOICES as string[]).includes(flags.scheduler)) throw new Error(`unknown scheduler '${flags.scheduler}' (choose ${SCHEDULER_CHOICES.join(', ')})`);
+      const seed = flags.seed === undefined ? undefined : integer(flags.seed, '--seed', 0);
+      const numImages = integer(flags.num, '--num', 1);
+      const size = flags.size === undefined ? undefined : integer(flags.size, '--size', 1);
+      const width = flags.width === undefined ? size : integer(flags.width, '--width', 1);
+      const height = flags.height === undefined ? size : integer(flags.height, '--height', 1);
+      if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device '${flags.device}' (cpu, webgpu or auto)`);
+      const threads = flags.threads === undefined ? undefined : integer(flags.threads, '--threads', 1);
+      if (flags.controlImage && !flags.controlnet) throw new Error('--control-image needs --controlnet');
+      if (flags.controlnet && !flags.controlImage) throw new Error('--controlnet needs a --control-image');
+      const controlnet = flags.controlnet
+        ? {
+            model: flags.controlnet,
+            image: flags.controlImage!,
+            conditioningScale: decimal(flags.controlScale, '--control-scale'),
+            guidanceStart: decimal(flags.controlStart, '--control-start'),
+            guidanceEnd: decimal(flags.controlEnd, '--control-end'),
+          }
+        : undefined;
+      const lora = flags.lora ? { file: flags.lora, scale: decimal(flags.loraScale, '--lora-scale') } : undefined;
+
+      const folder = await readPipelineFolder(flags.model);
+      const kind = flags.pipeline ?? (folder.className === 'KosmosGPipeline' ? 'kosmos-g' : 'clip-text');
+      if (kind !== 'kosmos-g' && kind !== 'clip-text') throw new Error(`unknown pipeline '${kind}' (kosmos-g or clip-text)`);
+      if (kind === 'kosmos-g') checkImageCount(flags.prompt, flags.image.length);
+      else if (flags.image.length) throw new Error('--image needs the kosmos-g pipeline; the clip-text pipeline takes text only');
+
+      const device = flags.device as Device;
+      const options: KosmosGGenerateOptions = {
+        prompt: flags.prompt,
+        images: flags.image,
+        negativePrompt: flags.negative,
+        steps,
+        guidanceScale,
+        scheduler: flags.scheduler as SchedulerChoice,
+        seed,
+        numImages,
+        width,
+        height,
+        controlnet,
+        lora,
+      };
+      const loadStart = performance.now();
+      const pipeline = kind === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(flags.model, { device, threads }) : await TextToImagePipeline.fromPretrained(flags.model, { device, threads });
+      const loadMs = performance.now() - loadStart;
+      const progress = progressReporter();
+      let result: GenerationResult;
+      const generateStart = performance.now();
+      try {
+        result = await pipeline.generate({ ...options, onStep: progress.onStep });
+      } finally {
+        progress.stop();
+        await pipeline.dispose();
+      }
+      const generateMs = performance.now() - generateStart;
+      const layout = gridLayout(result.images.length);
+      const png = await encodePng(result.images.length > 1 ? imageGrid(result.images, layout) : result.images[0]!);
+      const { settings } = result;
+      const sidecar = {
+        model: resolve(flags.model),
+        pipeline: kind,
+        ...settings,
+        images: flags.image,
+        seeds: Array.from({ length: settings.numImages }, (_, index) => settings.seed + index),
+        grid: layout,
+        device: pipeline.runtime.device,
+        threads: pipeline.runtime.threads,
+        timings: { loadMs: Math.round(loadMs), generateMs: Math.round(generateMs) },
+        output: resolve(flags.out),
+      };
+      const sidecarFile = sidecarPath(flags.out);
+      await writeFileAtomic(flags.out, png);
+      try {
+        await writeFileAtomic(sidecarFile, `${JSON.stringify(sidecar, null, 2)}\n`);
+      } catch (error) {
+        // The image without its settings is not a result: take it back.
+        await unlink(flags.out).catch(() => {});
+        throw error;
+      }
+      process.stdout.write(`wrote ${flags.out} (${result.images.length} image${result.images.length === 1 ? '' : 's'}, ${settings.width}×${settings.height}, seed ${settings.seed}) and ${sidecarFile}\n`);
+    });
+}

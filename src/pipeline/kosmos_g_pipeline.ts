@@ -1,0 +1,81 @@
+// KosmosGPipeline: an interleaved prompt ("<i> wearing <i> on the beach" + two images) → images.
+// The condition is the aligner's M(MLLM(prompt with image latents)), (1, 77, d), a drop-in for the
+// CLIP text states; the unconditional condition is M(MLLM([<s>] + negative prompt)) (reference §5,
+// condition.ts). Both go to the shared LatentDiffusion loop: CFG batch [uncond × n, cond × n],
+// seeded platform-independent noise, the chosen scheduler (DPM-Solver++ by default, as the demo),
+// VAE decode with clamp(x/2 + 0.5, 0, 1)·255, optional ControlNet and LoRA.
+import { Runtime } from '../graph/runtime.js';
+import type { HostTensor } from '../onnx/dtype.js';
+import { type ImageInput, KosmosGConditionEncoder } from './condition.js';
+import { LatentDiffusion, type SamplingOptions } from './diffusion.js';
+import { KOSMOS_G_COMPONENTS, readPipelineFolder, requireComponents } from './folder.js';
+import { checkImageCount } from './prompt.js';
+import type { GenerationResult, PipelineLoadOptions } from './text_to_image.js';
+
+export interface KosmosGGenerateOptions extends SamplingOptions {
+  /** Text with one `<i>` placeholder per image, in order. */
+  prompt: string;
+  images?: readonly ImageInput[];
+  negativePrompt?: string;
+}
+
+export class KosmosGPipeline {
+  private constructor(
+    readonly directory: string,
+    readonly runtime: Runtime,
+    readonly encoder: KosmosGConditionEncoder,
+    readonly diffusion: LatentDiffusion,
+  ) {}
+
+  static async fromPretrained(directory: string, options: PipelineLoadOptions = {}): Promise<KosmosGPipeline> {
+    const folder = await readPipelineFolder(directory);
+    const components = requireComponents(folder, KOSMOS_G_COMPONENTS, 'Kosmos-G generation');
+    const runtime = await Runtime.create({ device: options.device, threads: options.threads });
+    try {
+      const encoder = await KosmosGConditionEncoder.fromPipelineFolder(directory, { runtime });
+      const diffusion = await LatentDiffusion.load(runtime, {
+        unet: components.get('unet')!.directory,
+        vae: components.get('vae')!.directory,
+        scheduler: components.get('scheduler')!.directory,
+      });
+      const [, width] = encoder.conditionShape;
+      if (width !== diffusion.crossAttentionDim) {
+        await diffusion.close();
+        throw new Error(`the aligner's output is ${width} wide but the U-Net cross-attends to ${diffusion.crossAttentionDim}`);
+      }
+      return new KosmosGPipeline(directory, runtime, encoder, diffusion);
+    } catch (error) {
+      await runtime.dispose();
+      throw error;
+    }
+  }
+
+  /** The (1, 77, d) condition and unconditional condition of a prompt. */
+  async encode(prompt: string, images: readonly ImageInput[], negativePrompt = ''): Promise<{ condition: HostTensor; unconditional: HostTensor }> {
+    const condition = await this.encoder.encode(prompt, images);
+    const unconditional = await this.encoder.encodeUnconditional(negativePrompt);
+    return { condition, unconditional };
+  }
+
+  async generate(options: KosmosGGenerateOptions): Promise<GenerationResult & { settings: { images: number } }> {
+    if (typeof options.prompt !== 'string') throw new Error('prompt must be a string');
+    const images = options.images ?? [];
+    // Every user error is raised before any image is decoded or any graph runs.
+    checkImageCount(options.prompt, images.length);
+    const settings = this.diffusion.resolve(options, { scheduler: 'dpm++' });
+    const negativePrompt = options.negativePrompt ?? '';
+    const extras = await this.diffusion.prepare(settings, options);
+    try {
+      const { condition, unconditional } = await this.encode(options.prompt, images, negativePrompt);
+      const generated = await this.diffusion.sample(condition, unconditional, settings, options, extras);
+      return { images: generated, settings: { prompt: options.prompt, negativePrompt, images: images.length, ...settings } };
+    } finally {
+      await this.diffusion.releaseExtras(extras);
+    }
+  }
+
+  async dispose(): Promise<void> {
+    await this.diffusion.close();
+    await this.runtime.dispose();
+  }
+}

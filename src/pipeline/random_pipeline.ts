@@ -1,0 +1,165 @@
+// `init-random`: a complete pipeline folder with random weights, so every code path (prompt
+// processing, condition encoding, guidance, sampling, decoding, the CLI) runs without trained
+// models. The `tiny` config keeps each component a few thousand parameters with consistent widths:
+//   vision width 24 → connector 24→48 (8 queries) → MLLM width 48 → aligner 48→32 (77 queries)
+//   = U-Net cross_attention_dim 32 = CLIP-text hidden size 32
+// and a VAE with factor 8 under a two-level U-Net, so images are multiples of 16 px (default 64).
+// Each model is written by its own `save()`; the scheduler config is SD 1.5's (PNDM class with the
+// SD keys, the sampler being chosen at generation time), as SD ships it.
+import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { AlignerNet, parseAlignerConfig } from '../models/aligner.js';
+import { AutoencoderKL, parseAutoencoderKLConfig } from '../models/autoencoder_kl.js';
+import { CLIPTextModel, parseClipTextConfig } from '../models/clip_text.js';
+import { KosmosGMllm, parseKosmosMllmConfig } from '../models/kosmos_mllm.js';
+import { OpenClipVisionModel, parseOpenClipVisionConfig } from '../models/openclip_vision.js';
+import { UNet2DConditionModel, parseUNetConfig } from '../models/unet_2d_condition.js';
+import { XConnector, parseXConnectorConfig } from '../models/xconnector.js';
+import { bytesToUnicode, END_OF_TEXT, START_OF_TEXT } from '../tokenizers/clip_bpe.js';
+import { TOKENIZER_JSON_FILE, loadKosmosTokenizer } from '../tokenizers/kosmos_tokenizer.js';
+import { MINI_SPECIAL_TOKENS } from '../tokenizers/mini_kosmos_tokenizer.js';
+import { writeTokenizerJson } from '../tokenizers/tokenizer_json.js';
+import { Random, deriveSeed } from '../util/random.js';
+
+export const RANDOM_CONFIGS = ['tiny'] as const;
+export type RandomConfigName = (typeof RANDOM_CONFIGS)[number];
+
+/** The Stable Diffusion 1.5 `scheduler/scheduler_config.json`. */
+export const SD15_SCHEDULER_CONFIG = {
+  _class_name: 'PNDMScheduler',
+  _diffusers_version: '0.6.0',
+  beta_end: 0.012,
+  beta_schedule: 'scaled_linear',
+  beta_start: 0.00085,
+  clip_sample: false,
+  num_train_timesteps: 1000,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  steps_offset: 1,
+  trained_betas: null,
+};
+
+const CROSS_DIM = 32;
+const MLLM_DIM = 48;
+const VISION_WIDTH = 24;
+
+const tiny = {
+  vision: { quick_gelu: true, vision_cfg: { image_size: 32, patch_size: 8, width: VISION_WIDTH, layers: 2, head_width: 8, mlp_ratio: 4 } },
+  connector: { input_dim: VISION_WIDTH, output_dim: MLLM_DIM, latent_query_num: 8, decoder_attention_heads: 4, attention_dropout: 0.1 },
+  mllm: {
+    decoder_embed_dim: MLLM_DIM, decoder_attention_heads: 4, decoder_ffn_embed_dim: 192, decoder_layers: 2, max_target_positions: 2048,
+    dropout: 0.1, attention_dropout: 0.1, activation_dropout: 0, no_scale_embedding: false, activation_fn: 'gelu', subln: true,
+    decoder_normalize_before: true, share_decoder_input_output_embed: true, layernorm_embedding: false, deepnorm: false, multiway: false,
+    rel_pos_buckets: 0, moe_freq: 0,
+  },
+  aligner: {
+    encoder_embed_dim: CROSS_DIM, encoder_attention_heads: 4, encoder_ffn_embed_dim: 128, encoder_layers: 2,
+    decoder_embed_dim: CROSS_DIM, decoder_attention_heads: 4, decoder_ffn_embed_dim: 128, decoder_layers: 2,
+    input_dim: MLLM_DIM, num_queries: 77, position_table_size: 512, dropout: 0, attention_dropout: 0, activation_dropout: 0,
+    no_scale_embedding: true, activation_fn: 'gelu', subln: true, encoder_normalize_before: true, decoder_normalize_before: true,
+    layernorm_embedding: false, deepnorm: false, multiway: false, rel_pos_buckets: 0, moe_freq: 0,
+  },
+  unet: {
+    in_channels: 4, out_channels: 4, sample_size: 8, flip_sin_to_cos: true, freq_shift: 0,
+    down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'], up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'],
+    block_out_channels: [8, 16], layers_per_block: 1, cross_attention_dim: CROSS_DIM, attention_head_dim: 2, norm_num_groups: 4,
+  },
+  vae: {
+    in_channels: 3, out_channels: 3, down_block_types: Array(4).fill('DownEncoderBlock2D'), up_block_types: Array(4).fill('UpDecoderBlock2D'),
+    block_out_channels: [8, 8, 16, 16], layers_per_block: 1, act_fn: 'silu', latent_channels: 4, norm_num_groups: 4, sample_size: 64,
+    scaling_factor: 0.18215,
+  },
+  textEncoder: {
+    hidden_size: CROSS_DIM, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, max_position_embeddings: 77,
+    hidden_act: 'quick_gelu', layer_norm_eps: 1e-5,
+  },
+};
+
+/** The model_index.json of a Kosmos-G folder with the CLIP-text path. */
+const MODEL_INDEX = {
+  _class_name: 'KosmosGPipeline',
+  tokenizer: ['kosmos_g', 'MiniKosmosTokenizer'],
+  vision: ['kosmos_g', 'OpenClipVisionModel'],
+  connector: ['kosmos_g', 'XConnector'],
+  mllm: ['kosmos_g', 'KosmosGMllm'],
+  aligner: ['kosmos_g', 'AlignerNet'],
+  unet: ['diffusers', 'UNet2DConditionModel'],
+  vae: ['diffusers', 'AutoencoderKL'],
+  scheduler: ['diffusers', 'PNDMScheduler'],
+  text_encoder: ['transformers', 'CLIPTextModel'],
+  clip_tokenizer: ['transformers', 'CLIPTokenizer'],
+};
+
+/**
+ * A CLIP BPE tokenizer folder (vocab.json + merges.txt) with the byte alphabet only: no merges, so
+ * every word becomes its characters, the last one with `</w>`. 514 ids, end-of-text last.
+ */
+async function writeByteClipTokenizer(directory: string): Promise<number> {
+  await mkdir(directory, { recursive: true });
+  const characters = bytesToUnicode().map(([, character]) => character);
+  const tokens = [...characters, ...characters.map((character) => `${character}</w>`), START_OF_TEXT, END_OF_TEXT];
+  await writeFile(join(directory, 'vocab.json'), `${JSON.stringify(Object.fromEntries(tokens.map((token, id) => [token, id])))}\n`);
+  await writeFile(join(directory, 'merges.txt'), '#version: 0.2\n');
+  await writeFile(join(directory, 'tokenizer_config.json'), `${JSON.stringify({ model_max_length: 77, bos_token: START_OF_TEXT, eos_token: END_OF_TEXT, pad_token: END_OF_TEXT }, null, 2)}\n`);
+  return tokens.length;
+}
+
+/**
+ * The MLLM tokenizer of kosmos-g-mini's layout (tokenizer.json: fairseq specials 0-3, byte-level
+ * BPE tokens, CLIP's text markers, then `<image>` and `</image>` last) with the byte alphabet only
+ * and no merges. Returns its vocabulary size, read back through the loader the pipeline uses.
+ */
+async function writeByteMiniTokenizer(directory: string): Promise<number> {
+  const characters = bytesToUnicode().map(([, character]) => character);
+  const { bos, pad, eos, unk, imageStart, imageEnd } = MINI_SPECIAL_TOKENS;
+  const tokens = [bos, pad, eos, unk, ...characters, ...characters.map((character) => `${character}</w>`), START_OF_TEXT, END_OF_TEXT, imageStart, imageEnd];
+  const specials = new Set<string>([bos, pad, eos, unk, imageStart, imageEnd]);
+  await writeTokenizerJson(join(directory, TOKENIZER_JSON_FILE), {
+    vocab: new Map(tokens.map((token, id) => [token, id])),
+    merges: [],
+    addedTokens: tokens.flatMap((content, id) => (specials.has(content) ? [{ id, content, special: true }] : [])),
+    unkToken: unk,
+  });
+  return (await loadKosmosTokenizer(directory)).vocabularySize;
+}
+
+/**
+ * Writes a random-weight pipeline folder. Everything goes to a temporary sibling folder that is
+ * renamed into place at the end, so `directory` is either absent or complete; an existing
+ * `directory` is refused.
+ */
+export async function createRandomPipeline(directory: string, options: { config: RandomConfigName; seed?: number }): Promise<void> {
+  if (!RANDOM_CONFIGS.includes(options.config)) throw new Error(`unknown config ${JSON.stringify(options.config)} (choose ${RANDOM_CONFIGS.join(', ')})`);
+  const seed = options.seed ?? 0;
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`seed must be a non-negative integer, got ${seed}`);
+  if (await stat(directory).then(() => true, () => false)) throw new Error(`${directory} already exists`);
+  await mkdir(dirname(directory), { recursive: true });
+  const temporary = join(dirname(directory), `.${basename(directory)}.${process.pid}.tmp`);
+  try {
+    await mkdir(temporary);
+  } catch (error) {
+    throw new Error(`cannot create ${temporary}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  try {
+    const random = (index: number) => new Random(deriveSeed(seed, index));
+    const vocabulary = await writeByteMiniTokenizer(join(temporary, 'tokenizer'));
+    const clipVocabulary = await writeByteClipTokenizer(join(temporary, 'clip_tokenizer'));
+    await new OpenClipVisionModel(parseOpenClipVisionConfig(tiny.vision), { random: random(1) }).save(join(temporary, 'vision'));
+    await new XConnector(parseXConnectorConfig(tiny.connector), { random: random(2) }).save(join(temporary, 'connector'));
+    await new KosmosGMllm(parseKosmosMllmConfig({ ...tiny.mllm, vocab_size: vocabulary }), { init: random(3) }).save(join(temporary, 'mllm'));
+    await new AlignerNet(parseAlignerConfig(tiny.aligner), { init: random(4), reconstruction: false }).save(join(temporary, 'aligner'));
+    await new UNet2DConditionModel(parseUNetConfig(tiny.unet), random(5)).save(join(temporary, 'unet'));
+    await new AutoencoderKL(parseAutoencoderKLConfig(tiny.vae), { random: random(6) }).save(join(temporary, 'vae'));
+    const textConfig = parseClipTextConfig({ ...tiny.textEncoder, vocab_size: clipVocabulary, eos_token_id: clipVocabulary - 1 });
+    await new CLIPTextModel(textConfig, { random: random(7) }).save(join(temporary, 'text_encoder'));
+    await mkdir(join(temporary, 'scheduler'));
+    await writeFile(join(temporary, 'scheduler', 'scheduler_config.json'), `${JSON.stringify(SD15_SCHEDULER_CONFIG, null, 2)}\n`);
+    await writeFile(join(temporary, 'model_index.json'), `${JSON.stringify({ ...MODEL_INDEX, _init_random: { config: options.config, seed } }, null, 2)}\n`);
+    await rename(temporary, directory).catch((error: NodeJS.ErrnoException) => {
+      throw new Error(error.code === 'ENOTEMPTY' || error.code === 'EEXIST' ? `${directory} already exists` : `cannot create ${directory}: ${error.code ?? error.message}`);
+    });
+  } catch (error) {
+    await rm(temporary, { recursive: true, force: true });
+    throw error;
+  }
+}

@@ -1,0 +1,87 @@
+// ControlNet and LoRA options of the pipelines on the tiny random pipeline: a tiny ControlNet with
+// non-zero residual convs and a PEFT LoRA with a non-zero B change the result; scale 0 and an empty
+// guidance window leave it unchanged; bad files and images give one-line errors.
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import sharp from 'sharp';
+import { ControlNetModel, parseControlNetConfig } from '../../src/models/controlnet.js';
+import { LoraAdapter } from '../../src/models/lora.js';
+import { UNet2DConditionModel } from '../../src/models/unet_2d_condition.js';
+import { Random } from '../../src/util/random.js';
+import { controlKeep } from '../../src/pipeline/controlnet.js';
+import { TextToImagePipeline } from '../../src/pipeline/text_to_image.js';
+import { maxAbsDifference, sameBytes, scratch, tinyPipeline } from './tiny.js';
+
+let pipeline: TextToImagePipeline;
+const controlDirectory = join(scratch, 'controlnet');
+const loraFile = join(scratch, 'lora.safetensors');
+const controlImage = join(scratch, 'edges.png');
+const base = { prompt: 'a cat', steps: 5, seed: 11 } as const;
+
+/** Overwrites every parameter of `module` with N(0, 0.3²)-ish values (zero-initialised layers included). */
+function randomize(parameters: [string, { data: { data: unknown } }][], random: Random): void {
+  for (const [, parameter] of parameters) {
+    const values = parameter.data.data as Float32Array;
+    for (let i = 0; i < values.length; i++) values[i] = (random.next() - 0.5) * 0.6;
+  }
+}
+
+before(async () => {
+  const directory = await tinyPipeline();
+  const unet = await UNet2DConditionModel.fromPretrained(join(directory, 'unet'));
+  const { in_channels, flip_sin_to_cos, freq_shift, down_block_types, block_out_channels, layers_per_block, cross_attention_dim, attention_head_dim, norm_num_groups } = unet.config;
+  const controlnet = new ControlNetModel(
+    parseControlNetConfig({ in_channels, flip_sin_to_cos, freq_shift, down_block_types, block_out_channels, layers_per_block, cross_attention_dim, attention_head_dim, norm_num_groups, conditioning_embedding_out_channels: [4, 4, 8, 8] }),
+    new Random(21),
+  );
+  randomize(controlnet.namedParameters(), new Random(22));
+  await controlnet.save(controlDirectory);
+  const lora = LoraAdapter.create(unet, { rank: 2, targetModules: ['to_q', 'to_k', 'to_v', 'to_out.0'], random: new Random(23) });
+  randomize(lora.namedParameters(), new Random(24));
+  await lora.save(loraFile);
+  const pixels = Buffer.alloc(48 * 40 * 3);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 37) % 256;
+  await sharp(pixels, { raw: { width: 48, height: 40, channels: 3 } }).png().toFile(controlImage);
+  pipeline = await TextToImagePipeline.fromPretrained(directory, { threads: 2 });
+});
+after(() => pipeline.dispose());
+
+test('controlKeep follows diffusers: step i of n acts unless i/n < start or (i + 1)/n > end', () => {
+  assert.deepEqual([0, 1, 2, 3].map((step) => controlKeep(step, 4, 0, 1)), [1, 1, 1, 1]);
+  assert.deepEqual([0, 1, 2, 3].map((step) => controlKeep(step, 4, 0.25, 0.75)), [0, 1, 1, 0]);
+});
+
+test('ControlNet residuals change the image; conditioning scale 0 reproduces the plain U-Net', async () => {
+  const plain = await pipeline.generate(base);
+  const controlled = await pipeline.generate({ ...base, controlnet: { model: controlDirectory, image: controlImage } });
+  assert.ok(maxAbsDifference(plain.images[0]!.data, controlled.images[0]!.data) > 0);
+  assert.deepEqual(controlled.settings.controlnet, { model: controlDirectory, conditioningScale: 1, guidanceStart: 0, guidanceEnd: 1 });
+  const off = await pipeline.generate({ ...base, controlnet: { model: controlDirectory, image: controlImage, conditioningScale: 0 } });
+  assert.ok(maxAbsDifference(plain.images[0]!.data, off.images[0]!.data) <= 1);
+  const window = await pipeline.generate({ ...base, controlnet: { model: controlDirectory, image: controlImage, guidanceStart: 0.4, guidanceEnd: 0.6 } });
+  assert.ok(!sameBytes(window.images[0]!.data, controlled.images[0]!.data), 'a narrower guidance window acts on fewer steps');
+});
+
+test('LoRA changes the image with its scale; scale 0 reproduces the base U-Net', async () => {
+  const plain = await pipeline.generate(base);
+  const withLora = await pipeline.generate({ ...base, lora: { file: loraFile, scale: 1 } });
+  assert.ok(maxAbsDifference(plain.images[0]!.data, withLora.images[0]!.data) > 0);
+  const zero = await pipeline.generate({ ...base, lora: { file: loraFile, scale: 0 } });
+  assert.ok(sameBytes(plain.images[0]!.data, zero.images[0]!.data));
+});
+
+test('bad ControlNet and LoRA inputs give one-line errors', async () => {
+  const corrupt = join(scratch, 'corrupt.png');
+  await writeFile(corrupt, 'not an image at all');
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ controlnet: { model: controlDirectory, image: corrupt } }, /control image .*corrupt\.png: not a readable image/],
+    [{ controlnet: { model: controlDirectory, image: join(scratch, 'absent.png') } }, /cannot read the file \(ENOENT\)/],
+    [{ controlnet: { model: join(scratch, 'absent'), image: controlImage } }, /cannot read .*absent\/config\.json/],
+    [{ lora: { file: join(scratch, 'absent.safetensors') } }, /^LoRA .*absent\.safetensors: /],
+  ];
+  for (const [options, message] of cases) {
+    await assert.rejects(pipeline.generate({ ...base, ...options }), (error: Error) => message.test(error.message) && !error.message.includes('\n'), JSON.stringify(options));
+  }
+});
