@@ -99,7 +99,8 @@ export async function loadImageRgb(source: ImageSource, size: number, name: stri
   let width: number | undefined;
   let height: number | undefined;
   try {
-    ({ width, height } = await sharp(bytes, decoderOptions).metadata());
+    // Only the header is read here; the size check below names the dimensions.
+    ({ width, height } = await sharp(bytes, { limitInputPixels: false }).metadata());
   } catch (error) {
     throw new Error(`${name}: not a readable image (${singleLine(error)})`);
   }
