@@ -1,0 +1,129 @@
+// The command line end to end (`node dist/src/cli/main.js`): init-random, info, generate with a
+// grid and its JSON sidecar, and every bad input exiting non-zero with one line on stderr and
+// nothing at --out (nor a temporary file beside it).
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { cp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { before, test } from 'node:test';
+import { promisify } from 'node:util';
+import sharp from 'sharp';
+import { scratch } from './tiny.js';
+
+const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const run = promisify(execFile);
+const model = join(scratch, 'cli-tiny');
+const cat = join(scratch, 'cat.png');
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [main, ...args], { env: { ...process.env, NO_COLOR: '1' } });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+before(async () => {
+  const created = await cli('init-random', '--config', 'tiny', '--out', model);
+  assert.equal(created.code, 0, created.stderr);
+  const pixels = Buffer.alloc(32 * 32 * 3, 0);
+  for (let i = 0; i < pixels.length; i += 3) pixels[i] = 200;
+  await sharp(pixels, { raw: { width: 32, height: 32, channels: 3 } }).png().toFile(cat);
+});
+
+test('init-random refuses an existing folder and unknown configs', async () => {
+  const again = await cli('init-random', '--out', model);
+  assert.notEqual(again.code, 0);
+  assert.match(again.stderr, /^kosmos-g: .*cli-tiny already exists\n$/);
+  const unknown = await cli('init-random', '--config', 'huge', '--out', join(scratch, 'x'));
+  assert.match(unknown.stderr, /^kosmos-g: unknown config 'huge' \(choose tiny\)\n$/);
+});
+
+test('info lists every component with parameters, dtypes and sizes', async () => {
+  const { code, stdout } = await cli('info', model);
+  assert.equal(code, 0);
+  const lines = stdout.trim().split('\n');
+  assert.match(lines[0]!, /cli-tiny: KosmosGPipeline$/);
+  for (const name of ['tokenizer', 'vision', 'connector', 'mllm', 'aligner', 'unet', 'vae', 'scheduler', 'text_encoder', 'clip_tokenizer']) {
+    assert.ok(lines.some((line) => line.startsWith(`${name} `)), `${name} listed`);
+  }
+  assert.match(lines.find((line) => line.startsWith('unet '))!, /UNet2DConditionModel\s+53\.28 k\s+F32×208\s+\d+\.\d KiB/);
+  assert.match(lines.at(-1)!, /^total: [\d.]+ k parameters, [\d.]+ MiB on disk$/);
+  const json = JSON.parse((await cli('info', model, '--json')).stdout) as { components: { name: string; parameters: number | null }[] };
+  assert.equal(json.components.find((component) => component.name === 'scheduler')!.parameters, null);
+});
+
+test('generate --num 2 writes a 2×1 grid PNG and a sidecar with every setting; reruns are byte-identical', async () => {
+  const out = join(scratch, 'grid.png');
+  const args = ['generate', '--model', model, '--prompt', '<i> in the snow', '--image', cat, '--steps', '4', '--num', '2', '--seed', '5', '--threads', '2', '--out', out];
+  const first = await cli(...args);
+  assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stdout, /wrote .*grid\.png \(2 images, 64×64, seed 5\)/);
+  const metadata = await sharp(out).metadata();
+  assert.deepEqual([metadata.format, metadata.width, metadata.height, metadata.channels], ['png', 128, 64, 3]);
+  const sidecar = JSON.parse(await readFile(join(scratch, 'grid.json'), 'utf8')) as Record<string, unknown>;
+  assert.deepEqual(
+    { ...sidecar, model: undefined, output: undefined, timings: undefined },
+    {
+      model: undefined, output: undefined, timings: undefined, pipeline: 'kosmos-g', prompt: '<i> in the snow', negativePrompt: '', images: [cat], steps: 4,
+      guidanceScale: 6, scheduler: 'dpm++', seed: 5, numImages: 2, width: 64, height: 64, latents: 'seeded', controlnet: null, lora: null, seeds: [5, 6],
+      grid: { columns: 2, rows: 1 }, device: 'cpu', threads: 2,
+    },
+  );
+  const bytes = await readFile(out);
+  assert.equal((await cli(...args)).code, 0);
+  assert.ok(bytes.equals(await readFile(out)), 'same seed, same PNG');
+  const otherSeed = join(scratch, 'other.png');
+  assert.equal((await cli(...args.slice(0, -1), otherSeed, '--seed', '6')).code, 0);
+  assert.ok(!bytes.equals(await readFile(otherSeed)));
+});
+
+test('generate --pipeline clip-text runs the CLIP-text path', async () => {
+  const out = join(scratch, 'text.png');
+  const result = await cli('generate', '--model', model, '--pipeline', 'clip-text', '--prompt', 'a cat', '--steps', '3', '--scheduler', 'euler', '--size', '32', '--seed', '1', '--out', out);
+  assert.equal(result.code, 0, result.stderr);
+  assert.deepEqual([(await sharp(out).metadata()).width, (await sharp(out).metadata()).height], [32, 32]);
+  assert.equal((JSON.parse(await readFile(join(scratch, 'text.json'), 'utf8')) as { pipeline: string }).pipeline, 'clip-text');
+});
+
+test('every bad input exits non-zero with one line on stderr and leaves nothing at --out', async () => {
+  const folder = join(scratch, 'bad');
+  await mkdir(folder);
+  const out = join(folder, 'out.png');
+  const incomplete = join(scratch, 'incomplete');
+  await cp(model, incomplete, { recursive: true });
+  await rm(join(incomplete, 'unet', 'diffusion_pytorch_model.safetensors'));
+  await rm(join(incomplete, 'scheduler'), { recursive: true });
+  const corrupt = join(scratch, 'corrupt.png');
+  await writeFile(corrupt, 'not an image');
+  const huge = join(scratch, 'huge.svg');
+  await writeFile(huge, '<svg xmlns="http://www.w3.org/2000/svg" width="30000" height="30000"/>');
+  const generate = (...args: string[]) => ['generate', '--model', model, '--prompt', '<i> in the snow', '--steps', '2', ...args, '--out', out];
+  const cases: [string[], RegExp][] = [
+    [['generate', '--model', join(scratch, 'absent'), '--prompt', 'a cat', '--out', out], /model folder .*absent does not exist/],
+    [['generate', '--model', incomplete, '--prompt', 'a cat', '--out', out], /model folder .*incomplete is incomplete: missing unet\/model\.safetensors or diffusion_pytorch_model\.safetensors, scheduler\/$/],
+    [generate('--image', join(scratch, 'absent.png')), /image 1 \(.*absent\.png\): cannot read the file \(ENOENT\)/],
+    [generate('--image', corrupt), /image 1 \(.*corrupt\.png\): not a readable image/],
+    [generate('--image', huge), /image 1 \(.*huge\.svg\): 30000×30000 is over the \d+-pixel limit/],
+    [generate('--image', cat, '--image', cat), /the prompt has 1 <i> placeholder but 2 images were given/],
+    [generate(), /the prompt has 1 <i> placeholder but 0 images were given/],
+    [generate('--image', cat, '--size', '60'), /width 60 is not a positive multiple of 16/],
+    [generate('--image', cat, '--scheduler', 'heun'), /unknown scheduler 'heun' \(choose dpm\+\+, ddim, pndm, euler\)/],
+    [generate('--image', cat, '--controlnet', join(scratch, 'controlnet')), /--controlnet needs a --control-image/],
+    [generate('--image', cat, '--steps', 'many'), /--steps must be an integer ≥ 1, got 'many'/],
+    [generate('--image', cat, '--device', 'tpu'), /unknown device 'tpu'/],
+    [['generate', '--model', model, '--prompt', 'a cat', '--out', join(folder, 'out.jpg')], /--out must name a \.png file/],
+    [['generate', '--model', model, '--prompt', 'a cat'], /--out is required/],
+  ];
+  for (const [args, message] of cases) {
+    const { code, stdout, stderr } = await cli(...args);
+    assert.notEqual(code, 0, args.join(' '));
+    assert.equal(stdout, '', args.join(' '));
+    assert.match(stderr, /^kosmos-g: [^\n]+\n$/, args.join(' '));
+    assert.match(stderr.slice('kosmos-g: '.length, -1), message, args.join(' '));
+    assert.deepEqual(await readdir(folder), [], `${args.join(' ')} left files behind`);
+  }
+});
