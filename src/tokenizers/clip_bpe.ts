@@ -27,7 +27,7 @@ export function bytesToUnicode(): [byte: number, character: string][] {
   return pairs;
 }
 
-const splitPattern = /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+/giu;
+export const splitPattern = /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+/giu;
 
 export interface ClipEncodeOptions {
   /** Total length including start and end tokens (77 for CLIP). */

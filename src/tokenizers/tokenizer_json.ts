@@ -1,9 +1,11 @@
 // Hugging Face `tokenizer.json` (tokenizers library format, version 1.0) for CLIP-style byte-level
 // BPE — model type BPE with `vocab`, `merges` and `end_of_word_suffix: "</w>"`, plus
 // `added_tokens` — and the older `vocab.json` + `merges.txt` pair. Only the BPE model section and
-// the added tokens are read back; the normalizer, pre-tokenizer, post-processor and decoder
-// sections are written as CLIP's (NFC, whitespace collapsed, lower-cased, CLIP's split pattern,
-// byte-level) so that transformers can load the files, but encoding here follows ClipTokenizer.
+// the added tokens are read back; the normalizer, pre-tokenizer and decoder sections are written as
+// CLIP's (NFC, whitespace collapsed, lower-cased, CLIP's split pattern, byte-level; "</w>" decoder)
+// so that transformers can load the files, but encoding here follows ClipTokenizer. No
+// post-processor is written: start/end tokens are added by the caller (ClipTokenizer.encode for
+// CLIP, the prompt processor for Kosmos-G).
 import { readFile, rename, writeFile, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
@@ -50,7 +52,7 @@ export function tokenizerJsonDocument(bpe: BpeDefinition): Record<string, unknow
       ],
     },
     post_processor: null,
-    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    decoder: { type: 'BPEDecoder', suffix: END_OF_WORD_SUFFIX },
     model: {
       type: 'BPE',
       dropout: null,
