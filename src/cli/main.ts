@@ -9,6 +9,7 @@ import { registerDoctorCommand } from './doctor.js';
 import { registerGenerateCommand } from './generate.js';
 import { registerInfoCommand } from './info.js';
 import { registerInitRandomCommand } from './init-random.js';
+import { registerTrainTokenizerCommand } from './train-tokenizer.js';
 
 const program = new Command();
 program
@@ -21,6 +22,7 @@ registerParityCommand(program);
 registerGenerateCommand(program);
 registerInfoCommand(program);
 registerInitRandomCommand(program);
+registerTrainTokenizerCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);
