@@ -25,6 +25,7 @@ function optionalGroup(specifier: string, exportName: string): BenchGroup {
 const groups: Record<string, BenchGroup> = {
   engine: runEngineBench,
   world: optionalGroup('./world.js', 'runWorldBench'),
+  pipeline: optionalGroup('./pipeline.js', 'runPipelineBench'),
 };
 
 async function main(): Promise<void> {
