@@ -49,8 +49,12 @@ export async function runCase(fixture: FixtureCase): Promise<ParityRow[]> {
   const tokens = fixtureInput(fixture, 'src_tokens');
   // The fixture's config leaves the vocabulary to the dictionary, as torchscale does: the embedding decides.
   const reader = await openSafetensors(weights);
-  const vocab = reader.info(`${KOSMOS_MLLM_PREFIX}embed_tokens.weight`).shape[0]!;
-  await reader.close();
+  let vocab: number;
+  try {
+    vocab = reader.info(`${KOSMOS_MLLM_PREFIX}embed_tokens.weight`).shape[0]!;
+  } finally {
+    await reader.close();
+  }
   const mllmConfig = parseKosmosMllmConfig({ ...config.mllm, vocab_size: vocab });
   const runtime = await Runtime.create({ device: 'cpu' });
   try {
