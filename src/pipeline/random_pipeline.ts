@@ -15,10 +15,9 @@ import { KosmosGMllm, parseKosmosMllmConfig } from '../models/kosmos_mllm.js';
 import { OpenClipVisionModel, parseOpenClipVisionConfig } from '../models/openclip_vision.js';
 import { UNet2DConditionModel, parseUNetConfig } from '../models/unet_2d_condition.js';
 import { XConnector, parseXConnectorConfig } from '../models/xconnector.js';
-import { bytesToUnicode, END_OF_TEXT, START_OF_TEXT } from '../tokenizers/clip_bpe.js';
-import { TOKENIZER_JSON_FILE, loadKosmosTokenizer } from '../tokenizers/kosmos_tokenizer.js';
-import { MINI_SPECIAL_TOKENS } from '../tokenizers/mini_kosmos_tokenizer.js';
-import { writeTokenizerJson } from '../tokenizers/tokenizer_json.js';
+import { saveClipTokenizer, saveMiniKosmosTokenizer, trainBpe } from '../tokenizers/bpe_trainer.js';
+import { END_OF_TEXT } from '../tokenizers/clip_bpe.js';
+import { loadKosmosTokenizer } from '../tokenizers/kosmos_tokenizer.js';
 import { Random, deriveSeed } from '../util/random.js';
 
 export const RANDOM_CONFIGS = ['tiny'] as const;
@@ -90,37 +89,30 @@ const MODEL_INDEX = {
   clip_tokenizer: ['transformers', 'CLIPTokenizer'],
 };
 
-/**
- * A CLIP BPE tokenizer folder (vocab.json + merges.txt) with the byte alphabet only: no merges, so
- * every word becomes its characters, the last one with `</w>`. 514 ids, end-of-text last.
- */
-async function writeByteClipTokenizer(directory: string): Promise<number> {
-  await mkdir(directory, { recursive: true });
-  const characters = bytesToUnicode().map(([, character]) => character);
-  const tokens = [...characters, ...characters.map((character) => `${character}</w>`), START_OF_TEXT, END_OF_TEXT];
-  await writeFile(join(directory, 'vocab.json'), `${JSON.stringify(Object.fromEntries(tokens.map((token, id) => [token, id])))}\n`);
-  await writeFile(join(directory, 'merges.txt'), '#version: 0.2\n');
-  await writeFile(join(directory, 'tokenizer_config.json'), `${JSON.stringify({ model_max_length: 77, bos_token: START_OF_TEXT, eos_token: END_OF_TEXT, pad_token: END_OF_TEXT }, null, 2)}\n`);
-  return tokens.length;
-}
+/** Captions the tiny tokenizers' merges are learned from (the mini models learn theirs from the emoji world). */
+const TOKENIZER_CORPUS = [
+  'a photo of a dog wearing a red hat on the beach',
+  'a cat in the snow',
+  'a dog and a cat on the grass',
+  'a red apple on a wooden table',
+  'an image of a bear wearing sunglasses in the jungle',
+  'a teddy bear on the beach at sunset',
+  'a backpack on a bench in the city',
+  'a vase of flowers on the table',
+];
 
 /**
- * The MLLM tokenizer of kosmos-g-mini's layout (tokenizer.json: fairseq specials 0-3, byte-level
- * BPE tokens, CLIP's text markers, then `<image>` and `</image>` last) with the byte alphabet only
- * and no merges. Returns its vocabulary size, read back through the loader the pipeline uses.
+ * The two tokenizers of the tiny pipeline from one byte-level BPE trained on TOKENIZER_CORPUS: the
+ * CLIP tokenizer (clip_tokenizer/) and the MLLM tokenizer in kosmos-g-mini's layout (tokenizer/:
+ * fairseq specials 0-3, the BPE, `<image>` and `</image>` last). Returns both vocabulary sizes,
+ * the MLLM's read back through the loader the pipeline uses.
  */
-async function writeByteMiniTokenizer(directory: string): Promise<number> {
-  const characters = bytesToUnicode().map(([, character]) => character);
-  const { bos, pad, eos, unk, imageStart, imageEnd } = MINI_SPECIAL_TOKENS;
-  const tokens = [bos, pad, eos, unk, ...characters, ...characters.map((character) => `${character}</w>`), START_OF_TEXT, END_OF_TEXT, imageStart, imageEnd];
-  const specials = new Set<string>([bos, pad, eos, unk, imageStart, imageEnd]);
-  await writeTokenizerJson(join(directory, TOKENIZER_JSON_FILE), {
-    vocab: new Map(tokens.map((token, id) => [token, id])),
-    merges: [],
-    addedTokens: tokens.flatMap((content, id) => (specials.has(content) ? [{ id, content, special: true }] : [])),
-    unkToken: unk,
-  });
-  return (await loadKosmosTokenizer(directory)).vocabularySize;
+async function writeTinyTokenizers(directory: string): Promise<{ clip: number; endOfText: number; mllm: number }> {
+  const trained = trainBpe(TOKENIZER_CORPUS, { vocabularySize: 600, minFrequency: 2, cleaning: 'basic' });
+  await saveClipTokenizer(join(directory, 'clip_tokenizer'), trained);
+  await saveMiniKosmosTokenizer(join(directory, 'tokenizer'), trained);
+  const mllm = (await loadKosmosTokenizer(join(directory, 'tokenizer'))).vocabularySize;
+  return { clip: trained.tokens.length, endOfText: trained.tokens.indexOf(END_OF_TEXT), mllm };
 }
 
 /**
@@ -142,15 +134,14 @@ export async function createRandomPipeline(directory: string, options: { config:
   }
   try {
     const random = (index: number) => new Random(deriveSeed(seed, index));
-    const vocabulary = await writeByteMiniTokenizer(join(temporary, 'tokenizer'));
-    const clipVocabulary = await writeByteClipTokenizer(join(temporary, 'clip_tokenizer'));
+    const vocabulary = await writeTinyTokenizers(temporary);
     await new OpenClipVisionModel(parseOpenClipVisionConfig(tiny.vision), { random: random(1) }).save(join(temporary, 'vision'));
     await new XConnector(parseXConnectorConfig(tiny.connector), { random: random(2) }).save(join(temporary, 'connector'));
-    await new KosmosGMllm(parseKosmosMllmConfig({ ...tiny.mllm, vocab_size: vocabulary }), { init: random(3) }).save(join(temporary, 'mllm'));
+    await new KosmosGMllm(parseKosmosMllmConfig({ ...tiny.mllm, vocab_size: vocabulary.mllm }), { init: random(3) }).save(join(temporary, 'mllm'));
     await new AlignerNet(parseAlignerConfig(tiny.aligner), { init: random(4), reconstruction: false }).save(join(temporary, 'aligner'));
     await new UNet2DConditionModel(parseUNetConfig(tiny.unet), random(5)).save(join(temporary, 'unet'));
     await new AutoencoderKL(parseAutoencoderKLConfig(tiny.vae), { random: random(6) }).save(join(temporary, 'vae'));
-    const textConfig = parseClipTextConfig({ ...tiny.textEncoder, vocab_size: clipVocabulary, eos_token_id: clipVocabulary - 1 });
+    const textConfig = parseClipTextConfig({ ...tiny.textEncoder, vocab_size: vocabulary.clip, eos_token_id: vocabulary.endOfText });
     await new CLIPTextModel(textConfig, { random: random(7) }).save(join(temporary, 'text_encoder'));
     await mkdir(join(temporary, 'scheduler'));
     await writeFile(join(temporary, 'scheduler', 'scheduler_config.json'), `${JSON.stringify(SD15_SCHEDULER_CONFIG, null, 2)}\n`);
