@@ -8,13 +8,14 @@ import type { DType, HostTensor, TypedArray } from '../onnx/dtype.js';
 import { encodeModel } from '../onnx/proto.js';
 import { Graph } from './graph.js';
 import { checkThreads } from './devices.js';
+import { linkExternalFile } from './external-files.js';
 
 export type ExecutionProvider = 'cpu' | 'webgpu';
 
 /**
  * An external data file under the location string its initializers use (`path`): its bytes, or the
- * path of the file on disk. The Node binding only takes bytes, so a file given by path is read into
- * memory; `externalDataDirectory` lets ORT read the files itself instead.
+ * path of the file on disk. A file given by path is hard-linked into a per-process folder that ORT
+ * reads itself (external-files.ts), and read into memory only where no link can be made.
  */
 export interface ExternalDataFile {
   path: string;
@@ -94,14 +95,24 @@ async function sessionOptionsFor(options: SessionOptions): Promise<ort.Inference
     // Sequential execution never uses the inter-op pool.
     sessionOptions.interOpNumThreads = 1;
   }
+  let externalFolder = options.externalDataDirectory;
   if (options.externalData) {
-    sessionOptions.externalData = await Promise.all(
-      options.externalData.map(async ({ path, data }) => ({ path, data: typeof data === 'string' ? await readWholeFile(data) : data })),
-    );
+    // Files given by path are linked into the process's weights folder and read by ORT from disk;
+    // only bytes (or files that cannot be linked) go through memory.
+    const inMemory: { path: string; data: Uint8Array }[] = [];
+    for (const { path, data } of options.externalData) {
+      if (typeof data !== 'string') inMemory.push({ path, data });
+      else {
+        const linkedFolder = options.externalDataDirectory ? null : await linkExternalFile(path, data);
+        if (linkedFolder) externalFolder = linkedFolder;
+        else inMemory.push({ path, data: await readWholeFile(data) });
+      }
+    }
+    if (inMemory.length) sessionOptions.externalData = inMemory;
   }
-  if (options.externalDataDirectory) {
+  if (externalFolder) {
     // Read by ORT when a model loaded from bytes has external initializers (session config entry).
-    sessionOptions.extra = { session: { model_external_initializers_file_folder_path: options.externalDataDirectory } };
+    sessionOptions.extra = { session: { model_external_initializers_file_folder_path: externalFolder } };
   }
   if (provider === 'webgpu' && options.keepOnDevice?.length) {
     sessionOptions.preferredOutputLocation = Object.fromEntries(options.keepOnDevice.map((name) => [name, 'gpu-buffer' as const]));
