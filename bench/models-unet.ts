@@ -6,7 +6,7 @@
 // in PyTorch (bench/torch/unet_sd15.py, a mirror of the same config, run afterwards in its own
 // process) with the ratio torch ms / our ms. Heavy; not part of the test suite.
 //   node dist/bench/models-unet.js [fused|composed]   (attention kernel; default fused)
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -49,7 +49,10 @@ export async function runUNetModelsBench(attention: 'fused' | 'composed' = 'fuse
     const inputs = Object.fromEntries(Object.entries(feeds).map(([name, tensor]) => [name, graph.input(name, tensor.dtype, tensor.shape)]));
     const { context, externalData } = externalBindings(graph, model, reader);
     const noisePrediction = model.forward(context, inputs['sample']!, inputs['timestep']!, inputs['encoder_hidden_states']!, { fusedAttention: attention === 'fused' });
-    const session = await GraphSession.create(encodeModel(graph.toModel({ noise_pred: noisePrediction })), { externalData });
+    // ORT reads the weights from disk itself (no JavaScript copy of the file): each location the graph
+    // names is linked, inside the temporary folder, to its safetensors file.
+    for (const { path, data } of externalData) await symlink(data, join(directory, path));
+    const session = await GraphSession.create(encodeModel(graph.toModel({ noise_pred: noisePrediction })), { externalDataDirectory: directory });
     await reader.close();
     const createMs = performance.now() - started;
 

@@ -64,17 +64,16 @@ export async function runCase(fixture: FixtureCase): Promise<ParityRow[]> {
 
     const results = await runGraph(feeds, (graph, inputs) => {
       const unetBinding = externalBindings(graph, unet, unetWeights);
-      const controlnetBinding = externalBindings(graph, controlnet, controlnetWeights, {});
+      const controlnetBinding = externalBindings(graph, controlnet, controlnetWeights);
       const context = unetBinding.context;
       const loraContext: TraceContext = constantBindings(graph, lora);
       const sample = inputs['sample']!;
       const states = inputs['encoder_hidden_states']!;
       const controlImage = concat([inputs['controlnet_cond']!, inputs['controlnet_cond']!], 0); // (2, 3, H, W): both CFG halves
-      const noise = (scope: string, run: () => Value) => graph.scope(scope, run);
       const outputs: Record<string, Value> = {
-        noise_pred: noise('unet', () => unet.forward(context, sample, inputs['timestep']!, states)),
-        noise_pred_timestep_batch: noise('unet_timestep_batch', () => unet.forward(context, sample, inputs['timestep_batch']!, states)),
-        noise_pred_lora: noise('unet_lora', () =>
+        noise_pred: graph.scope('unet', () => unet.forward(context, sample, inputs['timestep']!, states)),
+        noise_pred_timestep_batch: graph.scope('unet_timestep_batch', () => unet.forward(context, sample, inputs['timestep_batch']!, states)),
+        noise_pred_lora: graph.scope('unet_lora', () =>
           unet.forward(context, sample, inputs['timestep']!, states, { adapter: lora.runtime(unet, loraContext, loraScale) }),
         ),
       };
@@ -82,7 +81,7 @@ export async function runCase(fixture: FixtureCase): Promise<ParityRow[]> {
         const residuals = graph.scope(`controlnet${suffix}`, () =>
           controlnet.forward(controlnetBinding.context, sample, inputs['timestep']!, states, controlImage, { conditioningScale: scale }),
         );
-        outputs[`noise_pred_controlnet${suffix}`] = noise(`unet_controlnet${suffix}`, () =>
+        outputs[`noise_pred_controlnet${suffix}`] = graph.scope(`unet_controlnet${suffix}`, () =>
           unet.forward(context, sample, inputs['timestep']!, states, {
             downBlockAdditionalResiduals: residuals.downBlockResiduals,
             midBlockAdditionalResidual: residuals.midBlockResidual,
