@@ -12,6 +12,7 @@
 // (models/gaussian_noise.ts: xoshiro128** and Marsaglia's polar method from IEEE basic operations,
 // bit-identical on every platform, thread count and device). One image of a grid is therefore
 // reproduced alone with seed + i and numImages 1.
+import { join } from 'node:path';
 import { Graph } from '../graph/graph.js';
 import type { Runtime } from '../graph/runtime.js';
 import type { HostTensor } from '../onnx/dtype.js';
@@ -113,7 +114,7 @@ export class LatentDiffusion {
   ) {}
 
   static async load(runtime: Runtime, directories: { unet: string; vae: string; scheduler: string }): Promise<LatentDiffusion> {
-    const schedulerConfig = (await readConfigJson(`${directories.scheduler}/scheduler_config.json`)) as SchedulerConfig;
+    const schedulerConfig = (await readConfigJson(join(directories.scheduler, 'scheduler_config.json'))) as SchedulerConfig;
     try {
       schedulerFromConfig(schedulerConfig);
     } catch (error) {

@@ -66,7 +66,9 @@ export class KosmosGPipeline {
     const negativePrompt = options.negativePrompt ?? '';
     const extras = await this.diffusion.prepare(settings, options);
     try {
-      const { condition, unconditional } = await this.encode(options.prompt, images, negativePrompt);
+      const condition = await this.encoder.encode(options.prompt, images);
+      // Without guidance (g ≤ 1) the unconditional branch is never run.
+      const unconditional = settings.guidanceScale > 1 ? await this.encoder.encodeUnconditional(negativePrompt) : condition;
       const generated = await this.diffusion.sample(condition, unconditional, settings, options, extras);
       return { images: generated, settings: { prompt: options.prompt, negativePrompt, images: images.length, ...settings } };
     } finally {

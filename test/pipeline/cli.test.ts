@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
-import { scratch } from './tiny.js';
+import { scratch, tinyExtras } from './tiny.js';
 
 const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const run = promisify(execFile);
@@ -87,6 +87,20 @@ test('generate --pipeline clip-text runs the CLIP-text path', async () => {
   assert.equal(result.code, 0, result.stderr);
   assert.deepEqual([(await sharp(out).metadata()).width, (await sharp(out).metadata()).height], [32, 32]);
   assert.equal((JSON.parse(await readFile(join(scratch, 'text.json'), 'utf8')) as { pipeline: string }).pipeline, 'clip-text');
+});
+
+test('generate with --controlnet and --lora records both in the sidecar and changes the image', async () => {
+  const { controlnet, lora, controlImage } = await tinyExtras();
+  const common = ['generate', '--model', model, '--prompt', '<i> on the beach', '--image', cat, '--steps', '3', '--seed', '2'];
+  const plain = join(scratch, 'plain.png');
+  const extra = join(scratch, 'extra.png');
+  assert.equal((await cli(...common, '--out', plain)).code, 0);
+  const result = await cli(...common, '--controlnet', controlnet, '--control-image', controlImage, '--control-scale', '0.5', '--control-end', '0.8', '--lora', lora, '--lora-scale', '0.7', '--out', extra);
+  assert.equal(result.code, 0, result.stderr);
+  const sidecar = JSON.parse(await readFile(join(scratch, 'extra.json'), 'utf8')) as { controlnet: unknown; lora: unknown };
+  assert.deepEqual(sidecar.controlnet, { model: controlnet, conditioningScale: 0.5, guidanceStart: 0, guidanceEnd: 0.8 });
+  assert.deepEqual(sidecar.lora, { file: lora, scale: 0.7 });
+  assert.ok(!(await readFile(plain)).equals(await readFile(extra)));
 });
 
 test('every bad input exits non-zero with one line on stderr and leaves nothing at --out', async () => {
