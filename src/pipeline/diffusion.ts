@@ -96,6 +96,8 @@ export const DEFAULT_STEPS = 50;
 /** The Kosmos-G demo's default (the reference's sample() default is 7.5). */
 export const DEFAULT_GUIDANCE = 6;
 const MAX_IMAGES = 64;
+/** Largest width or height accepted (SD 1.5 works at 512; 4096 keeps one latent batch within memory). */
+const MAX_SIDE = 4096;
 
 export interface DiffusionDefaults {
   scheduler: SchedulerChoice;
@@ -179,6 +181,7 @@ export class LatentDiffusion {
       if (!Number.isInteger(value) || value < multiple || value % multiple !== 0) {
         throw new Error(`${name} ${value} is not a positive multiple of ${multiple} (VAE downsampling ${this.vae.model.downsamplingFactor} × U-Net downsampling ${this.unet.model.sizeMultiple})`);
       }
+      if (value > MAX_SIDE) throw new Error(`${name} ${value} is over the ${MAX_SIDE}-pixel limit`);
     }
     if (options.latents) this.checkLatents(options.latents, numImages, width, height);
     const previewEvery = options.previewEvery ?? 0;

@@ -95,6 +95,7 @@ test('bad options fail with one-line errors before any work', async () => {
   const cases: [Record<string, unknown>, RegExp][] = [
     [{ width: 60 }, /^width 60 is not a positive multiple of 16 \(VAE downsampling 8 × U-Net downsampling 2\)$/],
     [{ height: 0 }, /height 0 is not a positive multiple of 16/],
+    [{ width: 8192 }, /^width 8192 is over the 4096-pixel limit$/],
     [{ scheduler: 'heun' }, /^unknown scheduler "heun" \(choose dpm\+\+, ddim, pndm, euler\)$/],
     [{ steps: 0 }, /steps must be an integer from 1 to 1000/],
     [{ guidanceScale: Number.NaN }, /guidance scale must be a finite number/],
