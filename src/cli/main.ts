@@ -10,6 +10,7 @@ import { registerGenerateCommand } from './generate.js';
 import { registerInfoCommand } from './info.js';
 import { registerInitRandomCommand } from './init-random.js';
 import { registerTrainTokenizerCommand } from './train-tokenizer.js';
+import { registerTrainCommand } from './train.js';
 
 const program = new Command();
 program
@@ -23,6 +24,7 @@ registerGenerateCommand(program);
 registerInfoCommand(program);
 registerInitRandomCommand(program);
 registerTrainTokenizerCommand(program);
+registerTrainCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);

@@ -1,0 +1,115 @@
+// Training checkpoints: one folder per checkpoint (`step-00001200/`) holding the parameters and
+// the optimizer state as safetensors and `state.json` (step, seed, config hash, data cursor,
+// elapsed time). The folder is assembled under a temporary name, every file fsynced, then renamed
+// into place in one step, so a kill -9 at any moment leaves only complete checkpoints behind.
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { TrainingState } from '../graph/train-step.js';
+import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { syncDirectory, writeFileAtomic } from './files.js';
+
+const CHECKPOINT_PATTERN = /^step-(\d{8})$/;
+const TEMPORARY_PREFIX = '.step-';
+const PARAMETERS_FILE = 'parameters.safetensors';
+const OPTIMIZER_FILE = 'optimizer.safetensors';
+const STATE_FILE = 'state.json';
+
+const metadataSchema = z.strictObject({
+  format: z.literal('kosmos-g-training-checkpoint'),
+  version: z.literal(1),
+  stage: z.string(),
+  step: z.number().int().nonnegative(),
+  seed: z.number().int().nonnegative(),
+  configHash: z.string(),
+  /**
+   * Where the data stream continues: the index of the next sample. Batches are a pure function of
+   * (seed, step), so this is step · batchSize and is stored to make the checkpoint self-describing.
+   */
+  nextSample: z.number().int().nonnegative(),
+  /** Training wall time of the run so far, summed over every session that worked on it. */
+  elapsedSeconds: z.number().nonnegative(),
+  createdAt: z.string(),
+});
+
+export type CheckpointMetadata = z.output<typeof metadataSchema>;
+
+export interface Checkpoint {
+  path: string;
+  metadata: CheckpointMetadata;
+}
+
+export function checkpointName(step: number): string {
+  return `step-${String(step).padStart(8, '0')}`;
+}
+
+/** Writes `state` as checkpoint folder `checkpointName(step)` under `directory`; returns its path. */
+export async function writeCheckpoint(directory: string, state: TrainingState, metadata: Omit<CheckpointMetadata, 'format' | 'version' | 'step'>): Promise<string> {
+  await mkdir(directory, { recursive: true });
+  const name = checkpointName(state.step);
+  const final = join(directory, name);
+  const temporary = join(directory, `${TEMPORARY_PREFIX}${String(state.step).padStart(8, '0')}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  await mkdir(temporary);
+  try {
+    const fullMetadata: CheckpointMetadata = { format: 'kosmos-g-training-checkpoint', version: 1, step: state.step, ...metadata };
+    // writeSafetensors and writeFileAtomic fsync each file and the temporary folder itself.
+    await writeSafetensors(join(temporary, PARAMETERS_FILE), state.parameters, { metadata: { step: String(state.step) } });
+    await writeSafetensors(join(temporary, OPTIMIZER_FILE), state.optimizer, { metadata: { step: String(state.step) } });
+    await writeFileAtomic(join(temporary, STATE_FILE), `${JSON.stringify(fullMetadata, null, 2)}\n`);
+    if ((await listCheckpoints(directory)).some((checkpoint) => checkpoint.step === state.step)) {
+      // Batches and updates are deterministic, so an existing checkpoint of this step holds the same tensors.
+      await rm(temporary, { recursive: true, force: true });
+      return final;
+    }
+    await rename(temporary, final);
+  } catch (error) {
+    await rm(temporary, { recursive: true, force: true });
+    throw error;
+  }
+  await syncDirectory(directory);
+  return final;
+}
+
+/** Complete checkpoints under `directory`, oldest first (temporary folders are not listed). */
+export async function listCheckpoints(directory: string): Promise<{ step: number; path: string }[]> {
+  let names: string[];
+  try {
+    names = await readdir(directory);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  return names
+    .map((name) => ({ match: CHECKPOINT_PATTERN.exec(name), name }))
+    .filter((entry): entry is { match: RegExpExecArray; name: string } => entry.match !== null)
+    .map(({ match, name }) => ({ step: Number(match[1]), path: join(directory, name) }))
+    .sort((a, b) => a.step - b.step);
+}
+
+export async function readCheckpointMetadata(path: string): Promise<CheckpointMetadata> {
+  const file = join(path, STATE_FILE);
+  const parsed = metadataSchema.safeParse(JSON.parse(await readFile(file, 'utf8')));
+  if (!parsed.success) throw new Error(`${file}: not a training checkpoint:\n${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}
+
+/** The newest complete checkpoint, or null when there is none. */
+export async function latestCheckpoint(directory: string): Promise<Checkpoint | null> {
+  const last = (await listCheckpoints(directory)).at(-1);
+  return last ? { path: last.path, metadata: await readCheckpointMetadata(last.path) } : null;
+}
+
+export async function readCheckpointState(checkpoint: Checkpoint): Promise<TrainingState> {
+  const read = async (file: string) => Object.fromEntries(await readSafetensors(join(checkpoint.path, file)));
+  return { step: checkpoint.metadata.step, parameters: await read(PARAMETERS_FILE), optimizer: await read(OPTIMIZER_FILE) };
+}
+
+/** Deletes all but the newest `keep` checkpoints, and temporary folders a killed run left behind. */
+export async function pruneCheckpoints(directory: string, keep: number): Promise<void> {
+  const checkpoints = await listCheckpoints(directory);
+  for (const old of checkpoints.slice(0, Math.max(0, checkpoints.length - keep))) await rm(old.path, { recursive: true, force: true });
+  for (const name of await readdir(directory)) {
+    if (name.startsWith(TEMPORARY_PREFIX) && name.endsWith('.tmp') && !name.includes(`.${process.pid}.`)) await rm(join(directory, name), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,262 @@
+// The stage runner behind every `train` command: reads and checks the config, resumes from the
+// newest complete checkpoint, runs training steps with a progress bar, appends the JSONL log,
+// rewrites the loss curve, writes sample grids and checkpoints, and stops cleanly at the end, at
+// the wall-clock budget or on SIGINT/SIGTERM (a final checkpoint each time).
+//
+// Run folder:
+//   config.json          the parsed config (defaults filled in) the run started with
+//   log.jsonl            one StepRecord per step
+//   sessions.jsonl       one line per invocation: steps, reason it stopped, throughput
+//   loss.png             loss curve
+//   samples/step-*.png   sample grids
+//   checkpoints/step-*/  parameters, optimizer state, state.json
+import { appendFile, mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import cliProgress from 'cli-progress';
+import { checkThreads, defaultThreads, type Device, resolveDevice } from '../graph/devices.js';
+import { TrainingStep } from '../graph/train-step.js';
+import { configHash, parseConfig, readConfig, type BaseConfig } from './config.js';
+import { type Checkpoint, latestCheckpoint, listCheckpoints, pruneCheckpoints, readCheckpointState, writeCheckpoint } from './checkpoint.js';
+import { writeFileAtomic } from './files.js';
+import { StepLog } from './log.js';
+import { renderLossCurve } from './plot.js';
+import type { StageDefinition } from './stage.js';
+
+export interface RunOptions {
+  /** Run folder (created if needed). */
+  out: string;
+  /** Config file; may be left out when resuming, to use the run's own config.json. */
+  configPath?: string;
+  /** Continue from the newest checkpoint in `out` (a fresh start when there is none yet). */
+  resume?: boolean;
+  device?: Device;
+  threads?: number;
+  /** Stop (with a checkpoint) before this many minutes of this session have passed. */
+  budgetMinutes?: number;
+  /** Progress output: a bar on a terminal, a line every 30 s otherwise, or nothing. Default: automatic. */
+  progress?: 'bar' | 'lines' | 'none';
+  /** Messages (start, resume, stop); default: stderr. */
+  report?: (message: string) => void;
+}
+
+export type StopReason = 'completed' | 'budget' | 'signal';
+
+export interface SessionSummary {
+  stage: string;
+  startStep: number;
+  endStep: number;
+  reason: StopReason;
+  device: string;
+  threads: number;
+  /** Seconds from the first to the last step of this session (setup excluded). */
+  seconds: number;
+  stepsPerSecond: number;
+  samplesPerSecond: number;
+  /** Fractions of the step time spent building batches and running the training graph. */
+  dataShare: number;
+  computeShare: number;
+  /** Seconds spent on checkpoints, plots and sample grids. */
+  overheadSeconds: number;
+}
+
+const RUN_CONFIG = 'config.json';
+
+/** The config to train with: the file given, checked against the run's own when resuming. */
+async function resolveConfig<C extends BaseConfig>(stage: StageDefinition<C>, options: RunOptions): Promise<C> {
+  const runConfigPath = join(options.out, RUN_CONFIG);
+  let stored: C | null = null;
+  try {
+    stored = parseConfig(stage.schema, JSON.parse(await readFile(runConfigPath, 'utf8')), runConfigPath);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  const given = options.configPath ? await readConfig(stage.schema, options.configPath) : null;
+  const config = given ?? (options.resume ? stored : null);
+  if (!config) throw new Error(options.resume ? `${options.out} has no ${RUN_CONFIG}; pass --config` : 'a config file is required (--config FILE)');
+  if ((config as { stage?: unknown }).stage !== stage.name) throw new Error(`the config is for stage '${String((config as { stage?: unknown }).stage)}', not '${stage.name}'`);
+  if (options.resume && stored && given && configHash(stored) !== configHash(given)) {
+    throw new Error(`${options.configPath} differs from the config ${options.out} was started with; resume without --config, or train into a new --out`);
+  }
+  return config;
+}
+
+export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, options: RunOptions): Promise<SessionSummary> {
+  const report = options.report ?? ((message: string) => process.stderr.write(`${message}\n`));
+  const config = await resolveConfig(stage, options);
+  const hash = configHash(config);
+  const checkpointDirectory = join(options.out, 'checkpoints');
+  let checkpoint: Checkpoint | null = null;
+  if (options.resume) {
+    checkpoint = await latestCheckpoint(checkpointDirectory);
+    if (checkpoint && checkpoint.metadata.configHash !== hash) throw new Error(`${checkpoint.path} was written with another config (hash ${checkpoint.metadata.configHash.slice(0, 12)} vs ${hash.slice(0, 12)})`);
+    if (checkpoint && checkpoint.metadata.stage !== stage.name) throw new Error(`${checkpoint.path} is a '${checkpoint.metadata.stage}' checkpoint, not '${stage.name}'`);
+  } else if ((await listCheckpoints(checkpointDirectory)).length > 0) {
+    throw new Error(`${options.out} already holds checkpoints; pass --resume to continue that run, or choose another --out`);
+  }
+  await mkdir(join(options.out, 'samples'), { recursive: true });
+  await writeFileAtomic(join(options.out, RUN_CONFIG), `${JSON.stringify(config, null, 2)}\n`);
+
+  const device = await resolveDevice(options.device ?? 'cpu');
+  const threads = options.threads === undefined ? defaultThreads() : checkThreads(options.threads);
+  const instance = await stage.build(config, { device, threads, report });
+  const training = await TrainingStep.create({
+    parameters: instance.parameters,
+    ...(instance.trainable ? { trainable: instance.trainable } : {}),
+    ...(instance.noWeightDecay ? { noWeightDecay: instance.noWeightDecay } : {}),
+    batch: instance.batchSpec,
+    loss: instance.loss,
+    optimizer: config.optimizer,
+    schedule: config.schedule,
+    ...(config.maxGradNorm !== undefined ? { maxGradNorm: config.maxGradNorm } : {}),
+    seed: config.seed,
+    session: { executionProvider: device, threads },
+  });
+  if (checkpoint) training.loadState(await readCheckpointState(checkpoint));
+  const startStep = training.step;
+  const log = await StepLog.open(join(options.out, 'log.jsonl'), startStep);
+  if (log.records.length !== startStep) report(`warning: log.jsonl holds ${log.records.length} records for ${startStep} completed steps`);
+  report(checkpoint ? `resuming ${stage.name} from step ${startStep} (${checkpoint.path})` : `starting ${stage.name} at step 0`);
+  report(`device ${device}, ${threads} threads, ${config.steps} steps of batch ${config.batchSize}, output ${options.out}`);
+
+  let stopSignal: string | null = null;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopSignal) process.exit(130);
+    stopSignal = signal;
+    report(`${signal}: stopping after this step (again to abort without a checkpoint)`);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const elapsedBefore = checkpoint?.metadata.elapsedSeconds ?? 0;
+  const sessionStart = performance.now();
+  const sessionSeconds = () => (performance.now() - sessionStart) / 1000;
+  const budgetSeconds = options.budgetMinutes === undefined ? Infinity : options.budgetMinutes * 60;
+  let lastCheckpointStep = startStep;
+  let lastCheckpointTime = performance.now();
+  let [dataMs, computeMs, overheadMs] = [0, 0, 0];
+
+  const saveCheckpoint = async () => {
+    if (training.step === lastCheckpointStep) return;
+    await log.sync();
+    await writeCheckpoint(checkpointDirectory, training.state(), {
+      stage: stage.name,
+      seed: config.seed,
+      configHash: hash,
+      nextSample: training.step * config.batchSize,
+      elapsedSeconds: elapsedBefore + sessionSeconds(),
+      createdAt: new Date().toISOString(),
+    });
+    await pruneCheckpoints(checkpointDirectory, config.keepCheckpoints);
+    lastCheckpointStep = training.step;
+    lastCheckpointTime = performance.now();
+    checkpoint = await latestCheckpoint(checkpointDirectory);
+  };
+  const writePlot = async () =>
+    writeFileAtomic(join(options.out, 'loss.png'), await renderLossCurve(log.records, `${stage.name}: loss, step ${training.step}`));
+  const writeSamples = async () =>
+    writeFileAtomic(join(options.out, 'samples', `step-${String(training.step).padStart(8, '0')}.png`), await instance.sampleGrid(training.state().parameters));
+  const timed = async (work: () => Promise<unknown>) => {
+    const start = performance.now();
+    await work();
+    overheadMs += performance.now() - start;
+  };
+
+  const progress = createProgress(options.progress, stage.name, config.steps, startStep);
+  let reason: StopReason = 'completed';
+  let smoothedLoss = NaN;
+  try {
+    while (training.step < config.steps) {
+      if (stopSignal) {
+        reason = 'signal';
+        break;
+      }
+      const done = training.step - startStep;
+      const perStep = done > 0 ? sessionSeconds() / done : 0;
+      if (sessionSeconds() + perStep > budgetSeconds) {
+        reason = 'budget';
+        break;
+      }
+      const dataStart = performance.now();
+      const batch = await instance.batch(training.step + 1);
+      const computeStart = performance.now();
+      const result = await training.run(batch);
+      const computeEnd = performance.now();
+      dataMs += computeStart - dataStart;
+      computeMs += computeEnd - computeStart;
+      await log.append({
+        step: result.step,
+        loss: result.loss,
+        gradNorm: result.gradNorm,
+        lr: result.learningRate,
+        dataMs: Number((computeStart - dataStart).toFixed(2)),
+        computeMs: Number((computeEnd - computeStart).toFixed(2)),
+        wallSeconds: Number((elapsedBefore + sessionSeconds()).toFixed(3)),
+      });
+      if (!Number.isFinite(result.loss)) throw new Error(`the loss is ${result.loss} at step ${result.step}; the last good checkpoint is ${checkpoint?.path ?? 'none'}`);
+      smoothedLoss = Number.isNaN(smoothedLoss) ? result.loss : 0.95 * smoothedLoss + 0.05 * result.loss;
+      progress.update(result.step, smoothedLoss, (result.step - startStep) / sessionSeconds(), config.batchSize);
+      const step = result.step;
+      const minutesSinceCheckpoint = (performance.now() - lastCheckpointTime) / 60000;
+      if (step % config.checkpointEvery === 0 || (config.checkpointMinutes !== undefined && minutesSinceCheckpoint >= config.checkpointMinutes)) await timed(saveCheckpoint);
+      if (step % config.plotEvery === 0) await timed(writePlot);
+      if (config.sampleEvery > 0 && step % config.sampleEvery === 0) await timed(writeSamples);
+    }
+    const seconds = sessionSeconds();
+    await saveCheckpoint();
+    await writePlot();
+    if (training.step > startStep) await writeSamples();
+    const steps = training.step - startStep;
+    const summary: SessionSummary = {
+      stage: stage.name,
+      startStep,
+      endStep: training.step,
+      reason,
+      device,
+      threads,
+      seconds: Number(seconds.toFixed(1)),
+      stepsPerSecond: steps / seconds || 0,
+      samplesPerSecond: (steps * config.batchSize) / seconds || 0,
+      dataShare: dataMs / (seconds * 1000) || 0,
+      computeShare: computeMs / (seconds * 1000) || 0,
+      overheadSeconds: Number((overheadMs / 1000).toFixed(1)),
+    };
+    await appendFile(join(options.out, 'sessions.jsonl'), `${JSON.stringify({ ...summary, finishedAt: new Date().toISOString() })}\n`);
+    return summary;
+  } finally {
+    progress.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await log.close();
+    await training.release();
+    await instance.release();
+  }
+}
+
+interface Progress {
+  update(step: number, loss: number, stepsPerSecond: number, batchSize: number): void;
+  stop(): void;
+}
+
+function createProgress(mode: RunOptions['progress'], stage: string, total: number, start: number): Progress {
+  const chosen = mode ?? (process.stderr.isTTY ? 'bar' : 'lines');
+  if (chosen === 'none') return { update: () => undefined, stop: () => undefined };
+  // Off a terminal cli-progress prints the bar as a plain line on a schedule, which suits log files.
+  const bar = new cliProgress.SingleBar(
+    {
+      format: `${stage} [{bar}] step {value}/{total} | loss {loss} | {speed} steps/s, {samples} samples/s | ETA {eta_formatted}`,
+      stream: process.stderr,
+      noTTYOutput: chosen === 'lines',
+      notTTYSchedule: 30000,
+      etaBuffer: 50,
+      hideCursor: true,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  bar.start(total, start, { loss: '-', speed: '-', samples: '-' });
+  return {
+    update(step, loss, stepsPerSecond, batchSize) {
+      bar.update(step, { loss: loss.toPrecision(4), speed: stepsPerSecond.toFixed(2), samples: (stepsPerSecond * batchSize).toFixed(1) });
+    },
+    stop: () => bar.stop(),
+  };
+}

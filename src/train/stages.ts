@@ -1,0 +1,12 @@
+// The training stages the `train` command offers, by name.
+import type { BaseConfig } from './config.js';
+import type { StageDefinition } from './stage.js';
+import { vaeStage } from './vae.js';
+
+export const TRAINING_STAGES: readonly StageDefinition<BaseConfig>[] = [vaeStage as unknown as StageDefinition<BaseConfig>];
+
+export function findStage(name: string): StageDefinition<BaseConfig> {
+  const stage = TRAINING_STAGES.find((candidate) => candidate.name === name);
+  if (!stage) throw new Error(`unknown training stage '${name}'; expected one of ${TRAINING_STAGES.map((s) => s.name).join(', ')}`);
+  return stage;
+}
