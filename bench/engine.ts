@@ -7,7 +7,7 @@ import { grad } from '../src/graph/autodiff.js';
 import { Graph } from '../src/graph/graph.js';
 import { sum } from '../src/graph/ops/elementwise.js';
 import { GraphSession } from '../src/graph/session.js';
-import { TrainingStep, type TensorSpec } from '../src/graph/train-step.js';
+import type { LossContext } from '../src/graph/train-step.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { normalTensor } from '../src/nn/layers.js';
 import { Module, contextFromValues, inputBindings } from '../src/nn/module.js';
@@ -15,12 +15,11 @@ import type { HostTensor } from '../src/onnx/dtype.js';
 import { encodeModel } from '../src/onnx/proto.js';
 import { Random } from '../src/util/random.js';
 import { type ModelConfig, TransformerBlock, buildModel } from './engine-models.js';
+import { BENCH_ADAMW as optimizer, BENCH_THREADS as threads, type TrainingTiming, round, timeTrainingSteps } from './measure.js';
 import { runTorchScript } from './torch-process.js';
 
-const threads = 2;
 const warmup = 3;
 const timedSteps = 10;
-const optimizer = { learningRate: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
 
 interface TrainCase {
   name: string;
@@ -51,46 +50,13 @@ const trainCases: TrainCase[] = [
   },
 ];
 
-const median = (values: number[]): number => {
-  const sorted = [...values].sort((p, q) => p - q);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-};
-
-const round = (value: number, digits = 3): number => Number(value.toPrecision(digits));
-
-interface Timing {
-  ms: number;
-  firstLoss: number;
-}
-
-async function timeOurs(trainCase: TrainCase, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>): Promise<Timing> {
+async function timeOurs(trainCase: TrainCase, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>): Promise<TrainingTiming> {
   const model = buildModel(trainCase.model, new Random(0));
-  const specs: Record<string, TensorSpec> = Object.fromEntries(Object.entries(batch).map(([name, tensor]) => [name, { dtype: tensor.dtype, shape: tensor.shape }]));
-  const step = await TrainingStep.create({
-    parameters,
-    batch: specs,
-    loss: ({ graph, parameters: values, batch: traced }) => model.loss(contextFromValues(graph, model, values), traced),
-    optimizer: { kind: 'adamw', ...optimizer },
-    schedule: { kind: 'constant', learningRate: optimizer.learningRate },
-    session: { threads },
-  });
-  try {
-    const firstLoss = (await step.run(batch)).loss;
-    for (let i = 1; i < warmup; i++) await step.run(batch);
-    const times: number[] = [];
-    for (let i = 0; i < timedSteps; i++) {
-      const started = performance.now();
-      await step.run(batch);
-      times.push(performance.now() - started);
-    }
-    return { ms: median(times), firstLoss };
-  } finally {
-    await step.release();
-  }
+  const loss = ({ graph, parameters: values, batch: traced }: LossContext) => model.loss(contextFromValues(graph, model, values), traced);
+  return timeTrainingSteps({ parameters, loss }, batch, warmup, timedSteps);
 }
 
-async function timeTorch(trainCase: TrainCase, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>): Promise<Timing & { blas: string }> {
+async function timeTorch(trainCase: TrainCase, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>): Promise<TrainingTiming & { blas: string }> {
   const directory = await mkdtemp(join(tmpdir(), 'engine-bench-'));
   try {
     const inputs = join(directory, 'inputs.safetensors');

@@ -1,6 +1,7 @@
 // `npm run bench [-- group…]`: runs the named benchmark groups, or all of them. Each case prints
 // one JSON line on standard output.
 import { runEngineBench } from './engine.js';
+import { runModelsBench } from './models.js';
 
 type BenchGroup = () => Promise<void>;
 
@@ -26,6 +27,7 @@ const groups: Record<string, BenchGroup> = {
   engine: runEngineBench,
   world: optionalGroup('./world.js', 'runWorldBench'),
   pipeline: optionalGroup('./pipeline.js', 'runPipelineBench'),
+  models: runModelsBench,
 };
 
 async function main(): Promise<void> {

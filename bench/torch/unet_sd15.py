@@ -1,7 +1,7 @@
 """Benchmark mirror of the SD 1.5 UNet2DConditionModel forward (diffusers layout and math, written
 out for PyTorch without diffusers): random weights, batch 2, 4x64x64 latents, 77x768 condition,
-fp32, no_grad. Prints one JSON line: forward median over the runs and peak RSS.
-    python3 bench/torch/unet_sd15.py [runs]"""
+fp32, no_grad. Prints one JSON line: forward median over the runs after the warm-up runs, and peak RSS.
+    python3 bench/torch/unet_sd15.py [runs] [warmup] [threads]"""
 import json
 import math
 import resource
@@ -148,6 +148,9 @@ class UNet(nn.Module):
 
 def main():
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    warmup = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    if len(sys.argv) > 3:
+        torch.set_num_threads(int(sys.argv[3]))
     torch.manual_seed(0)
     model = UNet().eval()
     parameters = sum(p.numel() for p in model.parameters())
@@ -156,6 +159,8 @@ def main():
     context = torch.randn(2, 77, CROSS_DIM)
     times = []
     with torch.no_grad():
+        for _ in range(warmup):
+            model(sample, timestep, context)
         for _ in range(runs):
             started = time.perf_counter()
             out = model(sample, timestep, context)

@@ -42,7 +42,8 @@ const CROSS_DIM = 32;
 const MLLM_DIM = 48;
 const VISION_WIDTH = 24;
 
-const tiny = {
+/** The `tiny` components' config.json contents (the tokenizers add the vocabulary sizes); the benches train them too. */
+export const TINY_CONFIGS = {
   vision: { quick_gelu: true, vision_cfg: { image_size: 32, patch_size: 8, width: VISION_WIDTH, layers: 2, head_width: 8, mlp_ratio: 4 } },
   connector: { input_dim: VISION_WIDTH, output_dim: MLLM_DIM, latent_query_num: 8, decoder_attention_heads: 4, attention_dropout: 0.1 },
   mllm: {
@@ -135,13 +136,13 @@ export async function createRandomPipeline(directory: string, options: { config:
   try {
     const random = (index: number) => new Random(deriveSeed(seed, index));
     const vocabulary = await writeTinyTokenizers(temporary);
-    await new OpenClipVisionModel(parseOpenClipVisionConfig(tiny.vision), { random: random(1) }).save(join(temporary, 'vision'));
-    await new XConnector(parseXConnectorConfig(tiny.connector), { random: random(2) }).save(join(temporary, 'connector'));
-    await new KosmosGMllm(parseKosmosMllmConfig({ ...tiny.mllm, vocab_size: vocabulary.mllm }), { init: random(3) }).save(join(temporary, 'mllm'));
-    await new AlignerNet(parseAlignerConfig(tiny.aligner), { init: random(4), reconstruction: false }).save(join(temporary, 'aligner'));
-    await new UNet2DConditionModel(parseUNetConfig(tiny.unet), random(5)).save(join(temporary, 'unet'));
-    await new AutoencoderKL(parseAutoencoderKLConfig(tiny.vae), { random: random(6) }).save(join(temporary, 'vae'));
-    const textConfig = parseClipTextConfig({ ...tiny.textEncoder, vocab_size: vocabulary.clip, eos_token_id: vocabulary.endOfText });
+    await new OpenClipVisionModel(parseOpenClipVisionConfig(TINY_CONFIGS.vision), { random: random(1) }).save(join(temporary, 'vision'));
+    await new XConnector(parseXConnectorConfig(TINY_CONFIGS.connector), { random: random(2) }).save(join(temporary, 'connector'));
+    await new KosmosGMllm(parseKosmosMllmConfig({ ...TINY_CONFIGS.mllm, vocab_size: vocabulary.mllm }), { init: random(3) }).save(join(temporary, 'mllm'));
+    await new AlignerNet(parseAlignerConfig(TINY_CONFIGS.aligner), { init: random(4), reconstruction: false }).save(join(temporary, 'aligner'));
+    await new UNet2DConditionModel(parseUNetConfig(TINY_CONFIGS.unet), random(5)).save(join(temporary, 'unet'));
+    await new AutoencoderKL(parseAutoencoderKLConfig(TINY_CONFIGS.vae), { random: random(6) }).save(join(temporary, 'vae'));
+    const textConfig = parseClipTextConfig({ ...TINY_CONFIGS.textEncoder, vocab_size: vocabulary.clip, eos_token_id: vocabulary.endOfText });
     await new CLIPTextModel(textConfig, { random: random(7) }).save(join(temporary, 'text_encoder'));
     await mkdir(join(temporary, 'scheduler'));
     await writeFile(join(temporary, 'scheduler', 'scheduler_config.json'), `${JSON.stringify(SD15_SCHEDULER_CONFIG, null, 2)}\n`);
