@@ -11,7 +11,7 @@ import type { HostTensor } from '../../src/onnx/dtype.js';
 import { loadFixture } from '../../src/parity/compare.js';
 import { runCase } from '../../src/parity/cases/09_kosmosg_aligner.js';
 import { Random } from '../../src/util/random.js';
-import { finiteDifferenceCheck, worstRelativeError } from './kosmos-gradcheck.js';
+import { checkGradients, describeFigures } from './gradcheck.js';
 
 const fixtures = resolve('../shared/fixtures');
 
@@ -55,12 +55,12 @@ test('parity with the official AlignerNet (fixture 09): M, encoder_proj, N and b
   for (const row of rows) assert.ok(row.pass, `${row.output}: max abs error ${row.maxAbsError}`);
 });
 
-test('gradients of the stage-2 loss match central differences: projections, queries, positions, both stacks, the MLLM states', async () => {
+test('gradients of the stage-2 loss match central differences: projections, queries, positions, both stacks, the MLLM states', async (t) => {
   const random = new Random(17);
   const model = new AlignerNet(tinyConfig, { init: random, reconstruction: true });
   // Row 1 ends in two pads: they are zeroed, key-masked, and still part of the reconstruction loss.
   const padding: HostTensor = { dtype: 'bool', shape: [2, 4], data: Uint8Array.from([0, 0, 0, 0, 0, 0, 1, 1]) };
-  const checked = await finiteDifferenceCheck({
+  const figures = await checkGradients({
     model,
     inputs: { condition: normal(random, [2, 4, 12]), padding, clip_target: normal(random, [2, 5, 8]) },
     loss: (context, inputs) => model.stage2Losses(context, inputs['condition']!, inputs['padding']!, inputs['clip_target']!).loss,
@@ -77,14 +77,11 @@ test('gradients of the stage-2 loss match central differences: projections, quer
       'condition',
     ],
     elementsPerTensor: 3,
-    random,
+    // Exact GELU has float-only kernels in onnxruntime: float32 with a wide step.
+    step: 1e-2,
+    tolerance: 1e-3,
   });
-  const worst = worstRelativeError(checked);
-  console.log(`# aligner gradient check: worst relative error ${worst.toExponential(2)} over ${checked.length} derivatives`);
-  assert.ok(worst < 1e-3, `worst relative error ${worst}: ${JSON.stringify(checked)}`);
-  for (const name of ['encoder_query', 'decoder_query', 'condition']) {
-    assert.ok(checked.some(({ tensor, index, analytic }) => tensor === name && index === -1 && Math.abs(analytic) > 1e-4), `${name} receives gradient`);
-  }
+  for (const line of describeFigures(figures)) t.diagnostic(line);
 });
 
 test('config validation names the offending key', () => {

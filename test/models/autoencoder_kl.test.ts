@@ -14,7 +14,7 @@ import { runCase } from '../../src/parity/cases/05_vae.js';
 import { AutoencoderKL, type AutoencoderKLConfig, SD15_VAE_CONFIG, imageToBytes, parseAutoencoderKLConfig } from '../../src/models/autoencoder_kl.js';
 import { gaussianNoise } from '../../src/models/gaussian_noise.js';
 import { Random } from '../../src/util/random.js';
-import { checkDirectionalGradients } from './directional-gradcheck.js';
+import { checkGradients, describeFigures } from './gradcheck.js';
 
 const fixtures = '../shared/fixtures';
 const fixtureDirectory = join(fixtures, '05_vae');
@@ -145,7 +145,7 @@ test('gradients of encode → sample → decode match central differences (float
   const random = new Random(5);
   const model = new AutoencoderKL(tinyConfig, { random });
   const uniform = (shape: number[]) => ({ dtype: 'float32', shape, data: Float32Array.from({ length: shape.reduce((p, q) => p * q, 1) }, () => 2 * random.next() - 1) }) as HostTensor;
-  const figures = await checkDirectionalGradients({
+  const figures = await checkGradients({
     model,
     inputs: { image: uniform([1, 3, 8, 8]), noise: gaussianNoise(3, [1, 2, 4, 4]) },
     outputs: (context, { image, noise }) => {
@@ -171,9 +171,7 @@ test('gradients of encode → sample → decode match central differences (float
     step: 2e-2,
     tolerance: 2e-3,
   });
-  for (const [name, { directional, worstError }] of Object.entries(figures)) {
-    t.diagnostic(`${name}: directional ${directional.analytic.toPrecision(6)} vs ${directional.numeric.toPrecision(6)}, worst relative error ${worstError.toExponential(1)}`);
-  }
+  for (const line of describeFigures(figures)) t.diagnostic(line);
 });
 
 test('seeded noise is standard normal and reproducible from the seed alone', () => {

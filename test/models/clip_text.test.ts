@@ -13,7 +13,7 @@ import { loadFixture } from '../../src/parity/compare.js';
 import { runCase } from '../../src/parity/cases/01_clip_text.js';
 import { CLIPTextModel, type CLIPTextConfig, parseClipTextConfig } from '../../src/models/clip_text.js';
 import { Random } from '../../src/util/random.js';
-import { checkGradients } from './gradcheck-clip.js';
+import { checkGradients, describeFigures } from './gradcheck.js';
 
 const fixtures = resolve('../shared/fixtures');
 
@@ -42,14 +42,14 @@ test('parity with transformers CLIPTextModelWithProjection (fixture 01): every o
 
 test('gradients of the text encoder match finite differences (float64, quick_gelu, legacy pooling)', async (t) => {
   const model = new CLIPTextModel(tinyConfig(), { random: new Random(5), dtype: 'float64', withProjection: true });
-  const report = await checkGradients({
+  const figures = await checkGradients({
     model,
     inputs: { input_ids: ids([[18, 3, 7, 19, 5, 5], [18, 11, 19, 4, 4, 4]]) },
     outputs: (context, { input_ids }) => {
       const output = model.forward(context, input_ids!);
       return [output.lastHiddenState, output.textEmbeds!, output.hiddenStates.at(-2)!];
     },
-    parametersToCheck: [
+    tensors: [
       'text_model.embeddings.token_embedding.weight',
       'text_model.embeddings.position_embedding.weight',
       'text_model.encoder.layers.0.self_attn.q_proj.weight',
@@ -60,26 +60,26 @@ test('gradients of the text encoder match finite differences (float64, quick_gel
       'text_model.final_layer_norm.bias',
       'text_projection.weight',
     ],
-    samples: 4,
+    elementsPerTensor: 4,
     step: 1e-6,
     tolerance: 1e-6,
   });
-  t.diagnostic(`float64 max relative errors over ${report.checkedElements} elements: ${JSON.stringify(report.errors)}`);
+  for (const line of describeFigures(figures, 10)) t.diagnostic(line);
 });
 
 // onnxruntime's CPU Gelu kernel is float-only, so the exact-GELU variant is checked in float32.
 test('gradients with exact GELU and first-eos pooling match finite differences (float32)', async (t) => {
   const model = new CLIPTextModel(tinyConfig({ hidden_act: 'gelu', eos_token_id: 19 }), { random: new Random(6), withProjection: true });
-  const report = await checkGradients({
+  const figures = await checkGradients({
     model,
     inputs: { input_ids: ids([[18, 3, 19, 7, 19, 5], [18, 11, 4, 19, 4, 4]]) },
     outputs: (context, { input_ids }) => [model.forward(context, input_ids!).textEmbeds!],
-    parametersToCheck: ['text_model.encoder.layers.0.mlp.fc1.weight', 'text_model.encoder.layers.1.self_attn.v_proj.weight', 'text_projection.weight'],
-    samples: 4,
+    tensors: ['text_model.encoder.layers.0.mlp.fc1.weight', 'text_model.encoder.layers.1.self_attn.v_proj.weight', 'text_projection.weight'],
+    elementsPerTensor: 4,
     step: 1e-2,
     tolerance: 5e-3,
   });
-  t.diagnostic(`float32 max relative errors over ${report.checkedElements} elements: ${JSON.stringify(report.errors)}`);
+  for (const line of describeFigures(figures)) t.diagnostic(line);
 });
 
 async function runText(model: CLIPTextModel, inputIds: HostTensor) {

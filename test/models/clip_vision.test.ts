@@ -14,7 +14,7 @@ import { loadFixture } from '../../src/parity/compare.js';
 import { runCase } from '../../src/parity/cases/02_clip_vision.js';
 import { CLIPVisionModel, type CLIPVisionConfig, parseClipVisionConfig } from '../../src/models/clip_vision.js';
 import { Random } from '../../src/util/random.js';
-import { checkGradients } from './gradcheck-clip.js';
+import { checkGradients, describeFigures } from './gradcheck.js';
 
 const fixtures = resolve('../shared/fixtures');
 
@@ -43,14 +43,14 @@ test('parity with transformers CLIPVisionModelWithProjection (fixture 02): every
 test('gradients of the vision tower match finite differences (float32)', async (t) => {
   const random = new Random(12);
   const model = new CLIPVisionModel(tinyConfig(), { random, withProjection: true });
-  const report = await checkGradients({
+  const figures = await checkGradients({
     model,
     inputs: { pixel_values: normalTensor(random, [2, 3, 8, 8]) },
     outputs: (context, { pixel_values }) => {
       const output = model.forward(context, pixel_values!);
       return [output.imageEmbeds!, output.postLayernormTokens];
     },
-    parametersToCheck: [
+    tensors: [
       'vision_model.embeddings.class_embedding',
       'vision_model.embeddings.patch_embedding.weight',
       'vision_model.embeddings.position_embedding.weight',
@@ -59,13 +59,13 @@ test('gradients of the vision tower match finite differences (float32)', async (
       'vision_model.encoder.layers.1.mlp.fc2.weight',
       'vision_model.post_layernorm.bias',
       'visual_projection.weight',
+      'pixel_values',
     ],
-    inputsToCheck: ['pixel_values'],
-    samples: 3,
+    elementsPerTensor: 3,
     step: 3e-3,
     tolerance: 2e-3,
   });
-  t.diagnostic(`float32 max relative errors over ${report.checkedElements} elements: ${JSON.stringify(report.errors)}`);
+  for (const line of describeFigures(figures)) t.diagnostic(line);
 });
 
 async function runVision(model: CLIPVisionModel, pixels: HostTensor) {

@@ -11,7 +11,7 @@ import type { HostTensor } from '../../src/onnx/dtype.js';
 import { ControlNetModel, parseControlNetConfig } from '../../src/models/controlnet.js';
 import { UNet2DConditionModel, parseUNetConfig } from '../../src/models/unet_2d_condition.js';
 import { Random } from '../../src/util/random.js';
-import { checkDirectionalGradients } from './directional-gradcheck.js';
+import { checkGradients, describeFigures } from './gradcheck.js';
 import { runModel, tinyUNetConfig } from './unet-fixtures.js';
 
 const { up_block_types: _upBlocks, out_channels: _outChannels, ...sharedConfig } = tinyUNetConfig;
@@ -114,7 +114,7 @@ test('ControlNet: save/fromPretrained round-trip, strict keys, SD 1.5 config, co
 test('finite-difference gradients of ControlNet residuals: control image, conditioning embedding, zero convs, attention', async (t) => {
   const model = new ControlNetModel(parseControlNetConfig(tinyControlNetConfig), new Random(15));
   for (const [, parameter] of model.namedParameters()) if ((parameter.data.data as Float32Array).every((value) => value === 0)) parameter.data = normalTensor(random, parameter.shape, 0.3);
-  const figures = await checkDirectionalGradients({
+  const figures = await checkGradients({
     model,
     inputs: { sample: feeds['sample']!, timestep: { dtype: 'float32', shape: [], data: Float32Array.of(500) }, states: feeds['states']!, image: feeds['image']! },
     outputs: (context, { sample, timestep, states, image }) => {
@@ -135,7 +135,5 @@ test('finite-difference gradients of ControlNet residuals: control image, condit
     step: 2e-2,
     tolerance: 2e-3,
   });
-  for (const [name, { directional, worstError }] of Object.entries(figures)) {
-    t.diagnostic(`${name}: directional ${directional.analytic.toExponential(4)} vs ${directional.numeric.toExponential(4)}, worst relative error ${worstError.toExponential(2)}`);
-  }
+  for (const line of describeFigures(figures)) t.diagnostic(line);
 });

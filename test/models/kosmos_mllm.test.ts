@@ -12,7 +12,7 @@ import type { HostTensor } from '../../src/onnx/dtype.js';
 import { loadFixture } from '../../src/parity/compare.js';
 import { runCase } from '../../src/parity/cases/07_kosmosg_mllm.js';
 import { Random } from '../../src/util/random.js';
-import { finiteDifferenceCheck, worstRelativeError } from './kosmos-gradcheck.js';
+import { checkGradients, describeFigures } from './gradcheck.js';
 
 const fixtures = resolve('../shared/fixtures');
 
@@ -52,7 +52,7 @@ test('parity with the official MLLM (fixture 07): every reference output within 
   for (const row of rows) assert.ok(row.pass, `${row.output}: max abs error ${row.maxAbsError}`);
 });
 
-test('gradients of the LM loss match central differences: tied embedding, attention, Sub-LN norms, image features', async () => {
+test('gradients of the LM loss match central differences: tied embedding, attention, Sub-LN norms, image features', async (t) => {
   const random = new Random(11);
   const model = new KosmosGMllm(tinyConfig, { init: random });
   // fairseq zeroes the <pad> row, which puts the first LayerNorm of a pad position at its singular
@@ -64,7 +64,7 @@ test('gradients of the LM loss match central differences: tied embedding, attent
   const mask = bool([2, 6], [0, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0]);
   const features = normal(random, [3, 16]);
   const cotangent = normal(random, [2, 6, 16], 0.1);
-  const checked = await finiteDifferenceCheck({
+  const figures = await checkGradients({
     model,
     inputs: { tokens, targets, mask, features },
     loss: (context, inputs) => {
@@ -84,12 +84,11 @@ test('gradients of the LM loss match central differences: tied embedding, attent
       'features',
     ],
     elementsPerTensor: 3,
-    random,
+    // Exact GELU has float-only kernels in onnxruntime: float32 with a wide step.
+    step: 1e-2,
+    tolerance: 1e-3,
   });
-  const worst = worstRelativeError(checked);
-  console.log(`# MLLM gradient check: worst relative error ${worst.toExponential(2)} over ${checked.length} derivatives`);
-  assert.ok(worst < 1e-3, `worst relative error ${worst}: ${JSON.stringify(checked)}`);
-  assert.ok(checked.some(({ tensor, analytic }) => tensor === 'features' && Math.abs(analytic) > 1e-6), 'image features receive gradient');
+  for (const line of describeFigures(figures)) t.diagnostic(line);
 });
 
 test('config validation names the offending key', () => {

@@ -15,7 +15,7 @@ import { compareTensors, loadFixture } from '../../src/parity/compare.js';
 import { LoraAdapter } from '../../src/models/lora.js';
 import { UNet2DConditionModel, parseUNetConfig, zeroSource } from '../../src/models/unet_2d_condition.js';
 import { Random } from '../../src/util/random.js';
-import { checkDirectionalGradients } from './directional-gradcheck.js';
+import { checkGradients, describeFigures } from './gradcheck.js';
 import { tinyUNetConfig } from './unet-fixtures.js';
 
 const fixtures = '../shared/fixtures';
@@ -136,7 +136,7 @@ test('finite-difference gradients of LoRA A and B matrices through the U-Net', a
   for (const target of lora.targets) lora.layer(target)!.lora_B.weight.data = normalTensor(new Random(9), lora.layer(target)!.lora_B.weight.shape, 0.5);
   const model = new AdaptedUNet(unet, lora);
   const random = new Random(10);
-  const figures = await checkDirectionalGradients({
+  const figures = await checkGradients({
     model,
     inputs: { sample: normalTensor(random, [2, 4, 4, 4]), timestep: { dtype: 'float32', shape: [], data: Float32Array.of(300) }, states: normalTensor(random, [2, 3, 8]) },
     outputs: (context, { sample, timestep, states }) => [unet.forward(context, sample!, timestep!, states!, { adapter: lora.runtime(unet, context, 0.7) })],
@@ -150,7 +150,5 @@ test('finite-difference gradients of LoRA A and B matrices through the U-Net', a
     step: 2e-2,
     tolerance: 2e-3,
   });
-  for (const [name, { directional, worstError }] of Object.entries(figures)) {
-    t.diagnostic(`${name}: directional ${directional.analytic.toExponential(4)} vs ${directional.numeric.toExponential(4)}, worst relative error ${worstError.toExponential(2)}`);
-  }
+  for (const line of describeFigures(figures)) t.diagnostic(line);
 });

@@ -11,7 +11,7 @@ import { loadFixture, compareTensors } from '../../src/parity/compare.js';
 import { runCase } from '../../src/parity/cases/04_unet.js';
 import { UNet2DConditionModel, parseUNetConfig } from '../../src/models/unet_2d_condition.js';
 import { Random } from '../../src/util/random.js';
-import { checkDirectionalGradients } from './directional-gradcheck.js';
+import { checkGradients, describeFigures } from './gradcheck.js';
 import { runModel, tinyUNetConfig } from './unet-fixtures.js';
 
 const fixtures = '../shared/fixtures';
@@ -107,7 +107,7 @@ test('bad inputs are rejected at trace time with their shapes', () => {
 test('finite-difference gradients of the U-Net: parameters across the blocks, the latents and the condition', async (t) => {
   const model = new UNet2DConditionModel(parseUNetConfig(tinyUNetConfig), new Random(5));
   const random = new Random(6);
-  const figures = await checkDirectionalGradients({
+  const figures = await checkGradients({
     model,
     inputs: {
       sample: normalTensor(random, [2, 4, 4, 4]),
@@ -138,7 +138,5 @@ test('finite-difference gradients of the U-Net: parameters across the blocks, th
     step: 2e-2,
     tolerance: 2e-3,
   });
-  for (const [name, { directional, worstError }] of Object.entries(figures)) {
-    t.diagnostic(`${name}: directional ${directional.analytic.toExponential(4)} vs ${directional.numeric.toExponential(4)}, worst relative error ${worstError.toExponential(2)}`);
-  }
+  for (const line of describeFigures(figures)) t.diagnostic(line);
 });

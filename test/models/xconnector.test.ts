@@ -14,7 +14,7 @@ import { loadFixture } from '../../src/parity/compare.js';
 import { runCase } from '../../src/parity/cases/08_kosmosg_xconnector.js';
 import { XConnector, type XConnectorConfig, parseXConnectorConfig } from '../../src/models/xconnector.js';
 import { Random } from '../../src/util/random.js';
-import { checkDirectionalGradients } from './directional-gradcheck.js';
+import { checkGradients, describeFigures } from './gradcheck.js';
 
 const fixtures = '../shared/fixtures';
 const fixtureDirectory = join(fixtures, '08_kosmosg_xconnector');
@@ -97,7 +97,7 @@ test('gradients match central differences (float64)', async (t) => {
   const random = new Random(9);
   const model = new XConnector(tinyConfig, { random, dtype: 'float64' });
   const tokens: HostTensor = { dtype: 'float64', shape: [2, 5, 6], data: Float64Array.from({ length: 60 }, () => 2 * random.next() - 1) };
-  const figures = await checkDirectionalGradients({
+  const figures = await checkGradients({
     model,
     inputs: { image_tokens: tokens },
     outputs: (context, { image_tokens }) => [model.forward(context, image_tokens!)],
@@ -108,9 +108,7 @@ test('gradients match central differences (float64)', async (t) => {
     step: 1e-6,
     tolerance: 1e-7,
   });
-  for (const [name, { directional, worstError }] of Object.entries(figures)) {
-    t.diagnostic(`${name}: directional ${directional.analytic.toPrecision(10)} vs ${directional.numeric.toPrecision(10)}, worst relative error ${worstError.toExponential(1)}`);
-  }
+  for (const line of describeFigures(figures, 10)) t.diagnostic(line);
 });
 
 test('attention dropout acts only in training graphs, reproducibly from the seed', async () => {
