@@ -135,7 +135,7 @@ test('finite-difference gradients of the U-Net: parameters across the blocks, th
     ],
     elementsPerTensor: 2,
     // Conv has float-only kernels in onnxruntime: float32 with a wide step (see the VAE test).
-    step: 2e-2,
+    step: 1e-2, // the upsampler conv shows truncation error ∝ step² at 2e-2 (1.9e-3); float32 rounding dominates below 5e-3
     tolerance: 2e-3,
   });
   for (const line of describeFigures(figures)) t.diagnostic(line);
