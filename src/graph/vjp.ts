@@ -176,12 +176,16 @@ function convWeightGradient(x: Value, grad: Value, weight: Value, groups: number
   for (let i = 0; i < kernelH; i++) {
     for (let j = 0; j < kernelW; j++) {
       const [top, left] = [i * dilations[0]!, j * dilations[1]!];
-      const view = slice(padded, {
-        starts: [top, left],
-        ends: [top + strides[0]! * (outH - 1) + 1, left + strides[1]! * (outW - 1) + 1],
-        axes: [2, 3],
-        steps: [strides[0]!, strides[1]!],
-      }); // (N, C_in, H_out, W_out)
+      // The tap that lines up with the unpadded input (the centre of a 'same' conv) is x itself.
+      const isInput = top === pads[0] && left === pads[1] && strides.every((stride) => stride === 1) && outH === x.size(2) && outW === x.size(3);
+      const view = isInput
+        ? x
+        : slice(padded, {
+            starts: [top, left],
+            ends: [top + strides[0]! * (outH - 1) + 1, left + strides[1]! * (outW - 1) + 1],
+            axes: [2, 3],
+            steps: [strides[0]!, strides[1]!],
+          }); // (N, C_in, H_out, W_out)
       const rows = reshape(view, [batch, groups, groupChannels, positions]); // (N, G, C_in/G, P)
       taps.push(unsqueeze(sum(matmul(gradRows, transpose(rows, [0, 1, 3, 2])), [0]), 2)); // (G, C_out/G, 1, C_in/G)
     }
@@ -200,20 +204,28 @@ function layerNormRule(context: VjpContext): (Value | null)[] {
   const meanValue = cast(output(node, 1), x.dtype);
   const invStd = cast(output(node, 2), x.dtype);
   const grad = gradOf(context);
-  const normalized = mul(sub(x, meanValue), invStd); // x̂
+  const centered = sub(x, meanValue); // x − μ; x̂ = (x − μ)·σ⁻¹
   let gradX: Value | null = null;
   if (needs[0]) {
-    // dx = inv_std · (g − mean(g) − x̂ · mean(g · x̂)) with g = dY · γ, means over the normalised axes.
-    const scaledGrad = mul(grad, scale);
+    // dx = σ⁻¹·(g − mean(g)) − σ⁻³·mean(g·(x − μ))·(x − μ) with g = dY·γ, means over the
+    // normalised axes: x̂ itself is never materialised, and γ = 1 (no affine) costs no pass.
+    const scaledGrad = isAllOnes(scale) ? grad : mul(grad, scale);
     const count = normalizedAxes.reduce((n, i) => n * x.size(i), 1);
     const meanGrad = div(sum(scaledGrad, normalizedAxes, true), count);
-    const meanGradNormalized = div(sum(mul(scaledGrad, normalized), normalizedAxes, true), count);
-    gradX = mul(invStd, sub(sub(scaledGrad, meanGrad), mul(normalized, meanGradNormalized)));
+    const meanGradCentered = div(sum(mul(scaledGrad, centered), normalizedAxes, true), count);
+    const centeredScale = mul(meanGradCentered, mul(invStd, mul(invStd, invStd))); // per row
+    gradX = sub(mul(sub(scaledGrad, meanGrad), invStd), mul(centered, centeredScale));
   }
   const reduceLeading = (value: Value) => (leadingAxes.length ? sum(value, leadingAxes) : value);
-  const gradScale = needs[1] ? reduceLeading(mul(grad, normalized)) : null;
+  const gradScale = needs[1] ? reduceLeading(mul(grad, mul(centered, invStd))) : null;
   const gradBias = node.inputs[2] && needs[2] ? reduceLeading(grad) : null;
   return [gradX, gradScale, gradBias];
+}
+
+/** A trace-time constant whose entries are all 1 (e.g. the scale of a layerNorm without weight). */
+function isAllOnes(value: Value): boolean {
+  const data = value.constant?.data;
+  return data !== undefined && !(data instanceof BigInt64Array) && Array.prototype.every.call(data, (entry: number) => entry === 1);
 }
 
 function gatherRule(context: VjpContext): (Value | null)[] {
