@@ -53,9 +53,10 @@ export function lossCurveSvg(points: readonly CurvePoint[], title: string): stri
       parts.push(`<line x1="${x(tick)}" x2="${x(tick)}" y1="${MARGIN.top}" y2="${MARGIN.top + plotHeight}" stroke="#eee"/>`);
       parts.push(`<text x="${x(tick)}" y="${HEIGHT - MARGIN.bottom + 16}" text-anchor="middle">${tick}</text>`);
     }
-    // Ticks at 1, 2 and 5 times each power of ten inside the range.
+    // Ticks at 1, 2 and 5 times each power of ten inside the range, finer when it spans less than a decade.
+    const factors = hi - lo < 1 ? [1, 1.5, 2, 3, 4, 5, 7] : [1, 2, 5];
     for (let decade = Math.floor(lo); decade <= Math.ceil(hi); decade++) {
-      for (const factor of [1, 2, 5]) {
+      for (const factor of factors) {
         const log = decade + Math.log10(factor);
         if (log < lo || log > hi) continue;
         parts.push(`<line x1="${MARGIN.left}" x2="${MARGIN.left + plotWidth}" y1="${y(log)}" y2="${y(log)}" stroke="#eee"/>`);
