@@ -386,9 +386,13 @@ export const vjpRules: Record<string, VjpRule> = {
   Expand: ({ node, outputGrads: [g] }) => [unbroadcast(g!, input(node, 0)), null],
   ReduceSum: (context) => reductionRule(context, false),
   ReduceMean: (context) => reductionRule(context, true),
-  ReduceSumSquare: (context) => {
-    const [spread] = reductionRule(context, false);
-    return [mul(spread!, mul(input(context.node, 0), 2)), null];
+  ReduceSumSquare: ({ node, outputGrads: [g] }) => {
+    const x = input(node, 0);
+    const axes = constantInts(node.inputs[1], 'reduction axes');
+    const keptShape = x.shape.map((dim, axis) => (axes.includes(axis) ? 1 : dim));
+    // 2x·g. g is expanded explicitly: a Mul by a broadcast scalar ahead of a MatMul is fused by
+    // ORT into the MatMul's float `alpha`, which rounds float64 graphs to float32 precision.
+    return [mul(x, expand(mul(reshape(g!, keptShape), 2), x.shape, [x])), null];
   },
   ReduceMax: ({ node, outputGrads: [g] }) => {
     const x = input(node, 0);

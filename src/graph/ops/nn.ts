@@ -4,7 +4,7 @@
 import type { DType } from '../../onnx/dtype.js';
 import { type Dim, type Value, formatShape } from '../graph.js';
 import {
-  add, cast, clip, div, gemm, greaterOrEqual, logSoftmax, matmul, mean, mul, neg, not, requireFloat, softmax, sqrt, sub, sum, where, equal, max,
+  add, cast, clip, div, gemm, greaterOrEqual, logSoftmax, matmul, mean, mul, neg, not, requireFloat, softmax, sqrt, sub, sum, sumSquares, where, equal, max,
 } from './elementwise.js';
 import { gather, gatherElements, reshape, transpose, unsqueeze } from './shape.js';
 
@@ -243,7 +243,9 @@ export function fusedMultiHeadAttention(query: Value, key: Value, value: Value, 
 export function mseLoss(prediction: Value, target: Value): Value {
   if (prediction.shape.join() !== target.shape.join()) throw new Error(`mseLoss: ${formatShape(prediction.shape)} vs ${formatShape(target.shape)}`);
   const difference = sub(prediction, target);
-  return mean(mul(difference, difference));
+  // Σd² in one pass (and a one-pass gradient) when the element count is known at trace time.
+  if (!difference.isStatic) return mean(mul(difference, difference));
+  return div(sumSquares(difference), (difference.shape as number[]).reduce((count, dim) => count * dim, 1));
 }
 
 /**
