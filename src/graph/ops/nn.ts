@@ -243,7 +243,7 @@ export function fusedMultiHeadAttention(query: Value, key: Value, value: Value, 
 export function mseLoss(prediction: Value, target: Value): Value {
   if (prediction.shape.join() !== target.shape.join()) throw new Error(`mseLoss: ${formatShape(prediction.shape)} vs ${formatShape(target.shape)}`);
   const difference = sub(prediction, target);
-  // Σd² in one pass (and a one-pass gradient) when the element count is known at trace time.
+  // Σd² in one pass without materialising d², when the element count is known at trace time.
   if (!difference.isStatic) return mean(mul(difference, difference));
   return div(sumSquares(difference), (difference.shape as number[]).reduce((count, dim) => count * dim, 1));
 }
