@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { registerDataCommands } from './data.js';
 import { registerParityCommand } from './parity.js';
 import { registerDoctorCommand } from './doctor.js';
+import { registerEvalCommand } from './eval.js';
 import { registerGenerateCommand } from './generate.js';
 import { registerInfoCommand } from './info.js';
 import { registerInitRandomCommand } from './init-random.js';
@@ -25,6 +26,7 @@ registerInfoCommand(program);
 registerInitRandomCommand(program);
 registerTrainTokenizerCommand(program);
 registerTrainCommand(program);
+registerEvalCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);

@@ -1,9 +1,15 @@
 // The training stages the `train` command offers, by name.
 import type { BaseConfig } from './config.js';
 import type { StageDefinition } from './stage.js';
+import { clipStage } from './clip.js';
+import { unetStage } from './unet.js';
 import { vaeStage } from './vae.js';
 
-export const TRAINING_STAGES: readonly StageDefinition<BaseConfig>[] = [vaeStage as unknown as StageDefinition<BaseConfig>];
+export const TRAINING_STAGES: readonly StageDefinition<BaseConfig>[] = [
+  vaeStage as unknown as StageDefinition<BaseConfig>,
+  clipStage as unknown as StageDefinition<BaseConfig>,
+  unetStage as unknown as StageDefinition<BaseConfig>,
+];
 
 export function findStage(name: string): StageDefinition<BaseConfig> {
   const stage = TRAINING_STAGES.find((candidate) => candidate.name === name);

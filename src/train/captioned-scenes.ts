@@ -1,0 +1,113 @@
+// Captioned scenes for the text–image stages (CLIP-mini, U-Net-mini) and their evaluation: sample
+// i of a stream is a pure function of (seed, i). A share of the samples are single-subject scenes,
+// and some of those are captioned with the bare subject ("a noto cat", "a cat"), the phrasing of
+// zero-shot classification prompts. The scene spec comes along, so evaluation knows where each
+// subject was drawn.
+import { z } from 'zod';
+import { captionScene, styleWord } from '../world/caption.js';
+import { DEFAULT_MAX_OVERLAP, renderScene, sampleScene, type SceneSpec } from '../world/scene.js';
+import { makeSplits, splitPool, type SplitName } from '../world/splits.js';
+import type { RgbaImage } from '../world/image.js';
+import type { World } from '../world/world.js';
+import { deriveSeed, Random } from '../util/random.js';
+
+export const captionedScenesSchema = z.strictObject({
+  /** Fraction of samples that are single-subject scenes. */
+  singleSubjectFraction: z.number().min(0).max(1).default(0.3),
+  /** Fraction of single-subject samples captioned with the bare subject instead of the scene caption. */
+  shortCaptionFraction: z.number().min(0).max(1).default(0.5),
+});
+
+export type CaptionedScenesConfig = z.output<typeof captionedScenesSchema>;
+
+/** `world.json` of a model folder: the world (scene size, concept subset, split pools) its models were trained on. */
+export const WORLD_FILE = 'world.json';
+
+export interface WorldDescription {
+  sceneSize: number;
+  concepts: string[];
+  splits: SplitName[];
+  splitSeed: number;
+}
+
+export interface CaptionedScene {
+  image: RgbaImage;
+  caption: string;
+  spec: SceneSpec;
+}
+
+/** The bare-subject caption of a concept: "a cat", or with its style word "a noto cat". */
+export function subjectCaption(world: World, concept: string, style?: string): string {
+  const name = world.catalog.conceptById.get(concept)?.names[0];
+  if (name === undefined) throw new Error(`unknown concept '${concept}'`);
+  const words = style === undefined ? name : `${styleWord(world, style)} ${name}`;
+  return `${/^[aeiou]/i.test(words) ? 'an' : 'a'} ${words}`;
+}
+
+export class CaptionedSceneStream {
+  readonly subjects: readonly string[];
+  readonly backgroundStyles: readonly string[];
+
+  constructor(
+    readonly world: World,
+    readonly seed: number,
+    splits: readonly SplitName[],
+    splitSeed: number,
+    private readonly options: CaptionedScenesConfig,
+  ) {
+    const manifest = makeSplits(world.catalog, splitSeed);
+    const pools = splits.map((split) => splitPool(world.catalog, manifest, split));
+    this.subjects = [...new Set(pools.flatMap((pool) => pool.subjects))].sort();
+    this.backgroundStyles = [...new Set(pools.flatMap((pool) => pool.backgroundStyles))].sort();
+    if (this.subjects.length === 0) throw new Error(`the ${splits.join(' + ')} split has no subjects in this catalog`);
+  }
+
+  /** Concepts the stream draws, sorted. */
+  concepts(): string[] {
+    return [...new Set(this.subjects.map((subject) => this.world.catalog.subjectById.get(subject)!.concept))].sort();
+  }
+
+  /** Styles whose artwork the stream's scenes can contain (subjects and scene-emoji backgrounds). */
+  styles(): string[] {
+    return [...new Set([...this.subjects.map((subject) => this.world.catalog.subjectById.get(subject)!.style), ...this.backgroundStyles])].sort();
+  }
+
+  sample(index: number): CaptionedScene {
+    const rng = new Random(deriveSeed(this.seed, index));
+    const single = rng.chance(this.options.singleSubjectFraction);
+    const spec = sampleScene(this.world, rng, {
+      subjects: this.subjects,
+      backgroundStyles: this.backgroundStyles,
+      maxOverlap: DEFAULT_MAX_OVERLAP,
+      ...(single ? { maxSubjects: 1 } : {}),
+    });
+    const { image } = renderScene(this.world, spec);
+    const subject = spec.subjects[0]!;
+    const caption =
+      single && rng.chance(this.options.shortCaptionFraction)
+        ? subjectCaption(this.world, subject.concept, rng.chance(0.5) ? subject.style : undefined)
+        : captionScene(this.world, spec, rng).text;
+    return { image, caption, spec };
+  }
+
+  /**
+   * Scene `index` of a separate sequence of scenes with exactly `subjects` subjects, captioned in
+   * full (evaluation prompts with a known layout).
+   */
+  sceneWith(subjects: 1 | 2 | 3, index: number): CaptionedScene {
+    const rng = new Random(deriveSeed(deriveSeed(this.seed, 0x5ce0 + subjects), index));
+    const spec = sampleScene(this.world, rng, {
+      subjects: this.subjects,
+      backgroundStyles: this.backgroundStyles,
+      maxOverlap: DEFAULT_MAX_OVERLAP,
+      minSubjects: subjects,
+      maxSubjects: subjects,
+    });
+    return { image: renderScene(this.world, spec).image, caption: captionScene(this.world, spec, rng).text, spec };
+  }
+
+  /** The samples of 1-based training step `step`: indices (step − 1)·B … step·B − 1. */
+  batch(step: number, batchSize: number): CaptionedScene[] {
+    return Array.from({ length: batchSize }, (_, k) => this.sample((step - 1) * batchSize + k));
+  }
+}

@@ -1,0 +1,159 @@
+// CLIP-mini: a CLIPTextModel (transformers layout, the Stable Diffusion text encoder) and an
+// open_clip vision tower (Kosmos-G's image encoder) joined by two projections into one embedding
+// space and a learned temperature, trained contrastively. The towers keep their own layouts so each
+// exports as the component a pipeline loads: the text projection as transformers'
+// `text_projection.weight` (CLIPTextModelWithProjection), the image projection as open_clip's
+// `visual.proj`, applied to the class token after ln_post (Kosmos-G itself reads every token).
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Value } from '../graph/graph.js';
+import { add, clip, exp, matmul, mul } from '../graph/ops/elementwise.js';
+import { crossEntropy, l2Normalize } from '../graph/ops/nn.js';
+import { reshape, slice, transpose } from '../graph/ops/shape.js';
+import { openSafetensors } from '../io/safetensors-index.js';
+import { writeSafetensors } from '../io/safetensors.js';
+import { CLIPTextModel, parseClipTextConfig, type CLIPTextConfig } from '../models/clip_text.js';
+import { OpenClipVisionModel, parseOpenClipVisionConfig, type OpenClipVisionConfig } from '../models/openclip_vision.js';
+import { CLIP_MEAN, CLIP_STD } from '../pipeline/images.js';
+import { Linear, normalTensor, constantTensor, type UniformSource } from '../nn/layers.js';
+import { Module, Parameter, type TraceContext } from '../nn/module.js';
+import type { HostTensor } from '../onnx/dtype.js';
+import type { RgbaImage } from '../world/image.js';
+
+/** CLIP's cap on the logit scale: exp(scale) ≤ 100. */
+const MAX_LOGIT_SCALE = Math.log(100);
+
+export interface ClipMiniEmbeddings {
+  /** L2-normalised, (B, E). */
+  imageEmbeds: Value;
+  /** L2-normalised, (B, E). */
+  textEmbeds: Value;
+}
+
+export class ClipMini extends Module {
+  readonly text: CLIPTextModel;
+  readonly vision: OpenClipVisionModel;
+  readonly text_projection: Linear;
+  /** open_clip's `visual.proj`: (width, E), applied as x @ proj. */
+  readonly visual_projection: Parameter;
+  /** log of the inverse temperature, (1). */
+  readonly logit_scale: Parameter;
+
+  constructor(
+    readonly textConfig: CLIPTextConfig,
+    readonly visionConfig: OpenClipVisionConfig,
+    readonly embedDim: number,
+    options: { random: UniformSource; initialTemperature?: number },
+  ) {
+    super();
+    this.text = new CLIPTextModel(textConfig, { random: options.random });
+    this.vision = new OpenClipVisionModel(visionConfig, { random: options.random });
+    const textWidth = textConfig.hidden_size;
+    const visionWidth = visionConfig.vision_cfg.width;
+    this.text_projection = new Linear(textWidth, embedDim, { random: options.random, bias: false });
+    this.visual_projection = new Parameter(normalTensor(options.random, [visionWidth, embedDim], visionWidth ** -0.5));
+    this.logit_scale = new Parameter(constantTensor([1], Math.log(1 / (options.initialTemperature ?? 0.07))));
+  }
+
+  embedImages(context: TraceContext, pixelValues: Value): Value {
+    const { featuresBeforeNormalize } = this.vision.forward(context, pixelValues); // (B, T, W), ln_post applied
+    const batch = featuresBeforeNormalize.shape[0]!;
+    const width = this.visionConfig.vision_cfg.width;
+    const classToken = reshape(slice(featuresBeforeNormalize, { starts: [0], ends: [1], axes: [1] }), [batch, width], [pixelValues]); // (B, W)
+    return l2Normalize(matmul(classToken, context.value(this.visual_projection))); // (B, E)
+  }
+
+  embedTexts(context: TraceContext, inputIds: Value): Value {
+    const { poolerOutput } = this.text.forward(context, inputIds); // (B, D) at the end token
+    return l2Normalize(this.text_projection.forward(context, poolerOutput)); // (B, E)
+  }
+
+  embed(context: TraceContext, pixelValues: Value, inputIds: Value): ClipMiniEmbeddings {
+    return { imageEmbeds: this.embedImages(context, pixelValues), textEmbeds: this.embedTexts(context, inputIds) };
+  }
+
+  /**
+   * Symmetric InfoNCE: pair i (image i, caption i) is the positive of row i and of column i of the
+   * (B, B) logit matrix exp(scale)·I·Tᵀ; `labels` is (B) int64 0 … B−1.
+   */
+  contrastiveLoss(context: TraceContext, pixelValues: Value, inputIds: Value, labels: Value): Value {
+    const { imageEmbeds, textEmbeds } = this.embed(context, pixelValues, inputIds);
+    const scale = exp(clip(context.value(this.logit_scale), undefined, MAX_LOGIT_SCALE));
+    const logits = mul(matmul(imageEmbeds, transpose(textEmbeds, [1, 0])), scale); // (B images, B captions)
+    const imageToText = crossEntropy(logits, labels);
+    const textToImage = crossEntropy(transpose(logits, [1, 0]), labels);
+    return mul(add(imageToText, textToImage), 0.5);
+  }
+
+  /**
+   * Writes the text encoder (`textDirectory`: CLIPTextModelWithProjection config.json and weights)
+   * and the vision tower (`visionDirectory`: open_clip config.json, `visual.*` with `visual.proj`),
+   * both as float16 safetensors.
+   */
+  async export(textDirectory: string, visionDirectory: string): Promise<void> {
+    const state = this.stateDict();
+    const under = (prefix: string) => Object.fromEntries(Object.entries(state).filter(([key]) => key.startsWith(prefix)).map(([key, tensor]) => [key.slice(prefix.length), tensor]));
+    await mkdir(textDirectory, { recursive: true });
+    const textConfig = { ...this.textConfig, projection_dim: this.embedDim, architectures: ['CLIPTextModelWithProjection'], model_type: 'clip_text_model' };
+    await writeFile(join(textDirectory, 'config.json'), `${JSON.stringify(textConfig, null, 2)}\n`);
+    await writeSafetensors(join(textDirectory, 'model.safetensors'), { ...under('text.'), 'text_projection.weight': state['text_projection.weight']! }, { dtype: 'F16' });
+    await mkdir(visionDirectory, { recursive: true });
+    await writeFile(join(visionDirectory, 'config.json'), `${JSON.stringify({ ...this.visionConfig, embed_dim: this.embedDim }, null, 2)}\n`);
+    await writeSafetensors(join(visionDirectory, 'model.safetensors'), { ...under('vision.'), 'visual.proj': state['visual_projection']! }, { dtype: 'F16' });
+  }
+
+  /** Reads what `export` wrote (the logit scale is not exported; it stays at 1/0.07 here). */
+  static async load(textDirectory: string, visionDirectory: string): Promise<ClipMini> {
+    const textConfigPath = join(textDirectory, 'config.json');
+    const textJson = JSON.parse(await readFile(textConfigPath, 'utf8')) as Record<string, unknown>;
+    const textConfig = parseClipTextConfig(textJson, textConfigPath);
+    const visionConfigPath = join(visionDirectory, 'config.json');
+    const visionJson = JSON.parse(await readFile(visionConfigPath, 'utf8')) as Record<string, unknown>;
+    const visionConfig = parseOpenClipVisionConfig(visionJson, visionConfigPath);
+    const embedDim = textConfig.projection_dim;
+    if (embedDim === undefined) throw new Error(`${textConfigPath}: projection_dim is missing; CLIP-mini needs the text projection`);
+    const model = new ClipMini(textConfig, visionConfig, embedDim, { random: { next: () => 0.5 } });
+    const text = await CLIPTextModel.fromPretrained(textDirectory, { withProjection: true });
+    const vision = await OpenClipVisionModel.fromPretrained(visionDirectory);
+    const reader = await openSafetensors(visionDirectory);
+    let projection: HostTensor;
+    try {
+      projection = (await reader.readAll({ asFloat32: true })).get('visual.proj') ?? missing(visionDirectory);
+    } finally {
+      await reader.close();
+    }
+    const textState = text.stateDict();
+    const { 'text_projection.weight': textProjection, ...textModel } = textState;
+    model.loadStateDict({
+      ...prefixed('text.', textModel),
+      ...prefixed('vision.', vision.stateDict()),
+      'text_projection.weight': textProjection!,
+      visual_projection: projection,
+      logit_scale: model.logit_scale.data,
+    });
+    return model;
+  }
+}
+
+function missing(directory: string): never {
+  throw new Error(`${directory} has no visual.proj: not a CLIP-mini vision tower`);
+}
+
+function prefixed(prefix: string, tensors: Readonly<Record<string, HostTensor>>): Record<string, HostTensor> {
+  return Object.fromEntries(Object.entries(tensors).map(([key, tensor]) => [prefix + key, tensor]));
+}
+
+
+/** Opaque RGBA images of the tower's size → float32 (B, 3, H, W) normalised with CLIP's mean and std. */
+export function imagesToClipPixels(images: readonly RgbaImage[]): HostTensor<'float32'> {
+  const { width, height } = images[0] ?? { width: 0, height: 0 };
+  const plane = width * height;
+  const data = new Float32Array(images.length * 3 * plane);
+  images.forEach((image, b) => {
+    if (image.width !== width || image.height !== height) throw new Error(`image ${b} is ${image.width}×${image.height}, expected ${width}×${height}`);
+    for (let p = 0; p < plane; p++) {
+      for (let c = 0; c < 3; c++) data[(b * 3 + c) * plane + p] = (image.data[p * 4 + c]! / 255 - CLIP_MEAN[c]!) / CLIP_STD[c]!;
+    }
+  });
+  return { dtype: 'float32', shape: [images.length, 3, height, width], data };
+}

@@ -1,0 +1,208 @@
+// CLIP-mini stage: the text encoder and the open_clip vision tower trained together with
+// symmetric InfoNCE on world scenes and their captions (and single subjects with bare-subject
+// captions). Captions are tokenised as the text-to-image pipeline does (basic cleaning, end-token
+// padding) but to `trainTokens` positions: the encoder is causal and pools at the first end token,
+// so a caption that fits gives the same embedding at any padded length up to 77.
+import { cp, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import sharp from 'sharp';
+import { parseClipTextConfig, type CLIPTextConfig } from '../models/clip_text.js';
+import { parseOpenClipVisionConfig, type OpenClipVisionConfig } from '../models/openclip_vision.js';
+import { contextFromValues } from '../nn/module.js';
+import type { SessionOptions } from '../graph/session.js';
+import type { HostTensor } from '../onnx/dtype.js';
+import { ClipTokenizer } from '../tokenizers/clip_bpe.js';
+import { deriveSeed, Random } from '../util/random.js';
+import { attributionMarkdown } from '../world/attribution.js';
+import { baseConfigSchema } from './config.js';
+import { CaptionedSceneStream, captionedScenesSchema, WORLD_FILE, type CaptionedScene, type WorldDescription } from './captioned-scenes.js';
+import { ClipMini, imagesToClipPixels } from './clip-model.js';
+import { ForwardSession } from './forward.js';
+import type { StageDefinition } from './stage.js';
+import { EVAL_SCENE_SEED, openWorld, worldDataSchema } from './world-data.js';
+
+const parsed = <T>(parse: (json: unknown, source: string) => T, what: string) =>
+  z.record(z.string(), z.unknown()).transform((json, context): T => {
+    try {
+      return parse(json, what);
+    } catch (error) {
+      context.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  });
+
+export const clipConfigSchema = baseConfigSchema.extend({
+  stage: z.literal('clip'),
+  /** transformers CLIPTextConfig keys (max_position_embeddings 77; eos_token_id the tokenizer's end id). */
+  text: parsed<CLIPTextConfig>(parseClipTextConfig, 'text'),
+  /** open_clip vision config (quick_gelu, vision_cfg); image_size is the scene side. */
+  vision: parsed<OpenClipVisionConfig>(parseOpenClipVisionConfig, 'vision'),
+  /** Width of the shared embedding space. */
+  embedDim: z.number().int().positive(),
+  initialTemperature: z.number().positive().default(0.07),
+  /** CLIP tokenizer folder (vocab.json + merges.txt) made by `train-tokenizer`, relative to the working directory. */
+  tokenizer: z.string().min(1),
+  /** Token positions fed in training (start + caption + end, padded); longer captions are truncated. */
+  trainTokens: z.number().int().min(4),
+  data: worldDataSchema,
+  scenes: captionedScenesSchema.default({ singleSubjectFraction: 0.3, shortCaptionFraction: 0.5 }),
+  /** Evaluation-seed scenes in the retrieval matrix of the sample grids. */
+  previewCount: z.number().int().min(2).default(8),
+});
+
+export type ClipConfig = z.output<typeof clipConfigSchema>;
+
+function initialModel(config: ClipConfig): ClipMini {
+  const random = new Random(deriveSeed(config.seed, 0xc11f));
+  return new ClipMini(config.text, config.vision, config.embedDim, { random: { next: () => random.next() }, initialTemperature: config.initialTemperature });
+}
+
+async function loadTokenizer(config: ClipConfig): Promise<ClipTokenizer> {
+  const tokenizer = await ClipTokenizer.fromPretrained(config.tokenizer);
+  if (tokenizer.vocabularySize > config.text.vocab_size) throw new Error(`the tokenizer has ${tokenizer.vocabularySize} ids, text.vocab_size is ${config.text.vocab_size}`);
+  if (tokenizer.endId !== config.text.eos_token_id) throw new Error(`text.eos_token_id is ${config.text.eos_token_id}, the tokenizer's end token is ${tokenizer.endId}`);
+  if (config.trainTokens > config.text.max_position_embeddings) throw new Error(`trainTokens ${config.trainTokens} exceeds max_position_embeddings ${config.text.max_position_embeddings}`);
+  return tokenizer;
+}
+
+/** Captions → int64 (B, length) ids as the text-to-image pipeline encodes them. */
+export function encodeCaptions(tokenizer: ClipTokenizer, captions: readonly string[], length: number): HostTensor<'int64'> {
+  const data = new BigInt64Array(captions.length * length);
+  captions.forEach((caption, b) => {
+    const { ids } = tokenizer.encode(caption, { contextLength: length, cleaning: 'basic' });
+    ids.forEach((id, t) => (data[b * length + t] = BigInt(id)));
+  });
+  return { dtype: 'int64', shape: [captions.length, length], data };
+}
+
+/** A compiled (images, captions) → normalised embeddings graph, parameters fed per run. */
+export async function createEmbedder(model: ClipMini, batchSize: number, tokens: number, session: SessionOptions = {}): Promise<ForwardSession> {
+  const side = model.visionConfig.vision_cfg.image_size;
+  return ForwardSession.create(
+    model,
+    {
+      pixel_values: { dtype: 'float32', shape: [batchSize, 3, side, side] },
+      input_ids: { dtype: 'int64', shape: [batchSize, tokens] },
+    },
+    (context, { pixel_values, input_ids }) => {
+      const { imageEmbeds, textEmbeds } = model.embed(context, pixel_values!, input_ids!);
+      return { image_embeds: imageEmbeds, text_embeds: textEmbeds };
+    },
+    session,
+  );
+}
+
+/** (N, E) × (N, E) row-major embeddings → the N×N similarity matrix, rows = captions, columns = images. */
+export function similarityMatrix(imageEmbeds: Float32Array, textEmbeds: Float32Array, count: number): Float32Array {
+  const dim = imageEmbeds.length / count;
+  const out = new Float32Array(count * count);
+  for (let t = 0; t < count; t++) {
+    for (let i = 0; i < count; i++) {
+      let dot = 0;
+      for (let k = 0; k < dim; k++) dot += textEmbeds[t * dim + k]! * imageEmbeds[i * dim + k]!;
+      out[t * count + i] = dot;
+    }
+  }
+  return out;
+}
+
+/**
+ * The retrieval matrix as a PNG: the preview scenes along the top, then one row per caption whose
+ * cells show softmax(similarity / 0.05) over the images (white = all mass), the correct image's
+ * cell outlined in green.
+ */
+async function retrievalMatrixPng(scenes: readonly CaptionedScene[], similarity: Float32Array): Promise<Buffer> {
+  const count = scenes.length;
+  const cell = scenes[0]!.image.width;
+  const side = (count + 1) * cell;
+  const canvas = Buffer.alloc(side * side * 4, 255);
+  const paint = (x0: number, y0: number, pixel: (x: number, y: number) => [number, number, number]) => {
+    for (let y = 0; y < cell; y++) for (let x = 0; x < cell; x++) canvas.set([...pixel(x, y), 255], ((y0 + y) * side + x0 + x) * 4);
+  };
+  scenes.forEach((scene, i) => paint((i + 1) * cell, 0, (x, y) => [...scene.image.data.subarray((y * cell + x) * 4, (y * cell + x) * 4 + 3)] as [number, number, number]));
+  for (let t = 0; t < count; t++) {
+    const row = similarity.subarray(t * count, (t + 1) * count);
+    const top = Math.max(...row);
+    const weights = Array.from(row, (s) => Math.exp((s - top) / 0.05));
+    const total = weights.reduce((a, b) => a + b, 0);
+    weights.forEach((weight, i) => {
+      const level = Math.round((255 * weight) / total);
+      const border = i === t;
+      paint((i + 1) * cell, (t + 1) * cell, (x, y) => (border && (x < 3 || y < 3 || x >= cell - 3 || y >= cell - 3) ? [40, 200, 40] : [level, level, level]));
+    });
+    paint(0, (t + 1) * cell, (x, y) => [...scenes[t]!.image.data.subarray((y * cell + x) * 4, (y * cell + x) * 4 + 3)] as [number, number, number]);
+  }
+  return sharp(canvas, { raw: { width: side, height: side, channels: 4 } }).png().toBuffer();
+}
+
+export const clipStage: StageDefinition<ClipConfig> = {
+  name: 'clip',
+  description: 'CLIP-mini: CLIPTextModel + open_clip vision tower, symmetric InfoNCE on world scenes and captions',
+  schema: clipConfigSchema,
+
+  async build(config, environment) {
+    const tokenizer = await loadTokenizer(config);
+    const side = config.vision.vision_cfg.image_size;
+    const world = await openWorld(config.data, side, environment.report);
+    const stream = new CaptionedSceneStream(world, config.data.seed, config.data.splits, config.data.splitSeed, config.scenes);
+    const preview = new CaptionedSceneStream(world, EVAL_SCENE_SEED, config.data.splits, config.data.splitSeed, config.scenes);
+    const previewScenes = Array.from({ length: config.previewCount }, (_, i) => preview.sample(i));
+    environment.report(`CLIP-mini: ${stream.concepts().length} concepts, ${stream.subjects.length} subjects`);
+    const model = initialModel(config);
+    const session: SessionOptions = { executionProvider: environment.device, threads: environment.threads };
+    const labels: HostTensor<'int64'> = { dtype: 'int64', shape: [config.batchSize], data: BigInt64Array.from({ length: config.batchSize }, (_, i) => BigInt(i)) };
+    let embedder: ForwardSession | null = null;
+    return {
+      parameters: model.stateDict(),
+      // Biases, LayerNorms, embeddings and the temperature are not decayed (CLIP's practice).
+      noWeightDecay: (key) => key.endsWith('.bias') || /norm|ln_|embedding|logit_scale/.test(key),
+      batchSpec: {
+        pixel_values: { dtype: 'float32', shape: [config.batchSize, 3, side, side] },
+        input_ids: { dtype: 'int64', shape: [config.batchSize, config.trainTokens] },
+        labels: { dtype: 'int64', shape: [config.batchSize] },
+      },
+      loss: ({ graph, parameters, batch }) => model.contrastiveLoss(contextFromValues(graph, model, parameters), batch['pixel_values']!, batch['input_ids']!, batch['labels']!),
+      async batch(step) {
+        const scenes = stream.batch(step, config.batchSize);
+        return {
+          pixel_values: imagesToClipPixels(scenes.map((scene) => scene.image)),
+          input_ids: encodeCaptions(tokenizer, scenes.map((scene) => scene.caption), config.trainTokens),
+          labels,
+        };
+      },
+      async sampleGrid(parameters) {
+        embedder ??= await createEmbedder(model, previewScenes.length, config.trainTokens, session);
+        const out = await embedder.run(parameters, {
+          pixel_values: imagesToClipPixels(previewScenes.map((scene) => scene.image)),
+          input_ids: encodeCaptions(tokenizer, previewScenes.map((scene) => scene.caption), config.trainTokens),
+        });
+        const similarity = similarityMatrix(out['image_embeds']!.data as Float32Array, out['text_embeds']!.data as Float32Array, previewScenes.length);
+        return retrievalMatrixPng(previewScenes, similarity);
+      },
+      async release() {
+        await embedder?.release();
+      },
+    };
+  },
+
+  /**
+   * Writes `text_encoder/`, `vision/` and the tokenizer (`clip_tokenizer/`) into a pipeline folder,
+   * with ATTRIBUTION.md, and `world.json`: the world the models were trained on, for evaluation.
+   */
+  async exportModel(config, parameters, directory) {
+    await loadTokenizer(config);
+    const model = initialModel(config);
+    model.loadStateDict(parameters);
+    await model.export(join(directory, 'text_encoder'), join(directory, 'vision'));
+    const tokenizerDirectory = join(directory, 'clip_tokenizer');
+    if (join(config.tokenizer) !== tokenizerDirectory) await cp(config.tokenizer, tokenizerDirectory, { recursive: true });
+    const world = await openWorld(config.data, config.vision.vision_cfg.image_size, () => undefined);
+    const stream = new CaptionedSceneStream(world, config.data.seed, config.data.splits, config.data.splitSeed, config.scenes);
+    const attribution = attributionMarkdown(world.catalog, { styles: stream.styles(), patterns: true });
+    const description: WorldDescription = { sceneSize: config.vision.vision_cfg.image_size, concepts: stream.concepts(), splits: config.data.splits, splitSeed: config.data.splitSeed };
+    await writeFile(join(directory, WORLD_FILE), `${JSON.stringify(description, null, 2)}\n`);
+    await writeFile(join(directory, 'text_encoder', 'ATTRIBUTION.md'), attribution);
+    await writeFile(join(directory, 'vision', 'ATTRIBUTION.md'), attribution);
+  },
+};

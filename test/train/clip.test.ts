@@ -1,0 +1,102 @@
+// CLIP-mini: the graph's symmetric InfoNCE equals the loss computed on the host from the
+// embeddings; a caption's embedding does not depend on the padded length (the causal encoder pools
+// at the first end token), so training at `trainTokens` matches the pipeline's 77; the fp16 export
+// loads back with the same embeddings.
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Graph } from '../../src/graph/graph.js';
+import { GraphSession } from '../../src/graph/session.js';
+import { encodeModel } from '../../src/onnx/proto.js';
+import { inputBindings } from '../../src/nn/module.js';
+import { ClipTokenizer } from '../../src/tokenizers/clip_bpe.js';
+import { parseConfig } from '../../src/train/config.js';
+import { clipStage, createEmbedder, encodeCaptions } from '../../src/train/clip.js';
+import { ClipMini, imagesToClipPixels } from '../../src/train/clip-model.js';
+import { Random } from '../../src/util/random.js';
+import type { RgbaImage } from '../../src/world/image.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const config = parseConfig(clipStage.schema, JSON.parse(await readFile(join(root, 'configs/train/clip-tiny.json'), 'utf8')), 'clip-tiny.json');
+const tokenizer = await ClipTokenizer.fromPretrained(join(root, config.tokenizer));
+let scratch = '';
+
+before(async () => {
+  scratch = await mkdtemp(join(tmpdir(), 'kosmos-g-clip-'));
+});
+after(async () => rm(scratch, { recursive: true, force: true }));
+
+function randomModel(seed: number): ClipMini {
+  const random = new Random(seed);
+  return new ClipMini(config.text, config.vision, config.embedDim, { random: { next: () => random.next() } });
+}
+
+function noiseImages(count: number, seed: number): RgbaImage[] {
+  const random = new Random(seed);
+  const side = config.vision.vision_cfg.image_size;
+  return Array.from({ length: count }, () => ({ width: side, height: side, data: Uint8Array.from({ length: side * side * 4 }, () => Math.floor(random.next() * 256)) }));
+}
+
+const captions = ['a noto cat on the left', 'a red apple at the top, on a blue background', 'a rocket', 'an emoji scene with a small twemoji dog in the centre'];
+
+test('the graph loss is the symmetric InfoNCE of the embeddings', async () => {
+  const model = randomModel(1);
+  const images = noiseImages(captions.length, 2);
+  const pixels = imagesToClipPixels(images);
+  const ids = encodeCaptions(tokenizer, captions, config.trainTokens);
+  const labels = { dtype: 'int64' as const, shape: [captions.length], data: BigInt64Array.from(captions.map((_, i) => BigInt(i))) };
+  const graph = new Graph('loss');
+  const context = inputBindings(graph, model);
+  const inputs = {
+    pixel_values: graph.input('pixel_values', 'float32', pixels.shape),
+    input_ids: graph.input('input_ids', 'int64', ids.shape),
+    labels: graph.input('labels', 'int64', labels.shape),
+  };
+  const loss = model.contrastiveLoss(context, inputs.pixel_values, inputs.input_ids, inputs.labels);
+  const session = await GraphSession.create(encodeModel(graph.toModel({ loss }, { keepInputs: graph.inputs })));
+  const graphLoss = Number((await session.run({ ...model.stateDict(), pixel_values: pixels, input_ids: ids, labels }))['loss']!.data[0]);
+  await session.release();
+
+  const embedder = await createEmbedder(model, captions.length, config.trainTokens);
+  const out = await embedder.run(model.stateDict(), { pixel_values: pixels, input_ids: ids });
+  await embedder.release();
+  const n = captions.length;
+  const image = out['image_embeds']!.data as Float32Array;
+  const text = out['text_embeds']!.data as Float32Array;
+  const dim = image.length / n;
+  const scale = Math.exp(model.logit_scale.data.data[0] as number);
+  const logits = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, t) => scale * image.slice(i * dim, (i + 1) * dim).reduce((s, v, k) => s + v * text[t * dim + k]!, 0)));
+  const crossEntropy = (rows: number[][]) => rows.reduce((total, row, i) => total - (row[i]! - Math.log(row.reduce((s, v) => s + Math.exp(v), 0))), 0) / rows.length;
+  const transposed = logits.map((_, t) => logits.map((row) => row[t]!));
+  const expected = (crossEntropy(logits) + crossEntropy(transposed)) / 2;
+  assert.ok(Math.abs(graphLoss - expected) < 1e-4, `graph ${graphLoss} vs host ${expected}`);
+});
+
+test('caption embeddings do not depend on the padded length, and the fp16 export loads back', async () => {
+  const model = randomModel(3);
+  const images = noiseImages(captions.length, 4);
+  const pixels = imagesToClipPixels(images);
+  const embed = async (clip: ClipMini, tokens: number) => {
+    const embedder = await createEmbedder(clip, captions.length, tokens);
+    try {
+      return await embedder.run(clip.stateDict(), { pixel_values: pixels, input_ids: encodeCaptions(tokenizer, captions, tokens) });
+    } finally {
+      await embedder.release();
+    }
+  };
+  const short = await embed(model, config.trainTokens);
+  const full = await embed(model, config.text.max_position_embeddings);
+  const maxDifference = (a: Float32Array, b: Float32Array) => a.reduce((worst, value, k) => Math.max(worst, Math.abs(value - b[k]!)), 0);
+  assert.ok(maxDifference(short['text_embeds']!.data as Float32Array, full['text_embeds']!.data as Float32Array) < 1e-5);
+
+  await model.export(join(scratch, 'text_encoder'), join(scratch, 'vision'));
+  const loaded = await ClipMini.load(join(scratch, 'text_encoder'), join(scratch, 'vision'));
+  const reloaded = await embed(loaded, config.text.max_position_embeddings);
+  for (const name of ['image_embeds', 'text_embeds']) {
+    const difference = maxDifference(reloaded[name]!.data as Float32Array, full[name]!.data as Float32Array);
+    assert.ok(difference > 0 && difference < 2e-2, `${name}: fp16 round trip differs by ${difference}`);
+  }
+});
