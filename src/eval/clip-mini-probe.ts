@@ -11,28 +11,12 @@ import { encodeCaptions } from '../train/clip.js';
 import { subjectCaption } from '../train/captioned-scenes.js';
 import { ForwardSession } from '../train/forward.js';
 import type { RgbaImage } from '../world/image.js';
-import { POSITION_CENTRES, POSITIONS, type Position } from '../world/vocabulary.js';
 import type { World } from '../world/world.js';
-
-/** Grey of the CLIP mean colour: an occluded cell carries no signal after normalisation. */
-const OCCLUSION_RGB = [123, 117, 104] as const;
 
 export function dot(a: Float32Array, b: Float32Array): number {
   let total = 0;
   for (let k = 0; k < a.length; k++) total += a[k]! * b[k]!;
   return total;
-}
-
-/** The nearest of the nine named positions to a centre (fractions of the canvas). */
-export function nearestPosition(x: number, y: number): Position {
-  let best: Position = 'centre';
-  let bestDistance = Infinity;
-  for (const position of POSITIONS) {
-    const [px, py] = POSITION_CENTRES[position];
-    const distance = (px - x) ** 2 + (py - y) ** 2;
-    if (distance < bestDistance) [best, bestDistance] = [position, distance];
-  }
-  return best;
 }
 
 export class ClipMiniProbe {
@@ -87,36 +71,6 @@ export class ClipMiniProbe {
     const scores = this.conceptEmbeds.map((embed, index) => [dot(imageEmbed, embed), index] as const);
     scores.sort((a, b) => b[0] - a[0]);
     return scores.map(([, index]) => this.concepts[index]!);
-  }
-
-  /**
-   * Where `concept` is in `image`: each cell of a grid×grid partition is greyed out in turn, and
-   * the cell centres are averaged with weights max(0, drop in similarity to "a <concept>").
-   * Returns the centre as fractions of the canvas ((0.5, 0.5) when no occlusion lowers the score).
-   */
-  async locate(image: RgbaImage, concept: string, grid = 4): Promise<{ x: number; y: number }> {
-    const index = this.concepts.indexOf(concept);
-    if (index < 0) throw new Error(`'${concept}' is not one of the probe's concepts`);
-    const cell = image.width / grid;
-    const occluded = Array.from({ length: grid * grid }, (_, k) => {
-      const copy = { width: image.width, height: image.height, data: Uint8Array.from(image.data) };
-      const [cx, cy] = [k % grid, Math.floor(k / grid)];
-      for (let y = Math.round(cy * cell); y < Math.round((cy + 1) * cell); y++) {
-        for (let x = Math.round(cx * cell); x < Math.round((cx + 1) * cell); x++) copy.data.set(OCCLUSION_RGB, (y * image.width + x) * 4);
-      }
-      return copy;
-    });
-    const [base, ...masked] = await this.embedImages([image, ...occluded]);
-    const text = this.conceptEmbeds[index]!;
-    const reference = dot(base!, text);
-    let [total, sx, sy] = [0, 0, 0];
-    masked.forEach((embed, k) => {
-      const drop = Math.max(0, reference - dot(embed, text));
-      total += drop;
-      sx += drop * ((k % grid) + 0.5) / grid;
-      sy += drop * (Math.floor(k / grid) + 0.5) / grid;
-    });
-    return total > 0 ? { x: sx / total, y: sy / total } : { x: 0.5, y: 0.5 };
   }
 
   async release(): Promise<void> {

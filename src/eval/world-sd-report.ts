@@ -61,7 +61,7 @@ export async function writeWorldSdReport(directory: string, { metrics, singleCas
 <h1>world-sd evaluation: ${escapeUTF8(metrics.model)}</h1>
 <p>Scenes of the evaluation seed ${metrics.evaluationSeed} (never trained on); ${metrics.world.concepts.length} concepts, splits ${escapeUTF8(metrics.world.splits.join(' + '))}.
 Generations: ${unet.steps} DPM-Solver++ steps, guidance ${unet.guidanceScale} (tuned over ${unet.tuning.map((t) => t.guidanceScale).join(', ')} on separate prompts), ${unet.secondsPerImage.toFixed(2)} s per image.
-Subjects are located by CLIP-mini occlusion (centre of mass of the similarity drop over a 4×4 grid of greyed cells).</p>
+Subjects are located by their difference from the background: the centre of mass of pixels whose colour is far from every colour of the image's 2-pixel frame.</p>
 ${metricsTable(metrics)}
 <h2>Samples</h2>
 <p>Bands of up to 8 prompts: the real evaluation scene the prompt describes, then the generated image.</p>

@@ -5,8 +5,8 @@
 //     concept classification of single-subject scenes with bare-subject prompts ("a cat");
 //   - U-Net-mini through the real text-to-image pipeline (DPM-Solver++, guidance): for
 //     single-subject prompts, whether CLIP-mini ranks the prompted concept first among the trained
-//     concepts, and whether the subject's centre (CLIP-mini occlusion, see clip-mini-probe.ts)
-//     lies nearest the prompted position; for two-subject prompts, whether both concepts are among
+//     concepts, and whether the subject's centre (difference from the background, see
+//     subject-locator.ts) lies nearest the prompted position; for two-subject prompts, whether both concepts are among
 //     CLIP-mini's top 5. The same measures on the real scenes the prompts describe calibrate them.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,7 +16,8 @@ import { TextToImagePipeline } from '../pipeline/text_to_image.js';
 import { CaptionedSceneStream, WORLD_FILE, type CaptionedScene, type WorldDescription } from '../train/captioned-scenes.js';
 import { EVAL_SCENE_SEED, openWorld } from '../train/world-data.js';
 import type { RgbaImage } from '../world/image.js';
-import { ClipMiniProbe, dot, nearestPosition } from './clip-mini-probe.js';
+import { ClipMiniProbe, dot } from './clip-mini-probe.js';
+import { nearestPosition, subjectCentre } from './subject-locator.js';
 import { vaeReconstructionPsnr, type VaeReconstructionReport } from './world.js';
 
 export const WORLD_SD_TARGETS = { vaePsnr: 28, retrievalTop1: 0.6, zeroShotTop1: 0.7, generatedConcept: 0.5, generatedPosition: 0.7 } as const;
@@ -94,7 +95,7 @@ async function scoreSingles(probe: ClipMiniProbe, cases: readonly { image: RgbaI
   let [conceptHits, positionHits] = [0, 0];
   for (const [k, item] of cases.entries()) {
     if (probe.rankConcepts(embeds[k]!)[0] === item.concept) conceptHits++;
-    const centre = await probe.locate(item.image, item.concept);
+    const centre = subjectCentre(item.image);
     if (nearestPosition(centre.x, centre.y) === item.position) positionHits++;
   }
   return { prompts: cases.length, conceptTop1: fraction(conceptHits, cases.length), position: fraction(positionHits, cases.length) };

@@ -1,0 +1,52 @@
+// Where the subject of a single-subject image is, without any model: "difference from the
+// background". The background's colours are taken from a frame of `border` pixels around the edge
+// (world backgrounds — flat colours, gradients, tiled patterns, scene emoji — show their palette
+// there, and subjects rarely fill the frame); each pixel is weighted by how far its colour lies
+// from the nearest frame colour beyond `threshold` (RGB distance), and the weighted centre of mass
+// is the subject's centre. On real evaluation scenes this puts about 80 % of single subjects
+// nearest their named position (`eval world-sd` reports the rate it measures).
+import type { RgbaImage } from '../world/image.js';
+import { POSITION_CENTRES, POSITIONS, type Position } from '../world/vocabulary.js';
+
+export const LOCATOR_BORDER = 2;
+export const LOCATOR_THRESHOLD = 40;
+
+/** The subject's centre as fractions of the canvas; (0.5, 0.5) when nothing stands out. */
+export function subjectCentre(image: RgbaImage, border = LOCATOR_BORDER, threshold = LOCATOR_THRESHOLD): { x: number; y: number } {
+  const { width, height, data } = image;
+  // Frame colours, deduplicated at 5 bits per channel.
+  const frame = new Map<number, [number, number, number]>();
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if (x >= border && y >= border && x < width - border && y < height - border) continue;
+      const i = (y * width + x) * 4;
+      frame.set(((data[i]! >> 3) << 10) | ((data[i + 1]! >> 3) << 5) | (data[i + 2]! >> 3), [data[i]!, data[i + 1]!, data[i + 2]!]);
+    }
+  }
+  const colours = [...frame.values()];
+  let [total, sx, sy] = [0, 0, 0];
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 4;
+      let nearest = Infinity;
+      for (const [r, g, b] of colours) nearest = Math.min(nearest, (r - data[i]!) ** 2 + (g - data[i + 1]!) ** 2 + (b - data[i + 2]!) ** 2);
+      const weight = Math.max(0, Math.sqrt(nearest) - threshold);
+      total += weight;
+      sx += (weight * (x + 0.5)) / width;
+      sy += (weight * (y + 0.5)) / height;
+    }
+  }
+  return total > 0 ? { x: sx / total, y: sy / total } : { x: 0.5, y: 0.5 };
+}
+
+/** The nearest of the nine named positions to a centre (fractions of the canvas). */
+export function nearestPosition(x: number, y: number): Position {
+  let best: Position = 'centre';
+  let bestDistance = Infinity;
+  for (const position of POSITIONS) {
+    const [px, py] = POSITION_CENTRES[position];
+    const distance = (px - x) ** 2 + (py - y) ** 2;
+    if (distance < bestDistance) [best, bestDistance] = [position, distance];
+  }
+  return best;
+}
