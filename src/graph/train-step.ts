@@ -1,6 +1,8 @@
 // A training step as one ONNX graph: forward, loss, gradients, global-norm clipping and the
-// optimizer update. Parameters and optimizer state live on the host between steps and are
-// readable at any time for checkpoints; `loadState` restores them exactly.
+// optimizer update. Parameters and optimizer state stay where the step runs between steps: host
+// memory on the CPU provider, GPU buffers on WebGPU (each step's updated tensors feed the next
+// step without leaving the device). `state()` reads them back for checkpoints; `loadState`
+// restores them exactly.
 import { type DType, type HostTensor, allocate, elementCount, isFloat } from '../onnx/dtype.js';
 import { encodeModel } from '../onnx/proto.js';
 import { grad } from './autodiff.js';
@@ -8,7 +10,7 @@ import { Graph, type Shape, type Value, formatShape } from './graph.js';
 import {
   type OptimizerConfig, type ScheduleConfig, applyOptimizer, clipByGlobalNorm, globalNorm, learningRateAt, optimizerStateNames, scalarInputs, stepScalars,
 } from './optim.js';
-import { GraphSession, type SessionOptions } from './session.js';
+import { DeviceDownloader, DeviceTensor, GraphSession, type SessionOptions, type Tensor } from './session.js';
 
 export interface TensorSpec {
   dtype: DType;
@@ -69,8 +71,10 @@ export class TrainingStep {
     /** Graph output name of each logical output (`loss`, `grad_norm`, `updated/<key>`). */
     private readonly outputNames: Readonly<Record<string, string>>,
     private readonly trainable: readonly string[],
-    private readonly parameters: Record<string, HostTensor>,
-    private readonly optimizerState: Record<string, HostTensor>,
+    private readonly parameters: Record<string, Tensor>,
+    private readonly optimizerState: Record<string, Tensor>,
+    /** Reads device-resident state back to the host (WebGPU only). */
+    private readonly downloader: DeviceDownloader | null,
   ) {}
 
   static async create(options: TrainingStepOptions): Promise<TrainingStep> {
@@ -116,9 +120,12 @@ export class TrainingStep {
     const outputNames = Object.fromEntries(Object.entries(outputs).map(([name, value]) => [name, value.producer ? value.name : name]));
     const graphOutputs = Object.fromEntries(Object.entries(outputs).map(([name, value]) => [outputNames[name]!, value]));
     const model = encodeModel(graph.toModel(graphOutputs, { keepInputs: graph.inputs }));
-    const session = await GraphSession.create(model, options.session);
-    const parameters = Object.fromEntries(keys.map((key) => [key, cloneTensor(options.parameters[key]!)]));
-    return new TrainingStep(options, session, outputNames, trainable, parameters, optimizerState);
+    const onDevice = options.session?.executionProvider === 'webgpu';
+    // On WebGPU the updated parameters and optimizer state stay in GPU memory between steps.
+    const keepOnDevice = onDevice ? Object.keys(outputs).filter((name) => name.startsWith('updated/')).map((name) => outputNames[name]!) : [];
+    const session = await GraphSession.create(model, { ...options.session, keepOnDevice });
+    const parameters: Record<string, Tensor> = Object.fromEntries(keys.map((key) => [key, cloneTensor(options.parameters[key]!)]));
+    return new TrainingStep(options, session, outputNames, trainable, parameters, optimizerState, onDevice ? new DeviceDownloader() : null);
   }
 
   get step(): number {
@@ -131,7 +138,7 @@ export class TrainingStep {
     const learningRate = learningRateAt(this.options.schedule, step);
     const scalars = stepScalars(this.options.optimizer, learningRate, step);
     const scalarType = this.trainableDtype();
-    const feeds: Record<string, HostTensor> = { ...this.parameters, ...this.optimizerState };
+    const feeds: Record<string, Tensor> = { ...this.parameters, ...this.optimizerState };
     for (const [name, spec] of Object.entries(this.options.batch)) {
       const tensor = batch[name];
       if (!tensor) throw new Error(`batch is missing ${name}`);
@@ -144,12 +151,21 @@ export class TrainingStep {
     feeds['step_size'] = scalar(scalars.stepSize, scalarType);
     feeds['bias_correction2_sqrt'] = scalar(scalars.biasCorrection2Sqrt, scalarType);
     feeds['dropout_seed'] = { dtype: 'int64', shape: [], data: BigInt64Array.of(BigInt(dropoutSeedFor(this.options.seed ?? 0, step))) };
-    const results = await this.session.run(feeds);
-    const result = (name: string): HostTensor => results[this.outputNames[name]!]!;
-    const loss = Number(result('loss').data[0]);
-    const gradNorm = Number(result('grad_norm').data[0]);
-    for (const key of this.trainable) this.parameters[key] = result(updatedName(key));
-    for (const name of Object.keys(this.optimizerState)) this.optimizerState[name] = result(updatedName(name));
+    const results = await this.session.runOnDevice(feeds);
+    const result = (name: string): Tensor => results[this.outputNames[name]!]!;
+    const hostScalar = (name: string): number => {
+      const tensor = result(name);
+      if (tensor instanceof DeviceTensor) throw new Error(`${name} was left on the device`);
+      return Number(tensor.data[0]);
+    };
+    const loss = hostScalar('loss');
+    const gradNorm = hostScalar('grad_norm');
+    const replace = (store: Record<string, Tensor>, key: string, next: Tensor) => {
+      disposeIfOnDevice(store[key]!);
+      store[key] = next;
+    };
+    for (const key of this.trainable) replace(this.parameters, key, result(updatedName(key)));
+    for (const name of Object.keys(this.optimizerState)) replace(this.optimizerState, name, result(updatedName(name)));
     this.stepCount = step;
     return { step, loss, gradNorm, learningRate };
   }
@@ -159,18 +175,20 @@ export class TrainingStep {
     return first ? this.parameters[first]!.dtype : 'float32';
   }
 
-  /** A snapshot (copies) of the step count, parameters and optimizer state. */
-  state(): TrainingState {
-    return {
-      step: this.stepCount,
-      parameters: Object.fromEntries(Object.entries(this.parameters).map(([key, tensor]) => [key, cloneTensor(tensor)])),
-      optimizer: Object.fromEntries(Object.entries(this.optimizerState).map(([key, tensor]) => [key, cloneTensor(tensor)])),
+  /** A host snapshot (copies) of the step count, parameters and optimizer state. */
+  async state(): Promise<TrainingState> {
+    const toHost = async (store: Record<string, Tensor>) => {
+      const entries = await Promise.all(
+        Object.entries(store).map(async ([key, tensor]) => [key, tensor instanceof DeviceTensor ? await this.downloader!.download(tensor) : cloneTensor(tensor)] as const),
+      );
+      return Object.fromEntries(entries);
     };
+    return { step: this.stepCount, parameters: await toHost(this.parameters), optimizer: await toHost(this.optimizerState) };
   }
 
   /** Restores a snapshot from `state()`; every tensor must match in name, type and shape. */
   loadState(state: TrainingState): void {
-    const check = (kind: string, current: Record<string, HostTensor>, incoming: Record<string, HostTensor>) => {
+    const check = (kind: string, current: Record<string, Tensor>, incoming: Record<string, HostTensor>) => {
       const missing = Object.keys(current).filter((key) => !incoming[key]);
       const unexpected = Object.keys(incoming).filter((key) => !current[key]);
       if (missing.length || unexpected.length) {
@@ -185,12 +203,20 @@ export class TrainingStep {
     };
     check('parameter', this.parameters, state.parameters);
     check('optimizer', this.optimizerState, state.optimizer);
-    for (const [key, tensor] of Object.entries(state.parameters)) this.parameters[key] = cloneTensor(tensor);
-    for (const [key, tensor] of Object.entries(state.optimizer)) this.optimizerState[key] = cloneTensor(tensor);
+    for (const [key, tensor] of Object.entries(state.parameters)) {
+      disposeIfOnDevice(this.parameters[key]!);
+      this.parameters[key] = cloneTensor(tensor);
+    }
+    for (const [key, tensor] of Object.entries(state.optimizer)) {
+      disposeIfOnDevice(this.optimizerState[key]!);
+      this.optimizerState[key] = cloneTensor(tensor);
+    }
     this.stepCount = state.step;
   }
 
   async release(): Promise<void> {
+    for (const tensor of [...Object.values(this.parameters), ...Object.values(this.optimizerState)]) disposeIfOnDevice(tensor);
+    await this.downloader?.release();
     await this.session.release();
   }
 }
@@ -205,6 +231,10 @@ function scalar(value: number, dtype: DType): HostTensor {
 
 function zerosLike(tensor: HostTensor): HostTensor {
   return { dtype: tensor.dtype, shape: [...tensor.shape], data: allocate(tensor.dtype, elementCount(tensor.shape)) };
+}
+
+function disposeIfOnDevice(tensor: Tensor): void {
+  if (tensor instanceof DeviceTensor) tensor.dispose();
 }
 
 function cloneTensor(tensor: HostTensor): HostTensor {

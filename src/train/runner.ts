@@ -138,7 +138,7 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
   const saveCheckpoint = async () => {
     if (training.step === lastCheckpointStep) return;
     await log.sync();
-    await writeCheckpoint(checkpointDirectory, training.state(), {
+    await writeCheckpoint(checkpointDirectory, await training.state(), {
       stage: stage.name,
       seed: config.seed,
       configHash: hash,
@@ -154,7 +154,7 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
   const writePlot = async () =>
     writeFileAtomic(join(options.out, 'loss.png'), await renderLossCurve(log.records, `${stage.name}: loss, step ${training.step}`));
   const writeSamples = async () =>
-    writeFileAtomic(join(options.out, 'samples', `step-${String(training.step).padStart(8, '0')}.png`), await instance.sampleGrid(training.state().parameters));
+    writeFileAtomic(join(options.out, 'samples', `step-${String(training.step).padStart(8, '0')}.png`), await instance.sampleGrid((await training.state()).parameters));
   const timed = async (work: () => Promise<unknown>) => {
     const start = performance.now();
     await work();

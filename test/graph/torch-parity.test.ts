@@ -129,7 +129,7 @@ test('three AdamW steps of the Mlp match torch.optim.AdamW', async (t) => {
     schedule: { kind: 'constant', learningRate: optimizer.learningRate },
   });
   for (let step = 0; step < steps; step++) await training.run(batch);
-  const trained = training.state().parameters;
+  const trained = (await training.state()).parameters;
   await training.release();
   const reference = await torchReference({ mode: 'adamw', model: config, optimizer, steps }, { ...initial, ...batch });
   let worst = 0;

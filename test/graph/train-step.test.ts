@@ -88,7 +88,7 @@ test('AdamW with clipping, decoupled weight decay and a warm-up cosine schedule 
     assert.ok(Math.abs(result.gradNorm - norm) < 1e-12 * (1 + norm), `grad norm at step ${t}`);
     assert.equal(result.learningRate, lr);
   }
-  const trained = step.state();
+  const trained = (await step.state());
   assertClose(trained.parameters['w']!.data as Float64Array, w, 1e-12, 'w');
   assertClose(trained.parameters['b']!.data as Float64Array, b, 1e-12, 'b');
   assertClose(trained.optimizer['exp_avg_sq.w']!.data as Float64Array, state.vw, 1e-12, 'exp_avg_sq.w');
@@ -115,8 +115,8 @@ test('SGD with momentum and L2 weight decay matches torch.optim.SGD', async () =
     update(b, gb, bufferB, 0);
     await step.run(regressionBatch);
   }
-  assertClose(step.state().parameters['w']!.data as Float64Array, w, 1e-12, 'w');
-  assertClose(step.state().parameters['b']!.data as Float64Array, b, 1e-12, 'b');
+  assertClose((await step.state()).parameters['w']!.data as Float64Array, w, 1e-12, 'w');
+  assertClose((await step.state()).parameters['b']!.data as Float64Array, b, 1e-12, 'b');
   await step.release();
 });
 
@@ -141,14 +141,14 @@ test('state() and loadState() resume a run exactly; mismatched state is rejected
 
   const first = await TrainingStep.create(options);
   for (let t = 0; t < 3; t++) await first.run(regressionBatch);
-  const snapshot = first.state();
+  const snapshot = (await first.state());
   const resumed = await TrainingStep.create(options);
   resumed.loadState(snapshot);
   assert.equal(resumed.step, 3);
   const resumedLosses: number[] = [];
   for (let t = 0; t < 3; t++) resumedLosses.push((await resumed.run(regressionBatch)).loss);
   assert.deepEqual(resumedLosses, losses.slice(3));
-  assert.deepEqual(resumed.state().parameters['w']!.data, uninterrupted.state().parameters['w']!.data);
+  assert.deepEqual((await resumed.state()).parameters['w']!.data, (await uninterrupted.state()).parameters['w']!.data);
 
   const broken = { ...snapshot, optimizer: { ...snapshot.optimizer } };
   delete broken.optimizer['exp_avg.w'];

@@ -98,7 +98,7 @@ test('a training step with the Kosmos-G freezing updates only the last block and
     const losses = [];
     for (let index = 0; index < 5; index++) losses.push((await step.run(batch)).loss);
     assert.ok(losses.at(-1)! < losses[0]!, `losses ${losses.join(', ')}`);
-    const after = step.state().parameters;
+    const after = (await step.state()).parameters;
     for (const [key, before] of Object.entries(parameters)) {
       const changed = (after[key]!.data as Float32Array).some((value, i) => value !== before.data[i]);
       assert.equal(changed, trainable.includes(key), key);
