@@ -3,9 +3,8 @@
 // Typed arrays are filled and read in host byte order; that is little-endian, as the format is, on
 // every platform onnxruntime-node ships for.
 
-import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open, type FileHandle } from 'node:fs/promises';
+import { replaceFileAtomically } from './atomic-file.js';
 import {
   elementCount,
   float16BitsToFloat32,
@@ -428,24 +427,10 @@ export async function writeSafetensors(
   options: WriteOptions = {},
 ): Promise<void> {
   const layout = planLayout(tensors, options);
-  const directory = dirname(path);
-  const temporary = join(directory, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await open(temporary, 'wx');
-  try {
-    try {
-      let position = await writeFully(handle, layout.header, 0);
-      for (const tensor of layout.tensors) position = await writeFully(handle, storedBytes(tensor), position);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, path);
-  } catch (error) {
-    // The write error is the one worth reporting; a failed cleanup of the temporary file is not.
-    await unlink(temporary).catch(() => {});
-    throw error;
-  }
-  await syncDirectory(directory);
+  await replaceFileAtomically(path, async (handle) => {
+    let position = await writeFully(handle, layout.header, 0);
+    for (const tensor of layout.tensors) position = await writeFully(handle, storedBytes(tensor), position);
+  });
 }
 
 /** A single write may be partial (disk full, signals); keep going until every byte is out. */
@@ -458,13 +443,3 @@ async function writeFully(handle: FileHandle, bytes: Uint8Array, position: numbe
   return position + written;
 }
 
-/** Makes the rename itself durable; Windows cannot open directories, and its renames need no sync. */
-async function syncDirectory(directory: string): Promise<void> {
-  if (process.platform === 'win32') return;
-  const handle = await open(directory, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}

@@ -1,8 +1,4 @@
-// Generated images out of the pipeline: PNG encoding (sharp), grids of several images, and writes
-// that never leave a half-written file at the destination (temporary file beside it + rename).
-import { randomBytes } from 'node:crypto';
-import { open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+// Generated images out of the pipeline: PNG encoding (sharp) and grids of several images.
 import sharp from 'sharp';
 import type { GeneratedImage } from './diffusion.js';
 
@@ -45,25 +41,3 @@ export function imageGrid(images: readonly GeneratedImage[], layout: GridLayout 
   return { width: gridWidth, height: height * layout.rows, data };
 }
 
-/** A temporary path beside `path` (same folder, so the final rename is atomic). */
-export function temporaryPathFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-}
-
-/** Writes `bytes` to a temporary file, syncs it and renames it to `path`; on failure nothing is left. */
-export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
-  const temporary = temporaryPathFor(path);
-  const handle = await open(temporary, 'wx');
-  try {
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, path);
-  } catch (error) {
-    await unlink(temporary).catch(() => {});
-    throw error;
-  }
-}

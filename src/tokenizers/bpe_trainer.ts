@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { END_OF_TEXT, START_OF_TEXT, bytesToUnicode, splitPattern } from './clip_bpe.js';
 import { MINI_SPECIAL_TOKENS } from './mini_kosmos_tokenizer.js';
 import { cleanBasic, cleanForClip } from './text_cleaning.js';
-import { type BpeDefinition, END_OF_WORD_SUFFIX, writeFileAtomic, writeTokenizerJson, writeVocabAndMerges } from './tokenizer_json.js';
+import { type BpeDefinition, END_OF_WORD_SUFFIX, writeTokenizerJson, writeVocabAndMerges } from './tokenizer_json.js';
+import { writeFileAtomic } from '../io/atomic-file.js';
 
 export interface BpeTrainingOptions {
   /** Total vocabulary: 512 byte entries + merges + special tokens. */

@@ -6,8 +6,9 @@
 // so that transformers can load the files, but encoding here follows ClipTokenizer. No
 // post-processor is written: start/end tokens are added by the caller (ClipTokenizer.encode for
 // CLIP, the prompt processor for Kosmos-G).
-import { readFile, rename, writeFile, mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { writeFileAtomic } from '../io/atomic-file.js';
 
 export const END_OF_WORD_SUFFIX = '</w>';
 
@@ -68,26 +69,15 @@ export function tokenizerJsonDocument(bpe: BpeDefinition): Record<string, unknow
   };
 }
 
-/** Writes `contents` to a temporary file next to `path`, then renames it over `path`. */
-export async function writeFileAtomic(path: string, contents: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const temporary = `${path}.${process.pid}.${Date.now()}.tmp`;
-  try {
-    await writeFile(temporary, contents);
-    await rename(temporary, path);
-  } catch (error) {
-    await rm(temporary, { force: true });
-    throw error;
-  }
-}
-
 export async function writeTokenizerJson(path: string, bpe: BpeDefinition): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
   await writeFileAtomic(path, `${JSON.stringify(tokenizerJsonDocument(bpe), null, 2)}\n`);
 }
 
 /** transformers' slow-tokenizer files: `vocab.json` (including added tokens) and `merges.txt`. */
 export async function writeVocabAndMerges(directory: string, bpe: BpeDefinition): Promise<void> {
   const vocab = Object.fromEntries([...bpe.vocab].sort((a, b) => a[1] - b[1]));
+  await mkdir(directory, { recursive: true });
   await writeFileAtomic(join(directory, 'vocab.json'), `${JSON.stringify(vocab)}\n`);
   await writeFileAtomic(join(directory, 'merges.txt'), `#version: 0.2\n${bpe.merges.map(([l, r]) => `${l} ${r}`).join('\n')}\n`);
 }

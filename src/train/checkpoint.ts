@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import type { TrainingState } from '../graph/train-step.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
-import { syncDirectory, writeFileAtomic } from './files.js';
+import { syncDirectory, writeFileAtomic } from '../io/atomic-file.js';
 
 const CHECKPOINT_PATTERN = /^step-(\d{8})$/;
 const TEMPORARY_PREFIX = '.step-';

@@ -2,7 +2,7 @@
 // checkpoint (steps after it were lost with the process and will be recomputed, and a kill may
 // have left half a line), so the log of a resumed run reads exactly like an uninterrupted one.
 import { open, readFile, type FileHandle } from 'node:fs/promises';
-import { writeFileAtomic } from './files.js';
+import { writeFileAtomic } from '../io/atomic-file.js';
 
 export interface StepRecord {
   step: number;

@@ -17,7 +17,7 @@ import { checkThreads, defaultThreads, type Device, resolveDevice } from '../gra
 import { TrainingStep } from '../graph/train-step.js';
 import { configHash, parseConfig, readConfig, type BaseConfig } from './config.js';
 import { type Checkpoint, latestCheckpoint, listCheckpoints, pruneCheckpoints, readCheckpointState, writeCheckpoint } from './checkpoint.js';
-import { writeFileAtomic } from './files.js';
+import { writeFileAtomic } from '../io/atomic-file.js';
 import { StepLog } from './log.js';
 import { renderLossCurve } from './plot.js';
 import type { StageDefinition } from './stage.js';
