@@ -25,7 +25,7 @@ import {
 const positive = z.number().int().positive();
 const perBlock = z.union([positive, z.array(positive).min(1)]);
 /** A config key whose only implemented value is null (or absent). */
-const notImplemented = (what: string) => z.null({ error: `${what} is not implemented; only null is supported` }).default(null);
+const unsupportedOption = (what: string) => z.null({ error: `${what} is not supported (SD 1.x/2.x U-Nets only); only null is accepted` }).default(null);
 
 /** The keys this implementation reads, with diffusers' defaults where SD 1.5's config.json omits them. */
 export const unetConfigShape = {
@@ -51,34 +51,34 @@ export const unetConfigShape = {
   transformer_layers_per_block: perBlock.default(1),
   /** In SD 1.x/2.x configs this is the number of heads (diffusers' naming quirk). */
   attention_head_dim: perBlock.default(8),
-  num_attention_heads: notImplemented('num_attention_heads (diffusers rejects it too; heads come from attention_head_dim)'),
+  num_attention_heads: unsupportedOption('num_attention_heads (diffusers rejects it too; heads come from attention_head_dim)'),
   use_linear_projection: z.boolean().default(false),
   /** Float32 attention is already computed in float32: accepted and without effect. */
   upcast_attention: z.boolean().nullable().default(false),
   conv_in_kernel: positive.default(3),
   conv_out_kernel: positive.default(3),
-  dual_cross_attention: z.literal(false, { error: 'dual_cross_attention is not implemented' }).default(false),
+  dual_cross_attention: z.literal(false, { error: 'dual_cross_attention is not supported' }).default(false),
   resnet_time_scale_shift: z.literal('default', { error: 'resnet_time_scale_shift: only "default" is implemented' }).default('default'),
-  resnet_skip_time_act: z.literal(false, { error: 'resnet_skip_time_act is not implemented' }).default(false),
+  resnet_skip_time_act: z.literal(false, { error: 'resnet_skip_time_act is not supported' }).default(false),
   resnet_out_scale_factor: z.literal(1, { error: 'resnet_out_scale_factor: only 1 is implemented' }).default(1),
   time_embedding_type: z.literal('positional', { error: 'time_embedding_type: only "positional" is implemented' }).default('positional'),
   time_embedding_dim: positive.nullable().default(null),
   attention_type: z.literal('default', { error: 'attention_type: only "default" is implemented' }).default('default'),
-  class_embeddings_concat: z.literal(false, { error: 'class_embeddings_concat is not implemented' }).default(false),
+  class_embeddings_concat: z.literal(false, { error: 'class_embeddings_concat is not supported' }).default(false),
   /** Read by diffusers only for UNetMidBlock2DSimpleCrossAttn: accepted and without effect here. */
   mid_block_only_cross_attention: z.boolean().nullable().default(null),
-  reverse_transformer_layers_per_block: notImplemented('reverse_transformer_layers_per_block'),
-  encoder_hid_dim: notImplemented('encoder_hid_dim'),
-  encoder_hid_dim_type: notImplemented('encoder_hid_dim_type'),
-  class_embed_type: notImplemented('class_embed_type'),
-  addition_embed_type: notImplemented('addition_embed_type'),
-  addition_time_embed_dim: notImplemented('addition_time_embed_dim'),
-  num_class_embeds: notImplemented('num_class_embeds'),
-  time_embedding_act_fn: notImplemented('time_embedding_act_fn'),
-  timestep_post_act: notImplemented('timestep_post_act'),
-  time_cond_proj_dim: notImplemented('time_cond_proj_dim'),
-  projection_class_embeddings_input_dim: notImplemented('projection_class_embeddings_input_dim'),
-  cross_attention_norm: notImplemented('cross_attention_norm'),
+  reverse_transformer_layers_per_block: unsupportedOption('reverse_transformer_layers_per_block'),
+  encoder_hid_dim: unsupportedOption('encoder_hid_dim'),
+  encoder_hid_dim_type: unsupportedOption('encoder_hid_dim_type'),
+  class_embed_type: unsupportedOption('class_embed_type'),
+  addition_embed_type: unsupportedOption('addition_embed_type'),
+  addition_time_embed_dim: unsupportedOption('addition_time_embed_dim'),
+  num_class_embeds: unsupportedOption('num_class_embeds'),
+  time_embedding_act_fn: unsupportedOption('time_embedding_act_fn'),
+  timestep_post_act: unsupportedOption('timestep_post_act'),
+  time_cond_proj_dim: unsupportedOption('time_cond_proj_dim'),
+  projection_class_embeddings_input_dim: unsupportedOption('projection_class_embeddings_input_dim'),
+  cross_attention_norm: unsupportedOption('cross_attention_norm'),
 };
 
 const unetConfigSchema = z.looseObject(unetConfigShape);

@@ -77,7 +77,7 @@ test('configs: SD 1.5 parses with diffusers defaults; unsupported or inconsisten
   assert.equal(sd15.use_linear_projection, false);
   assert.equal(sd15.transformer_layers_per_block, 1);
   assert.throws(() => parseUNetConfig({ ...tinyUNetConfig, flip_sin_to_cos: undefined }), /flip_sin_to_cos/);
-  assert.throws(() => parseUNetConfig({ ...tinyUNetConfig, class_embed_type: 'timestep' }), /class_embed_type is not implemented/);
+  assert.throws(() => parseUNetConfig({ ...tinyUNetConfig, class_embed_type: 'timestep' }), /class_embed_type is not supported/);
   assert.throws(() => parseUNetConfig({ ...tinyUNetConfig, num_attention_heads: 4 }), /num_attention_heads/);
   assert.throws(() => parseUNetConfig({ ...tinyUNetConfig, down_block_types: ['CrossAttnDownBlock2D', 'AttnDownBlock2D'] }), /down_block_types\.1/);
   assert.throws(() => parseUNetConfig({ ...tinyUNetConfig, up_block_types: ['UpBlock2D'] }), /up_block_types has 1 entries, block_out_channels 2/);
