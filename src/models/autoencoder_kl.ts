@@ -13,7 +13,7 @@ import { scaledDotProductAttention, upsampleNearest2x } from '../graph/ops/nn.js
 import { pad, reshape, split, transpose } from '../graph/ops/shape.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import { type SafetensorsReader, writeSafetensors } from '../io/safetensors.js';
-import { Conv2d, GroupNorm, type LayerOptions, Linear, type UniformSource } from '../nn/layers.js';
+import { Conv2d, GroupNorm, type LayerOptions, Linear, checkpointInitialized } from '../nn/layers.js';
 import { Module, type TraceContext } from '../nn/module.js';
 import { type ExternalWeights, externalBindings } from '../nn/weights.js';
 
@@ -325,9 +325,6 @@ export interface LatentDistribution {
   std: Value;
 }
 
-/** Weights are drawn from this when they are about to be replaced by a checkpoint. */
-const zeroSource: UniformSource = { next: () => 0.5 };
-
 export class AutoencoderKL extends Module {
   readonly encoder: Encoder;
   readonly decoder: Decoder;
@@ -389,7 +386,7 @@ export class AutoencoderKL extends Module {
 
   /** A model from config.json and a safetensors checkpoint (single or sharded), loaded strictly. */
   static async fromPretrained(directory: string): Promise<AutoencoderKL> {
-    const model = new AutoencoderKL(await readAutoencoderKLConfig(directory), { random: zeroSource });
+    const model = new AutoencoderKL(await readAutoencoderKLConfig(directory), { random: checkpointInitialized });
     const reader = await openSafetensors(directory);
     try {
       const tensors: Record<string, HostTensor> = {};

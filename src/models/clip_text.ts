@@ -12,7 +12,7 @@ import type { Value } from '../graph/graph.js';
 import { add, argMax, cast, equal, gelu, quickGelu } from '../graph/ops/elementwise.js';
 import { gatherElements, expand, reshape, slice, transpose } from '../graph/ops/shape.js';
 import { scaledDotProductAttention } from '../graph/ops/nn.js';
-import { Embedding, LayerNorm, Linear, type UniformSource, constantTensor, normalTensor } from '../nn/layers.js';
+import { Embedding, LayerNorm, Linear, type UniformSource, constantTensor, normalTensor, checkpointInitialized } from '../nn/layers.js';
 import { Module, type TraceContext } from '../nn/module.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import { writeSafetensors } from '../io/safetensors.js';
@@ -266,9 +266,6 @@ export interface CLIPTextPretrainedOptions {
    */
   withProjection?: boolean;
 }
-
-/** Draws nothing random: every parameter of a model built with it is replaced from a checkpoint. */
-const checkpointInitialized: UniformSource = { next: () => 0.5 };
 
 const PROJECTION_KEY = 'text_projection.weight';
 

@@ -10,7 +10,7 @@ import type { DType } from '../onnx/dtype.js';
 import type { Value } from '../graph/graph.js';
 import { add } from '../graph/ops/elementwise.js';
 import { concat, expand, reshape, slice, transpose } from '../graph/ops/shape.js';
-import { Conv2d, Embedding, LayerNorm, type Linear, type UniformSource, normalTensor } from '../nn/layers.js';
+import { Conv2d, Embedding, LayerNorm, type Linear, normalTensor, checkpointInitialized } from '../nn/layers.js';
 import { Module, Parameter, type TraceContext } from '../nn/module.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import { writeSafetensors } from '../io/safetensors.js';
@@ -137,9 +137,6 @@ export interface CLIPVisionPretrainedOptions {
   /** Build the projection head; by default when the checkpoint holds `visual_projection.weight`. */
   withProjection?: boolean;
 }
-
-/** Draws nothing random: every parameter of a model built with it is replaced from a checkpoint. */
-const checkpointInitialized: UniformSource = { next: () => 0.5 };
 
 const PROJECTION_KEY = 'visual_projection.weight';
 

@@ -11,10 +11,10 @@ import { add, mean, mul, silu } from '../graph/ops/elementwise.js';
 import { gather } from '../graph/ops/shape.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import { writeSafetensors } from '../io/safetensors.js';
-import { Conv2d, type UniformSource } from '../nn/layers.js';
+import { Conv2d, type UniformSource, checkpointInitialized } from '../nn/layers.js';
 import { Module, type TraceContext } from '../nn/module.js';
 import { type BlockRunOptions, DownBlock2D, TimestepEmbedding, UNetMidBlock2DCrossAttn, timestepProjection } from './unet_2d_blocks.js';
-import { checkSample, configError, perBlockValues, unetConfigShape, zeroSource } from './unet_2d_condition.js';
+import { checkSample, configError, perBlockValues, unetConfigShape } from './unet_2d_condition.js';
 
 const positive = z.number().int().positive();
 
@@ -226,7 +226,7 @@ export class ControlNetModel extends Module {
 
   static async fromPretrained(directory: string): Promise<ControlNetModel> {
     const config = parseControlNetConfig(JSON.parse(await readFile(join(directory, 'config.json'), 'utf8')));
-    const model = new ControlNetModel(config, zeroSource);
+    const model = new ControlNetModel(config, checkpointInitialized);
     const reader = await openSafetensors(directory);
     try {
       model.loadStateDict(Object.fromEntries(await reader.readAll({ asFloat32: true })));

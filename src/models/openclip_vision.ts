@@ -13,7 +13,7 @@ import type { Value } from '../graph/graph.js';
 import { add, gelu, quickGelu } from '../graph/ops/elementwise.js';
 import { concat, expand, reshape, transpose } from '../graph/ops/shape.js';
 import { l2Normalize, scaledDotProductAttention } from '../graph/ops/nn.js';
-import { Conv2d, LayerNorm, Linear, type UniformSource, constantTensor, normalTensor, uniformTensor } from '../nn/layers.js';
+import { Conv2d, LayerNorm, Linear, type UniformSource, constantTensor, normalTensor, uniformTensor, checkpointInitialized } from '../nn/layers.js';
 import { Module, Parameter, type TraceContext } from '../nn/module.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import { writeSafetensors } from '../io/safetensors.js';
@@ -217,9 +217,6 @@ export class VisualTransformer extends Module {
 }
 
 // ---- the model ------------------------------------------------------------------------------------
-
-/** Draws nothing random: every parameter of a model built with it is replaced from a checkpoint. */
-const checkpointInitialized: UniformSource = { next: () => 0.5 };
 
 /** The prefix of the vision tower inside a full Kosmos-G checkpoint. */
 export const KOSMOS_G_PREFIX = 'img_model.';

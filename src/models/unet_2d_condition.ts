@@ -10,7 +10,7 @@ import type { Value } from '../graph/graph.js';
 import { add, mul, silu, sub } from '../graph/ops/elementwise.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import { writeSafetensors } from '../io/safetensors.js';
-import { Conv2d, GroupNorm, type UniformSource } from '../nn/layers.js';
+import { Conv2d, GroupNorm, type UniformSource, checkpointInitialized } from '../nn/layers.js';
 import { Module, type TraceContext } from '../nn/module.js';
 import {
   type BlockOptions,
@@ -235,7 +235,7 @@ export class UNet2DConditionModel extends Module {
   /** Reads `config.json` and the safetensors weights (single file or sharded) of a diffusers folder; strict. */
   static async fromPretrained(directory: string): Promise<UNet2DConditionModel> {
     const config = parseUNetConfig(JSON.parse(await readFile(join(directory, 'config.json'), 'utf8')));
-    const model = new UNet2DConditionModel(config, zeroSource);
+    const model = new UNet2DConditionModel(config, checkpointInitialized);
     const reader = await openSafetensors(directory);
     try {
       model.loadStateDict(Object.fromEntries(await reader.readAll({ asFloat32: true })));
@@ -252,9 +252,6 @@ export class UNet2DConditionModel extends Module {
     await writeSafetensors(join(directory, 'diffusion_pytorch_model.safetensors'), this.stateDict());
   }
 }
-
-/** Initial values for models whose weights are loaded right after construction. */
-export const zeroSource: UniformSource = { next: () => 0.5 };
 
 export function checkSample(sample: Value, channels: number, multiple: number): void {
   if (sample.rank !== 4 || sample.shape[1] !== channels) throw new Error(`sample must be (B, ${channels}, H, W), got ${sample}`);

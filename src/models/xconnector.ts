@@ -13,7 +13,7 @@ import { dropout } from '../graph/ops/nn.js';
 import { concat, expand, reshape, transpose, unsqueeze } from '../graph/ops/shape.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import { type SafetensorsReader, writeSafetensors } from '../io/safetensors.js';
-import { type LayerOptions, Linear, normalTensor, type UniformSource } from '../nn/layers.js';
+import { type LayerOptions, Linear, normalTensor, checkpointInitialized } from '../nn/layers.js';
 import { Module, Parameter, type TraceContext } from '../nn/module.js';
 import { type ExternalWeights, externalBindings } from '../nn/weights.js';
 
@@ -105,9 +105,6 @@ export class FairseqMultiheadAttention extends Module {
 // ---------------------------------------------------------------------------------------------
 // The connector.
 
-/** Weights are drawn from this when they are about to be replaced by a checkpoint. */
-const zeroSource: UniformSource = { next: () => 0.5 };
-
 export class XConnector extends Module {
   readonly dense: Linear;
   /** (Q, D), initialised N(0, 1) as torch.randn. */
@@ -140,7 +137,7 @@ export class XConnector extends Module {
 
   /** A connector from config.json and a safetensors checkpoint whose keys carry the `img_connector.` prefix. */
   static async fromPretrained(directory: string): Promise<XConnector> {
-    const model = new XConnector(await readXConnectorConfig(directory), { random: zeroSource });
+    const model = new XConnector(await readXConnectorConfig(directory), { random: checkpointInitialized });
     const reader = await openSafetensors(directory);
     try {
       const outside = reader.names().filter((name) => !name.startsWith(XCONNECTOR_PREFIX));

@@ -18,6 +18,9 @@ function filled(dtype: DType, shape: number[], value: (index: number) => number)
   return { dtype, shape, data } as HostTensor;
 }
 
+/** Draws nothing random: for models whose every parameter is about to be replaced from a checkpoint. */
+export const checkpointInitialized: UniformSource = { next: () => 0.5 };
+
 export function uniformTensor(random: UniformSource, shape: number[], bound: number, dtype: DType = 'float32'): HostTensor {
   return filled(dtype, shape, () => (2 * random.next() - 1) * bound);
 }

@@ -6,6 +6,7 @@
 //       every position (B, L, D) → Aligner M with the padding mask tokens == <pad> → (B, 77, d)
 // Two graphs, each compiled once per shape signature through the Runtime, with the weights read
 // from the components' safetensors files by byte offset (external data).
+import { checkpointInitialized } from '../nn/layers.js';
 import { join } from 'node:path';
 import { Graph, type Value } from '../graph/graph.js';
 import { equal } from '../graph/ops/elementwise.js';
@@ -43,9 +44,6 @@ export interface ConditionOutputs {
   /** (B, 77, d) Aligner M output: the U-Net's encoder_hidden_states. */
   condition: HostTensor;
 }
-
-/** Every parameter of these models is replaced by checkpoint bytes; the draw only fills shapes. */
-const checkpointInitialized = { next: () => 0.5 };
 
 async function withReader<T>(weights: string, use: (reader: SafetensorsReader) => T | Promise<T>): Promise<T> {
   const reader = await openSafetensors(weights);

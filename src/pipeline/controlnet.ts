@@ -2,10 +2,11 @@
 // image. The image is resized to the output size (diffusers' image processor: no crop), scaled to
 // [0, 1] RGB and duplicated for classifier-free guidance; the residuals are multiplied by the
 // conditioning scale inside the guidance window [start, end] and by 0 outside it.
+import { checkpointInitialized } from '../nn/layers.js';
 import sharp from 'sharp';
 import type { HostTensor } from '../onnx/dtype.js';
 import { ControlNetModel, parseControlNetConfig } from '../models/controlnet.js';
-import { zeroSource } from '../models/unet_2d_condition.js';
+
 import { type ImageSource, readImageBytes } from './images.js';
 import { BoundModel } from './weights.js';
 
@@ -15,7 +16,7 @@ const MAX_CONTROL_PIXELS = 64 * 1024 * 1024;
 export type LoadedControlNet = BoundModel<ControlNetModel>;
 
 export function loadControlNet(directory: string): Promise<LoadedControlNet> {
-  return BoundModel.open('controlnet', directory, (config) => new ControlNetModel(parseControlNetConfig(config), zeroSource));
+  return BoundModel.open('controlnet', directory, (config) => new ControlNetModel(parseControlNetConfig(config), checkpointInitialized));
 }
 
 export interface ControlNetOptions {

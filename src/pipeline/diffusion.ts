@@ -12,6 +12,7 @@
 // (models/gaussian_noise.ts: xoshiro128** and Marsaglia's polar method from IEEE basic operations,
 // bit-identical on every platform, thread count and device). One image of a grid is therefore
 // reproduced alone with seed + i and numImages 1.
+import { checkpointInitialized } from '../nn/layers.js';
 import { join } from 'node:path';
 import { Graph } from '../graph/graph.js';
 import type { Runtime } from '../graph/runtime.js';
@@ -21,7 +22,7 @@ import { openSafetensors } from '../io/safetensors-index.js';
 import { AutoencoderKL, imageToBytes, parseAutoencoderKLConfig } from '../models/autoencoder_kl.js';
 import { gaussianNoise } from '../models/gaussian_noise.js';
 import { LoraAdapter } from '../models/lora.js';
-import { UNet2DConditionModel, parseUNetConfig, zeroSource } from '../models/unet_2d_condition.js';
+import { UNet2DConditionModel, parseUNetConfig } from '../models/unet_2d_condition.js';
 import { constantBindings } from '../nn/module.js';
 import { type Scheduler, type SchedulerConfig, schedulerByName, schedulerFromConfig, schedulerNames } from '../schedulers/index.js';
 import { type ControlNetOptions, type LoadedControlNet, controlKeep, controlSettings, loadControlImage, loadControlNet } from './controlnet.js';
@@ -122,12 +123,12 @@ export class LatentDiffusion {
     } catch (error) {
       throw new Error(`scheduler: ${(error as Error).message}`);
     }
-    const unet = await BoundModel.open('unet', directories.unet, (config) => new UNet2DConditionModel(parseUNetConfig(config), zeroSource));
+    const unet = await BoundModel.open('unet', directories.unet, (config) => new UNet2DConditionModel(parseUNetConfig(config), checkpointInitialized));
     try {
       const vae = await BoundModel.open(
         'vae',
         directories.vae,
-        (config) => new AutoencoderKL(parseAutoencoderKLConfig(config), { random: zeroSource }),
+        (config) => new AutoencoderKL(parseAutoencoderKLConfig(config), { random: checkpointInitialized }),
         (graph, model, reader) => model.externalWeights(graph, reader),
       );
       const latentChannels = vae.model.config.latent_channels;

@@ -3,12 +3,13 @@
 // padding, truncation) and the CLIP text encoder's last_hidden_state is the U-Net's condition; the
 // unconditional condition encodes the negative prompt, or "" as diffusers does. Sampling, guidance,
 // noise, ControlNet and LoRA are the shared LatentDiffusion loop.
+import { checkpointInitialized } from '../nn/layers.js';
 import { Graph } from '../graph/graph.js';
 import type { Device } from '../graph/devices.js';
 import { Runtime } from '../graph/runtime.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import { CLIPTextModel, parseClipTextConfig } from '../models/clip_text.js';
-import { zeroSource } from '../models/unet_2d_condition.js';
+
 import { ClipTokenizer } from '../tokenizers/clip_bpe.js';
 import { type GeneratedImage, LatentDiffusion, type SamplingOptions, type SamplingSettings } from './diffusion.js';
 import { DIFFUSION_COMPONENTS, clipTokenizerComponent, readPipelineFolder, requireComponents } from './folder.js';
@@ -52,7 +53,7 @@ export class TextToImagePipeline {
     try {
       const textEncoder = await BoundModel.open('text_encoder', components.get('text_encoder')!.directory, (config) => {
         const parsed = parseClipTextConfig(config, 'text_encoder/config.json');
-        return new CLIPTextModel(parsed, { random: zeroSource });
+        return new CLIPTextModel(parsed, { random: checkpointInitialized });
       });
       try {
         const diffusion = await LatentDiffusion.load(runtime, {

@@ -15,7 +15,7 @@ import { writeSafetensors } from '../io/safetensors.js';
 import { CLIPTextModel, parseClipTextConfig, type CLIPTextConfig } from '../models/clip_text.js';
 import { OpenClipVisionModel, parseOpenClipVisionConfig, type OpenClipVisionConfig } from '../models/openclip_vision.js';
 import { CLIP_MEAN, CLIP_STD } from '../pipeline/images.js';
-import { Linear, normalTensor, constantTensor, type UniformSource } from '../nn/layers.js';
+import { Linear, normalTensor, constantTensor, type UniformSource, checkpointInitialized } from '../nn/layers.js';
 import { Module, Parameter, type TraceContext } from '../nn/module.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import type { RgbaImage } from '../world/image.js';
@@ -112,7 +112,7 @@ export class ClipMini extends Module {
     const visionConfig = parseOpenClipVisionConfig(visionJson, visionConfigPath);
     const embedDim = textConfig.projection_dim;
     if (embedDim === undefined) throw new Error(`${textConfigPath}: projection_dim is missing; CLIP-mini needs the text projection`);
-    const model = new ClipMini(textConfig, visionConfig, embedDim, { random: { next: () => 0.5 } });
+    const model = new ClipMini(textConfig, visionConfig, embedDim, { random: checkpointInitialized });
     const text = await CLIPTextModel.fromPretrained(textDirectory, { withProjection: true });
     const vision = await OpenClipVisionModel.fromPretrained(visionDirectory);
     const reader = await openSafetensors(visionDirectory);

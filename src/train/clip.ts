@@ -55,7 +55,7 @@ export type ClipConfig = z.output<typeof clipConfigSchema>;
 
 function initialModel(config: ClipConfig): ClipMini {
   const random = new Random(deriveSeed(config.seed, 0xc11f));
-  return new ClipMini(config.text, config.vision, config.embedDim, { random: { next: () => random.next() }, initialTemperature: config.initialTemperature });
+  return new ClipMini(config.text, config.vision, config.embedDim, { random, initialTemperature: config.initialTemperature });
 }
 
 async function loadTokenizer(config: ClipConfig): Promise<ClipTokenizer> {

@@ -64,7 +64,7 @@ export type UnetConfig = z.output<typeof unetConfigSchema>;
 
 function initialModel(config: UnetConfig): UNet2DConditionModel {
   const random = new Random(deriveSeed(config.seed, 0x0e7));
-  return new UNet2DConditionModel(config.model, { next: () => random.next() });
+  return new UNet2DConditionModel(config.model, random);
 }
 
 /** The frozen VAE encoder and CLIP-mini text encoder, compiled for one batch size. */

@@ -59,7 +59,7 @@ function latentShape(config: AutoencoderKLConfig, batch: number): number[] {
 /** Parameter initialisation from the run seed: Kaiming-uniform weights as torch's layers do. */
 function initialModel(config: AutoencoderKLConfig, seed: number): AutoencoderKL {
   const random = new Random(deriveSeed(seed, 0x1417));
-  return new AutoencoderKL(config, { random: { next: () => random.next() } });
+  return new AutoencoderKL(config, { random });
 }
 
 /** Reconstruction loss plus the weighted KL term (header comment), a float32 scalar. */

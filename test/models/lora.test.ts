@@ -7,20 +7,20 @@ import { Graph } from '../../src/graph/graph.js';
 import { GraphSession } from '../../src/graph/session.js';
 import { openSafetensors } from '../../src/io/safetensors-index.js';
 import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
-import { normalTensor } from '../../src/nn/layers.js';
+import { normalTensor, checkpointInitialized } from '../../src/nn/layers.js';
 import { Module, constantBindings } from '../../src/nn/module.js';
 import type { HostTensor } from '../../src/onnx/dtype.js';
 import { encodeModel } from '../../src/onnx/proto.js';
 import { compareTensors, loadFixture } from '../../src/parity/compare.js';
 import { LoraAdapter } from '../../src/models/lora.js';
-import { UNet2DConditionModel, parseUNetConfig, zeroSource } from '../../src/models/unet_2d_condition.js';
+import { UNet2DConditionModel, parseUNetConfig } from '../../src/models/unet_2d_condition.js';
 import { Random } from '../../src/util/random.js';
 import { checkGradients, describeFigures } from './gradcheck.js';
 import { tinyUNetConfig } from './unet-fixtures.js';
 
 const fixtures = '../shared/fixtures';
 const fixtureDirectory = join(fixtures, '04_unet');
-const fixtureUNet = async () => new UNet2DConditionModel(parseUNetConfig(JSON.parse(await readFile(join(fixtureDirectory, 'config.json'), 'utf8'))), zeroSource);
+const fixtureUNet = async () => new UNet2DConditionModel(parseUNetConfig(JSON.parse(await readFile(join(fixtureDirectory, 'config.json'), 'utf8'))), checkpointInitialized);
 
 async function loadFile(model: Module, path: string): Promise<LoraAdapter> {
   const reader = await openSafetensors(path);

@@ -2,6 +2,7 @@
 // 0.7 (run-time extra matmuls and fused into the weights), and ControlNetModel residuals feeding the
 // U-Net at conditioning scales 1.0 and 0.5. Weights are read from the fixture's safetensors files as
 // external data; inputs are graph inputs.
+import { checkpointInitialized } from '../../nn/layers.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Graph, type Value } from '../../graph/graph.js';
@@ -15,7 +16,7 @@ import { encodeModel } from '../../onnx/proto.js';
 import { concat } from '../../graph/ops/shape.js';
 import { ControlNetModel, parseControlNetConfig } from '../../models/controlnet.js';
 import { LoraAdapter } from '../../models/lora.js';
-import { UNet2DConditionModel, parseUNetConfig, zeroSource } from '../../models/unet_2d_condition.js';
+import { UNet2DConditionModel, parseUNetConfig } from '../../models/unet_2d_condition.js';
 import { type FixtureCase, type ParityRow, compareOutputs } from '../compare.js';
 
 type Feeds = Record<string, HostTensor>;
@@ -52,8 +53,8 @@ export async function runCase(fixture: FixtureCase): Promise<ParityRow[]> {
     encoder_hidden_states: input('encoder_hidden_states'),
     controlnet_cond: input('controlnet_cond'),
   };
-  const unet = new UNet2DConditionModel(parseUNetConfig(await readJson(join(fixture.directory, 'config.json'))), zeroSource);
-  const controlnet = new ControlNetModel(parseControlNetConfig(await readJson(join(fixture.directory, 'controlnet_config.json'))), zeroSource);
+  const unet = new UNet2DConditionModel(parseUNetConfig(await readJson(join(fixture.directory, 'config.json'))), checkpointInitialized);
+  const controlnet = new ControlNetModel(parseControlNetConfig(await readJson(join(fixture.directory, 'controlnet_config.json'))), checkpointInitialized);
   const unetWeights = await openSafetensors(join(fixture.directory, 'model.safetensors'));
   const controlnetWeights = await openSafetensors(join(fixture.directory, 'controlnet.safetensors'));
   const loraFile = await openSafetensors(join(fixture.directory, 'lora.safetensors'));
@@ -96,7 +97,7 @@ export async function runCase(fixture: FixtureCase): Promise<ParityRow[]> {
     });
 
     // The same LoRA fused into the weights: W + scale·(alpha/r)·B·A, run without any adapter.
-    const fused = new UNet2DConditionModel(unet.config, zeroSource);
+    const fused = new UNet2DConditionModel(unet.config, checkpointInitialized);
     fused.loadStateDict(Object.fromEntries(await unetWeights.readAll({ asFloat32: true })));
     lora.fuseInto(fused, loraScale);
     const merged = await runGraph(feeds, (graph, inputs) => ({

@@ -3,6 +3,7 @@
 // image-mask positions → Aligner M, the null condition M(MLLM([<s>])) and the guidance batch.
 // The four networks read their weights by byte offset from the fixture's one checkpoint, under the
 // official prefixes, through the same KosmosGConditionModel the pipeline uses.
+import { checkpointInitialized } from '../../nn/layers.js';
 import { join } from 'node:path';
 import { Runtime } from '../../graph/runtime.js';
 import { readConfigJson } from '../../io/config-json.js';
@@ -45,7 +46,7 @@ export async function runCase(fixture: FixtureCase): Promise<ParityRow[]> {
   const config = (await readConfigJson(join(fixture.directory, 'config.json'))) as unknown as FixtureConfig;
   const weights = join(fixture.directory, 'model.safetensors');
   // Every parameter is bound to checkpoint bytes; this draw only gives the modules their shapes.
-  const unused = { next: () => 0.5 };
+  const unused = checkpointInitialized;
   const tokens = fixtureInput(fixture, 'src_tokens');
   // The fixture's config leaves the vocabulary to the dictionary, as torchscale does: the embedding decides.
   const reader = await openSafetensors(weights);
