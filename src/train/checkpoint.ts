@@ -4,9 +4,10 @@
 // into place in one step, so a kill -9 at any moment leaves only complete checkpoints behind.
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { z } from 'zod';
 import type { TrainingState } from '../graph/train-step.js';
+import type { HostTensor } from '../onnx/dtype.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { syncDirectory, writeFileAtomic } from '../io/atomic-file.js';
 
@@ -103,6 +104,29 @@ export async function latestCheckpoint(directory: string): Promise<Checkpoint | 
 export async function readCheckpointState(checkpoint: Checkpoint): Promise<TrainingState> {
   const read = async (file: string) => Object.fromEntries(await readSafetensors(join(checkpoint.path, file)));
   return { step: checkpoint.metadata.step, parameters: await read(PARAMETERS_FILE), optimizer: await read(OPTIMIZER_FILE) };
+}
+
+/**
+ * The parameters of a run folder's newest checkpoint, or of one checkpoint folder, checked against
+ * `expected` (every key present with the same dtype and shape, no extra keys).
+ */
+export async function readInitialParameters(path: string, stage: string, expected: Readonly<Record<string, HostTensor>>): Promise<Record<string, HostTensor>> {
+  const isCheckpoint = CHECKPOINT_PATTERN.test(basename(path));
+  const checkpoint = isCheckpoint ? { path, metadata: await readCheckpointMetadata(path) } : await latestCheckpoint(join(path, 'checkpoints'));
+  if (!checkpoint) throw new Error(`initFrom: ${path} is neither a checkpoint folder nor a run folder with checkpoints`);
+  if (checkpoint.metadata.stage !== stage) throw new Error(`initFrom: ${checkpoint.path} is a '${checkpoint.metadata.stage}' checkpoint, not '${stage}'`);
+  const { parameters } = await readCheckpointState(checkpoint);
+  const problems: string[] = [];
+  for (const [key, tensor] of Object.entries(expected)) {
+    const found = parameters[key];
+    if (!found) problems.push(`missing ${key}`);
+    else if (found.dtype !== tensor.dtype || found.shape.join(',') !== tensor.shape.join(',')) {
+      problems.push(`${key}: ${found.dtype} [${found.shape.join(', ')}] in the checkpoint, the model has ${tensor.dtype} [${tensor.shape.join(', ')}]`);
+    }
+  }
+  for (const key of Object.keys(parameters)) if (!(key in expected)) problems.push(`unexpected ${key}`);
+  if (problems.length > 0) throw new Error(`initFrom: ${checkpoint.path} does not fit this model:\n  ${problems.slice(0, 20).join('\n  ')}${problems.length > 20 ? `\n  … ${problems.length - 20} more` : ''}`);
+  return parameters;
 }
 
 /** Deletes all but the newest `keep` checkpoints, and temporary folders a killed run left behind. */

@@ -60,6 +60,12 @@ export const baseConfigSchema = z.strictObject({
   plotEvery: positiveInteger.default(50),
   /** Write a sample grid every this many steps (0: only at the end). */
   sampleEvery: nonNegativeInteger.default(500),
+  /**
+   * Fine-tuning: a run folder (its newest checkpoint) or one checkpoint folder whose parameters
+   * replace the initial ones at step 0. Keys and shapes must match the stage's model exactly; the
+   * optimizer state, the step count and the schedule start fresh.
+   */
+  initFrom: z.string().min(1).optional(),
 });
 
 export type BaseConfig = z.output<typeof baseConfigSchema>;

@@ -16,7 +16,7 @@ import cliProgress from 'cli-progress';
 import { checkThreads, defaultThreads, type Device, resolveDevice } from '../graph/devices.js';
 import { TrainingStep } from '../graph/train-step.js';
 import { configHash, parseConfig, readConfig, type BaseConfig } from './config.js';
-import { type Checkpoint, latestCheckpoint, listCheckpoints, pruneCheckpoints, readCheckpointState, writeCheckpoint } from './checkpoint.js';
+import { type Checkpoint, latestCheckpoint, listCheckpoints, pruneCheckpoints, readCheckpointState, readInitialParameters, writeCheckpoint } from './checkpoint.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import { StepLog } from './log.js';
 import { renderLossCurve } from './plot.js';
@@ -99,8 +99,11 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
   const device = await resolveDevice(options.device ?? 'cpu');
   const threads = options.threads === undefined ? defaultThreads() : checkThreads(options.threads);
   const instance = await stage.build(config, { device, threads, report });
+  // A resumed run's checkpoint holds its parameters; initFrom only seeds step 0.
+  const initial = config.initFrom !== undefined && !checkpoint ? await readInitialParameters(config.initFrom, stage.name, instance.parameters) : instance.parameters;
+  if (initial !== instance.parameters) report(`parameters initialised from ${config.initFrom}`);
   const training = await TrainingStep.create({
-    parameters: instance.parameters,
+    parameters: initial,
     ...(instance.trainable ? { trainable: instance.trainable } : {}),
     ...(instance.noWeightDecay ? { noWeightDecay: instance.noWeightDecay } : {}),
     batch: instance.batchSpec,

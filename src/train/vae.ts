@@ -41,6 +41,11 @@ export const vaeConfigSchema = baseConfigSchema.extend({
     /** Stable Diffusion's kl_weight (relative to per-sample sums; SD uses 1e-6). */
     klWeight: z.number().min(0),
   }),
+  /**
+   * false: train only the decoder side (post_quant_conv, decoder), as Stable Diffusion's ft-MSE
+   * decoder was fine-tuned — latents, and so a U-Net trained on them, stay valid. Default true.
+   */
+  trainEncoder: z.boolean().optional(),
   data: worldDataSchema,
   /** Held-out scenes reconstructed in the sample grids. */
   previewCount: z.number().int().positive().default(8),
@@ -131,8 +136,10 @@ export const vaeStage: StageDefinition<VaeConfig> = {
     const side = config.model.sample_size;
     const session: SessionOptions = { executionProvider: environment.device, threads: environment.threads };
     let reconstructor: ForwardSession | null = null;
+    const parameters = model.stateDict();
     return {
-      parameters: model.stateDict(),
+      parameters,
+      ...(config.trainEncoder === false ? { trainable: Object.keys(parameters).filter((key) => !key.startsWith('encoder.') && !key.startsWith('quant_conv.')) } : {}),
       // Biases and GroupNorm scales/shifts are not decayed (the usual AdamW practice).
       noWeightDecay: (key) => key.endsWith('.bias') || /norm/.test(key),
       batchSpec: {

@@ -1,7 +1,8 @@
 // The VAE stage on the tiny config: a budget stop leaves a checkpoint, and the export is an fp16
 // diffusers folder that AutoencoderKL.fromPretrained loads, with a measured scaling factor and
-// the artwork's attribution.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+// the artwork's attribution. Fine-tuning from a run (initFrom) with a frozen encoder changes only the
+// decoder side.
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,3 +59,42 @@ test('a budget stop writes a checkpoint of the last step, and export writes a lo
   assert.match(attribution, /^# Attribution/);
   assert.match(attribution, /openmoji/, 'the tiny config trains on both splits, so OpenMoji artwork is credited');
 });
+
+test('initFrom starts from another run\'s parameters, and trainEncoder false trains only the decoder side', async () => {
+  const source = join(scratch, 'source');
+  await runStage(vaeStage, { out: source, configPath: tinyConfig, threads: 1, budgetMinutes: 0.0005, progress: 'none', report: () => undefined });
+  const sourceParameters = (await readCheckpointState((await latestCheckpoint(join(source, 'checkpoints')))!)).parameters;
+
+  const json = JSON.parse(await readFile(tinyConfig, 'utf8')) as Record<string, unknown>;
+  const fineTuneConfig = await writeConfig('decoder', { ...json, initFrom: source, trainEncoder: false, steps: 2, checkpointEvery: 2 });
+  const messages: string[] = [];
+  const out = join(scratch, 'decoder');
+  await runStage(vaeStage, { out, configPath: fineTuneConfig, threads: 1, progress: 'none', report: (m) => messages.push(m) });
+  assert.match(messages.join('\n'), /parameters initialised from/);
+  const { parameters } = await readCheckpointState((await latestCheckpoint(join(out, 'checkpoints')))!);
+  let decoderChanged = 0;
+  for (const [key, tensor] of Object.entries(parameters)) {
+    const frozen = key.startsWith('encoder.') || key.startsWith('quant_conv.');
+    const same = Buffer.compare(Buffer.from((tensor.data as Float32Array).buffer), Buffer.from((sourceParameters[key]!.data as Float32Array).buffer)) === 0;
+    if (frozen) assert.ok(same, `${key} is frozen but changed`);
+    else if (!same) decoderChanged++;
+  }
+  assert.ok(decoderChanged > 10, `only ${decoderChanged} decoder tensors changed`);
+
+  // A model of another width does not fit: the error names the tensor and both shapes.
+  const wider = await writeConfig('wider', { ...json, initFrom: source, model: { ...(json['model'] as object), block_out_channels: [8, 24] } });
+  await assert.rejects(
+    runStage(vaeStage, { out: join(scratch, 'wider'), configPath: wider, threads: 1, progress: 'none', report: () => undefined }),
+    /initFrom: .* does not fit this model:[\s\S]*\[24/,
+  );
+  await assert.rejects(
+    runStage(vaeStage, { out: join(scratch, 'nowhere'), configPath: await writeConfig('missing', { ...json, initFrom: join(scratch, 'missing') }), threads: 1, progress: 'none', report: () => undefined }),
+    /initFrom: .*missing is neither a checkpoint folder nor a run folder with checkpoints/,
+  );
+});
+
+async function writeConfig(name: string, json: Record<string, unknown>): Promise<string> {
+  const path = join(scratch, `${name}.json`);
+  await writeFile(path, JSON.stringify(json));
+  return path;
+}
