@@ -57,33 +57,38 @@ export interface TrainingTiming {
   firstLoss: number;
 }
 
+export interface TrainingRun extends TrainingTiming {
+  /** Loss of the last step, after every earlier update: equal on two sides when their optimizers agree. */
+  lastLoss: number;
+}
+
+/** The step's settings; left out: AdamW with BENCH_ADAMW at a constant rate, no clipping, decay on all. */
+export type BenchStepOptions = Pick<TrainingStepOptions, 'parameters' | 'trainable' | 'loss'> &
+  Partial<Pick<TrainingStepOptions, 'optimizer' | 'schedule' | 'maxGradNorm' | 'noWeightDecay'>>;
+
 /**
- * Compiles a TrainingStep (AdamW with BENCH_ADAMW at a constant rate, BENCH_THREADS threads, a batch
- * shaped like `batch`) and times `steps` steps on `batch` after `warmup` steps (the first included).
+ * Compiles a TrainingStep (BENCH_THREADS threads, a batch shaped like `batch`) and times `steps`
+ * steps on `batch` after `warmup` steps (the first included).
  */
-export async function timeTrainingSteps(
-  options: Pick<TrainingStepOptions, 'parameters' | 'trainable' | 'loss'>,
-  batch: Record<string, HostTensor>,
-  warmup = 3,
-  steps = 10,
-): Promise<TrainingTiming> {
+export async function timeTrainingSteps(options: BenchStepOptions, batch: Record<string, HostTensor>, warmup = 3, steps = 10): Promise<TrainingRun> {
   const step = await TrainingStep.create({
-    ...options,
-    batch: Object.fromEntries(Object.entries(batch).map(([name, tensor]) => [name, { dtype: tensor.dtype, shape: tensor.shape }])),
     optimizer: { kind: 'adamw', ...BENCH_ADAMW },
     schedule: { kind: 'constant', learningRate: BENCH_ADAMW.learningRate },
+    ...options,
+    batch: Object.fromEntries(Object.entries(batch).map(([name, tensor]) => [name, { dtype: tensor.dtype, shape: tensor.shape }])),
     session: { threads: BENCH_THREADS },
   });
   try {
     const firstLoss = (await step.run(batch)).loss;
     for (let i = 1; i < warmup; i++) await step.run(batch);
     const times: number[] = [];
+    let lastLoss = firstLoss;
     for (let i = 0; i < steps; i++) {
       const started = performance.now();
-      await step.run(batch);
+      lastLoss = (await step.run(batch)).loss;
       times.push(performance.now() - started);
     }
-    return { ms: median(times), firstLoss };
+    return { ms: median(times), firstLoss, lastLoss };
   } finally {
     await step.release();
   }

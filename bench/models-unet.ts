@@ -4,8 +4,9 @@
 // file and read by the inference graph as external data, as a real checkpoint would be. Figures:
 // initialisation, session creation, forward median after a warm-up run, peak RSS of the forward
 // (initialisation excluded, see resetPeakRss), and the same forward in PyTorch
-// (bench/torch/unet_sd15.py, a mirror of the same config, run afterwards in its own process) with
-// the ratio torch ms / our ms. Heavy; not part of the test suite.
+// (bench/torch/unet_sd15.py: the config-driven mirror bench/torch/unet.py built from the same
+// config.json, run afterwards in its own process) with the ratio torch ms / our ms. Heavy; not
+// part of the test suite.
 //   node --expose-gc dist/bench/models-unet.js [fused|composed]   (attention kernel; default fused)
 import { pathToFileURL } from 'node:url';
 import { normalTensor } from '../src/nn/layers.js';

@@ -2,6 +2,7 @@
 // one JSON line on standard output.
 import { runEngineBench } from './engine.js';
 import { runModelsBench } from './models.js';
+import { runTrainBench } from './train.js';
 
 type BenchGroup = () => Promise<void>;
 
@@ -28,6 +29,7 @@ const groups: Record<string, BenchGroup> = {
   world: optionalGroup('./world.js', 'runWorldBench'),
   pipeline: optionalGroup('./pipeline.js', 'runPipelineBench'),
   models: runModelsBench,
+  train: () => runTrainBench(),
 };
 
 async function main(): Promise<void> {
