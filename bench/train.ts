@@ -14,16 +14,13 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { Value } from '../src/graph/graph.js';
-import { mseLoss } from '../src/graph/ops/nn.js';
 import type { LossContext } from '../src/graph/train-step.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { parseClipTextConfig } from '../src/models/clip_text.js';
 import { UNet2DConditionModel } from '../src/models/unet_2d_condition.js';
 import { normalTensor } from '../src/nn/layers.js';
-import { contextFromValues } from '../src/nn/module.js';
 import type { HostTensor } from '../src/onnx/dtype.js';
-import { type UnetConfig, unetConfigSchema } from '../src/train/unet.js';
+import { type UnetConfig, unetConfigSchema, unetNoiseLoss, unetNoWeightDecay } from '../src/train/unet.js';
 import { Random } from '../src/util/random.js';
 import { BENCH_THREADS, round, timeTrainingSteps } from './measure.js';
 import { requireTorch, runTorchScript } from './torch-process.js';
@@ -76,20 +73,15 @@ async function randomBatch(config: UnetConfig): Promise<Record<string, HostTenso
 
 /** Our step: the stage's loss (prediction of the added noise, MSE) in one TrainingStep graph. */
 async function timeOurs(config: UnetConfig, model: UNet2DConditionModel, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>, settings: StepSettings) {
-  const loss = ({ graph, parameters: values, batch: traced }: LossContext): Value => {
-    const context = contextFromValues(graph, model, values);
-    const prediction = model.forward(context, traced['noisy_latents']!, traced['timesteps']!, traced['encoder_hidden_states']!); // (B, C, s, s)
-    return mseLoss(prediction, traced['noise']!);
-  };
   return timeTrainingSteps(
     {
       parameters,
-      loss,
+      loss: (context: LossContext) => unetNoiseLoss(model, context),
       optimizer: config.optimizer,
       schedule: { kind: 'constant', learningRate: config.schedule.learningRate },
       maxGradNorm: config.maxGradNorm,
-      // As the stage: no weight decay on biases and norm scales (bench/torch/train.py mirrors it).
-      noWeightDecay: (key) => key.endsWith('.bias') || /norm/.test(key),
+      // bench/torch/train.py mirrors the stage's weight-decay exemptions.
+      noWeightDecay: unetNoWeightDecay,
     },
     batch,
     settings.warmup,

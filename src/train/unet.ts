@@ -8,7 +8,9 @@
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import type { Value } from '../graph/graph.js';
 import type { SessionOptions } from '../graph/session.js';
+import type { LossContext } from '../graph/train-step.js';
 import { mseLoss } from '../graph/ops/nn.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { AutoencoderKL, readAutoencoderKLConfig } from '../models/autoencoder_kl.js';
@@ -154,6 +156,16 @@ async function writeModelIndex(directory: string): Promise<void> {
   await writeFile(join(directory, 'model_index.json'), `${JSON.stringify(index, null, 2)}\n`);
 }
 
+/** ε-prediction loss: MSE between the U-Net's output on the noisy latents and the added noise. */
+export function unetNoiseLoss(model: UNet2DConditionModel, { graph, parameters, batch }: LossContext): Value {
+  const context = contextFromValues(graph, model, parameters);
+  const prediction = model.forward(context, batch['noisy_latents']!, batch['timesteps']!, batch['encoder_hidden_states']!); // (B, C, h, w)
+  return mseLoss(prediction, batch['noise']!);
+}
+
+/** Biases and norm scales/shifts are not decayed (the usual AdamW practice). */
+export const unetNoWeightDecay = (key: string): boolean => key.endsWith('.bias') || /norm/.test(key);
+
 export const unetStage: StageDefinition<UnetConfig> = {
   name: 'unet',
   description: 'U-Net-mini (UNet2DConditionModel layout) on VAE-mini latents, conditioned on CLIP-mini text; ε-prediction, caption dropout',
@@ -176,18 +188,14 @@ export const unetStage: StageDefinition<UnetConfig> = {
     let sampler: LatentSampler | null = null;
     return {
       parameters: model.stateDict(),
-      noWeightDecay: (key) => key.endsWith('.bias') || /norm/.test(key),
+      noWeightDecay: unetNoWeightDecay,
       batchSpec: {
         noisy_latents: { dtype: 'float32', shape: latentShape },
         timesteps: { dtype: 'float32', shape: [config.batchSize] },
         encoder_hidden_states: { dtype: 'float32', shape: hiddenShape },
         noise: { dtype: 'float32', shape: latentShape },
       },
-      loss: ({ graph, parameters, batch }) => {
-        const context = contextFromValues(graph, model, parameters);
-        const prediction = model.forward(context, batch['noisy_latents']!, batch['timesteps']!, batch['encoder_hidden_states']!);
-        return mseLoss(prediction, batch['noise']!);
-      },
+      loss: (context) => unetNoiseLoss(model, context),
       async batch(step) {
         const scenes = stream.batch(step, config.batchSize);
         // Caption dropout, timesteps, posterior and diffusion noise: all from (seed, step).
