@@ -45,6 +45,11 @@ export const clipConfigSchema = baseConfigSchema.extend({
   tokenizer: z.string().min(1),
   /** Token positions fed in training (start + caption + end, padded); longer captions are truncated. */
   trainTokens: z.number().int().min(4),
+  /**
+   * false: freeze the text transformer (`text.*`) and train the vision tower, both projections and
+   * the temperature — a U-Net conditioned on the text encoder's hidden states stays valid. Default true.
+   */
+  trainTextEncoder: z.boolean().optional(),
   data: worldDataSchema,
   scenes: captionedScenesSchema.default({ singleSubjectFraction: 0.3, shortCaptionFraction: 0.5 }),
   /** Evaluation-seed scenes in the retrieval matrix of the sample grids. */
@@ -153,8 +158,10 @@ export const clipStage: StageDefinition<ClipConfig> = {
     const session: SessionOptions = { executionProvider: environment.device, threads: environment.threads };
     const labels: HostTensor<'int64'> = { dtype: 'int64', shape: [config.batchSize], data: BigInt64Array.from({ length: config.batchSize }, (_, i) => BigInt(i)) };
     let embedder: ForwardSession | null = null;
+    const parameters = model.stateDict();
     return {
-      parameters: model.stateDict(),
+      parameters,
+      ...(config.trainTextEncoder === false ? { trainable: Object.keys(parameters).filter((key) => !key.startsWith('text.')) } : {}),
       // Biases, LayerNorms, embeddings and the temperature are not decayed (CLIP's practice).
       noWeightDecay: (key) => key.endsWith('.bias') || /norm|ln_|embedding|logit_scale/.test(key),
       batchSpec: {

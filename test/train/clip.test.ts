@@ -1,8 +1,8 @@
 // CLIP-mini: the graph's symmetric InfoNCE equals the loss computed on the host from the
 // embeddings; a caption's embedding does not depend on the padded length (the causal encoder pools
 // at the first end token), so training at `trainTokens` matches the pipeline's 77; the fp16 export
-// loads back with the same embeddings.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+// loads back with the same embeddings; trainTextEncoder false leaves the text transformer as it was.
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,9 @@ import { GraphSession } from '../../src/graph/session.js';
 import { encodeModel } from '../../src/onnx/proto.js';
 import { inputBindings } from '../../src/nn/module.js';
 import { ClipTokenizer } from '../../src/tokenizers/clip_bpe.js';
+import { latestCheckpoint, readCheckpointState } from '../../src/train/checkpoint.js';
 import { parseConfig } from '../../src/train/config.js';
+import { runStage } from '../../src/train/runner.js';
 import { clipStage, createEmbedder, encodeCaptions } from '../../src/train/clip.js';
 import { ClipMini, imagesToClipPixels } from '../../src/train/clip-model.js';
 import { Random } from '../../src/util/random.js';
@@ -99,4 +101,22 @@ test('caption embeddings do not depend on the padded length, and the fp16 export
     const difference = maxDifference(reloaded[name]!.data as Float32Array, full[name]!.data as Float32Array);
     assert.ok(difference > 0 && difference < 2e-2, `${name}: fp16 round trip differs by ${difference}`);
   }
+});
+
+test('trainTextEncoder false trains the vision side and projections, not the text transformer', async () => {
+  process.env['KOSMOS_G_CACHE'] = join(tmpdir(), 'kosmos-g-world-test-cache');
+  const json = JSON.parse(await readFile(join(root, 'configs/train/clip-tiny.json'), 'utf8')) as Record<string, unknown>;
+  const visionOnly = { ...json, tokenizer: join(root, config.tokenizer), trainTextEncoder: false, steps: 2, checkpointEvery: 2, sampleEvery: 0 };
+  const configPath = join(scratch, 'vision-only.json');
+  await writeFile(configPath, JSON.stringify(visionOnly));
+  // The initial parameters are a pure function of the config.
+  const instance = await clipStage.build(parseConfig(clipStage.schema, visionOnly, 'vision-only'), { device: 'cpu', threads: 1, report: () => undefined });
+  await instance.release();
+  const out = join(scratch, 'vision-only');
+  await runStage(clipStage, { out, configPath, threads: 1, progress: 'none', report: () => undefined });
+  const { parameters } = await readCheckpointState((await latestCheckpoint(join(out, 'checkpoints')))!);
+  const changed = (key: string) => Buffer.compare(Buffer.from((parameters[key]!.data as Float32Array).buffer), Buffer.from((instance.parameters[key]!.data as Float32Array).buffer)) !== 0;
+  const keys = Object.keys(parameters);
+  assert.deepEqual(keys.filter((key) => key.startsWith('text.') && changed(key)), []);
+  for (const prefix of ['vision.', 'visual_projection', 'text_projection']) assert.ok(keys.some((key) => key.startsWith(prefix) && changed(key)), `no ${prefix} tensor changed`);
 });
