@@ -118,7 +118,10 @@ export function sampleScene(world: World, rng: Random, options: SceneOptions): S
   const background = world.backgrounds.sample(rng, options.backgroundStyles);
   const subjects: PlacedSubject[] = [];
   const concepts = new Set<string>();
-  for (let tries = 0; subjects.length < count && tries < count * 8; tries++) {
+  // Scenes below `min` after the usual tries keep trying (small concept pools repeat concepts
+  // often); scenes that reach `min` within them are drawn exactly as before.
+  const enough = (tries: number) => tries < count * 8 || (subjects.length < min && tries < count * 64);
+  for (let tries = 0; subjects.length < count && enough(tries); tries++) {
     const subject = rng.pick(options.subjects);
     const concept = world.catalog.subjectById.get(subject)?.concept;
     // One subject per concept, so a name in the caption points at exactly one thing.
