@@ -7,37 +7,27 @@ import { cp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import sharp from 'sharp';
-import { parseClipTextConfig, type CLIPTextConfig } from '../models/clip_text.js';
-import { parseOpenClipVisionConfig, type OpenClipVisionConfig } from '../models/openclip_vision.js';
+import { parseClipTextConfig } from '../models/clip_text.js';
+import { parseOpenClipVisionConfig } from '../models/openclip_vision.js';
 import { contextFromValues } from '../nn/module.js';
 import type { SessionOptions } from '../graph/session.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import { ClipTokenizer } from '../tokenizers/clip_bpe.js';
 import { deriveSeed, Random } from '../util/random.js';
 import { attributionMarkdown } from '../world/attribution.js';
-import { baseConfigSchema } from './config.js';
+import { baseConfigSchema, modelConfigSchema } from './config.js';
 import { CaptionedSceneStream, captionedScenesSchema, WORLD_FILE, type CaptionedScene, type WorldDescription } from './captioned-scenes.js';
 import { ClipMini, imagesToClipPixels } from './clip-model.js';
 import { ForwardSession } from './forward.js';
 import type { StageDefinition } from './stage.js';
 import { EVAL_SCENE_SEED, openWorld, worldDataSchema } from './world-data.js';
 
-const parsed = <T>(parse: (json: unknown, source: string) => T, what: string) =>
-  z.record(z.string(), z.unknown()).transform((json, context): T => {
-    try {
-      return parse(json, what);
-    } catch (error) {
-      context.addIssue({ code: 'custom', message: (error as Error).message });
-      return z.NEVER;
-    }
-  });
-
 export const clipConfigSchema = baseConfigSchema.extend({
   stage: z.literal('clip'),
   /** transformers CLIPTextConfig keys (max_position_embeddings 77; eos_token_id the tokenizer's end id). */
-  text: parsed<CLIPTextConfig>(parseClipTextConfig, 'text'),
+  text: modelConfigSchema(parseClipTextConfig, 'text'),
   /** open_clip vision config (quick_gelu, vision_cfg); image_size is the scene side. */
-  vision: parsed<OpenClipVisionConfig>(parseOpenClipVisionConfig, 'vision'),
+  vision: modelConfigSchema(parseOpenClipVisionConfig, 'vision'),
   /** Width of the shared embedding space. */
   embedDim: z.number().int().positive(),
   initialTemperature: z.number().positive().default(0.07),

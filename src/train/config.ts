@@ -39,6 +39,21 @@ const scheduleSchema = z
     }
   });
 
+/**
+ * A model section checked by the model's own config parser (the one `fromPretrained` uses): its
+ * error becomes a zod issue at that path, its result the section's parsed value.
+ */
+export function modelConfigSchema<T>(parse: (json: unknown, source: string) => T, section: string) {
+  return z.record(z.string(), z.unknown()).transform((json, context): T => {
+    try {
+      return parse(json, section);
+    } catch (error) {
+      context.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+
 /** Settings shared by every stage; a stage extends this object with its own sections. */
 export const baseConfigSchema = z.strictObject({
   /** Seeds parameter initialisation, data order, noise and dropout. */

@@ -16,7 +16,7 @@ import { writeSafetensors } from '../io/safetensors.js';
 import { AutoencoderKL, readAutoencoderKLConfig } from '../models/autoencoder_kl.js';
 import { CLIPTextModel } from '../models/clip_text.js';
 import { gaussianNoise } from '../models/gaussian_noise.js';
-import { parseUNetConfig, UNet2DConditionModel, type UNet2DConditionConfig } from '../models/unet_2d_condition.js';
+import { parseUNetConfig, UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import { contextFromValues } from '../nn/module.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import { SD15_SCHEDULER_CONFIG } from '../pipeline/random_pipeline.js';
@@ -24,7 +24,7 @@ import { DDPMScheduler } from '../schedulers/index.js';
 import { ClipTokenizer } from '../tokenizers/clip_bpe.js';
 import { deriveSeed, Random } from '../util/random.js';
 import { attributionMarkdown } from '../world/attribution.js';
-import { baseConfigSchema } from './config.js';
+import { baseConfigSchema, modelConfigSchema } from './config.js';
 import { CaptionedSceneStream, captionedScenesSchema } from './captioned-scenes.js';
 import { encodeCaptions } from './clip.js';
 import { ForwardSession } from './forward.js';
@@ -33,19 +33,10 @@ import { LatentSampler } from './latent-sampler.js';
 import type { StageDefinition } from './stage.js';
 import { EVAL_SCENE_SEED, openWorld, worldDataSchema } from './world-data.js';
 
-const modelSchema = z.record(z.string(), z.unknown()).transform((json, context): UNet2DConditionConfig => {
-  try {
-    return parseUNetConfig(json);
-  } catch (error) {
-    context.addIssue({ code: 'custom', message: (error as Error).message });
-    return z.NEVER;
-  }
-});
-
 export const unetConfigSchema = baseConfigSchema.extend({
   stage: z.literal('unet'),
   /** diffusers UNet2DConditionModel config.json keys; sample_size is the latent side. */
-  model: modelSchema,
+  model: modelConfigSchema(parseUNetConfig, 'model'),
   /** Frozen components, folders relative to the working directory. */
   vae: z.string().min(1),
   textEncoder: z.string().min(1),

@@ -17,25 +17,16 @@ import { attributionMarkdown } from '../world/attribution.js';
 import { contextFromValues } from '../nn/module.js';
 import type { SessionOptions } from '../graph/session.js';
 import { deriveSeed, Random } from '../util/random.js';
-import { baseConfigSchema } from './config.js';
+import { baseConfigSchema, modelConfigSchema } from './config.js';
 import { ForwardSession } from './forward.js';
 import { imageGridPng, imagesToTensor, tensorToImages } from './images.js';
 import type { StageDefinition } from './stage.js';
 import { EVAL_SCENE_SEED, openWorld, worldDataSchema, WorldStream } from './world-data.js';
 
-const modelSchema = z.record(z.string(), z.unknown()).transform((json, context): AutoencoderKLConfig => {
-  try {
-    return parseAutoencoderKLConfig(json);
-  } catch (error) {
-    context.addIssue({ code: 'custom', message: (error as Error).message });
-    return z.NEVER;
-  }
-});
-
 export const vaeConfigSchema = baseConfigSchema.extend({
   stage: z.literal('vae'),
   /** diffusers AutoencoderKL config.json keys; sample_size is the side of the training scenes. */
-  model: modelSchema,
+  model: modelConfigSchema(parseAutoencoderKLConfig, 'model'),
   loss: z.strictObject({
     reconstruction: z.enum(['l1', 'mse']),
     /** Stable Diffusion's kl_weight (relative to per-sample sums; SD uses 1e-6). */
