@@ -28,6 +28,20 @@ def blas_library():
     return "reference" if "libblas.so" in mapped else "unknown"
 
 
+def time_steps(step, warmup, steps):
+    """Runs `step` (returns the loss) warmup times, then times `steps` more: (median ms, first loss, last loss)."""
+    first_loss = step()
+    for _ in range(warmup - 1):
+        step()
+    times = []
+    last_loss = first_loss
+    for _ in range(steps):
+        started = time.perf_counter()
+        last_loss = step()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), first_loss, last_loss
+
+
 def main():
     config = json.loads(sys.argv[1])
     torch.set_num_threads(config["threads"])
@@ -43,15 +57,8 @@ def main():
         optimizer.step()
         return loss.item()
 
-    first_loss = step()
-    for _ in range(config["warmup"] - 1):
-        step()
-    times = []
-    for _ in range(config["steps"]):
-        started = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - started) * 1000)
-    print(json.dumps({"torch_ms": statistics.median(times), "first_loss": first_loss, "blas": blas_library()}))
+    torch_ms, first_loss, _ = time_steps(step, config["warmup"], config["steps"])
+    print(json.dumps({"torch_ms": torch_ms, "first_loss": first_loss, "blas": blas_library()}))
 
 
 if __name__ == "__main__":

@@ -11,14 +11,12 @@ Prints one JSON object: {"torch_ms": median step, "first_loss", "last_loss" (of 
 every earlier update), "parameters", "threads", "blas", "torch"}.
 """
 import json
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-from engine import blas_library
+from engine import blas_library, time_steps
 from models import read_safetensors
 from unet import UNet, parameter_count, resolve_config
 
@@ -86,17 +84,9 @@ def main():
         optimizer.step()
         return loss.item()
 
-    first_loss = step()
-    for _ in range(settings["warmup"] - 1):
-        step()
-    times = []
-    last_loss = first_loss
-    for _ in range(settings["steps"]):
-        started = time.perf_counter()
-        last_loss = step()
-        times.append((time.perf_counter() - started) * 1000)
+    torch_ms, first_loss, last_loss = time_steps(step, settings["warmup"], settings["steps"])
     print(json.dumps({
-        "torch_ms": statistics.median(times), "first_loss": first_loss, "last_loss": last_loss, "parameters": parameter_count(model),
+        "torch_ms": torch_ms, "first_loss": first_loss, "last_loss": last_loss, "parameters": parameter_count(model),
         "threads": torch.get_num_threads(), "blas": blas_library(), "torch": torch.__version__,
     }))
 
