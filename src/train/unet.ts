@@ -45,6 +45,12 @@ export const unetConfigSchema = baseConfigSchema.extend({
   scheduler: z.record(z.string(), z.unknown()).default({ ...SD15_SCHEDULER_CONFIG }),
   /** Share of samples whose caption is replaced by "" (classifier-free guidance). */
   captionDropout: z.number().min(0).max(1).default(0.1),
+  /**
+   * Min-SNR-γ loss weighting (Hang et al. 2023; diffusers' `--snr_gamma`, 5 is the usual value):
+   * each sample's ε-MSE is weighted by min(SNR(t), γ) / SNR(t), which stops the nearly noise-free
+   * timesteps from dominating the gradient and speeds up learning of the layout. null: plain MSE.
+   */
+  snrGamma: z.number().positive().nullable().default(null),
   data: worldDataSchema,
   scenes: captionedScenesSchema.default({ singleSubjectFraction: 0.3, shortCaptionFraction: 0.5 }),
   /** Sample grids: evaluation-seed captions generated with DPM-Solver++ and guidance. */
@@ -147,11 +153,23 @@ async function writeModelIndex(directory: string): Promise<void> {
   await writeFile(join(directory, 'model_index.json'), `${JSON.stringify(index, null, 2)}\n`);
 }
 
-/** ε-prediction loss: MSE between the U-Net's output on the noisy latents and the added noise. */
+/**
+ * ε-prediction loss: MSE between the U-Net's output on the noisy latents and the added noise, each
+ * sample weighted by `loss_weights` (B) when the batch has them (min-SNR-γ).
+ */
 export function unetNoiseLoss(model: UNet2DConditionModel, { graph, parameters, batch }: LossContext): Value {
   const context = contextFromValues(graph, model, parameters);
   const prediction = model.forward(context, batch['noisy_latents']!, batch['timesteps']!, batch['encoder_hidden_states']!); // (B, C, h, w)
-  return mseLoss(prediction, batch['noise']!);
+  return mseLoss(prediction, batch['noise']!, batch['loss_weights']);
+}
+
+/** Min-SNR-γ weights of ε-prediction: min(SNR, γ) / SNR with SNR(t) = ᾱ_t / (1 − ᾱ_t). */
+export function minSnrWeights(alphasCumprod: readonly number[], timesteps: readonly number[], gamma: number): Float32Array {
+  return Float32Array.from(timesteps, (timestep) => {
+    const alphaBar = alphasCumprod[timestep]!;
+    const snr = alphaBar / (1 - alphaBar);
+    return Math.min(snr, gamma) / snr;
+  });
 }
 
 /** Biases and norm scales/shifts are not decayed (the usual AdamW practice). */
@@ -185,6 +203,7 @@ export const unetStage: StageDefinition<UnetConfig> = {
         timesteps: { dtype: 'float32', shape: [config.batchSize] },
         encoder_hidden_states: { dtype: 'float32', shape: hiddenShape },
         noise: { dtype: 'float32', shape: latentShape },
+        ...(config.snrGamma === null ? {} : { loss_weights: { dtype: 'float32' as const, shape: [config.batchSize] } }),
       },
       loss: (context) => unetNoiseLoss(model, context),
       async batch(step) {
@@ -204,6 +223,7 @@ export const unetStage: StageDefinition<UnetConfig> = {
           timesteps: { dtype: 'float32', shape: [config.batchSize], data: Float32Array.from(timesteps) },
           encoder_hidden_states: await encoders.encodeText(captions),
           noise,
+          ...(config.snrGamma === null ? {} : { loss_weights: { dtype: 'float32' as const, shape: [config.batchSize], data: minSnrWeights(noiseSchedule.alphasCumprod, timesteps, config.snrGamma) } }),
         };
       },
       async sampleGrid(parameters) {

@@ -17,6 +17,20 @@ opTest('mseLoss', {
   reference: ([p, t]) => new Tensor(Float64Array.of(average(Array.from(p!.data, (v, i) => (v - t!.data[i]!) ** 2))), []),
 });
 
+opTest('mseLoss with sample weights (min-SNR-γ form)', {
+  build: ([prediction, target, weights]) => mseLoss(prediction!, target!, weights!),
+  inputs: [{ shape: [3, 2, 2] }, { shape: [3, 2, 2] }, { shape: [3], data: uniform(0.1, 1) }],
+  reference: ([p, t, w]) => {
+    const perSample = [0, 1, 2].map((b) => average(Array.from(p!.data.subarray(b * 4, b * 4 + 4), (v, i) => (v - t!.data[b * 4 + i]!) ** 2)));
+    return new Tensor(Float64Array.of(average(perSample.map((loss, b) => loss * w!.data[b]!))), []);
+  },
+});
+test('mseLoss rejects sample weights that do not match the batch', () => {
+  const graph = new Graph();
+  const [prediction, target] = [graph.input('p', 'float32', [3, 4]), graph.input('t', 'float32', [3, 4])];
+  assert.throws(() => mseLoss(prediction, target, graph.input('w', 'float32', [2])), /sample weights \[2\] for a batch of \[3, ?4\]/);
+});
+
 /** Mean negative log-likelihood over the labels that are not `ignoreIndex` (0 when all are). */
 function crossEntropyRef(logits: Tensor, labels: Tensor, ignoreIndex = -100): Tensor {
   const classes = logits.shape.at(-1)!;

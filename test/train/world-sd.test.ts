@@ -15,8 +15,9 @@ import { latestCheckpoint, readCheckpointState } from '../../src/train/checkpoin
 import { parseConfig } from '../../src/train/config.js';
 import { clipStage } from '../../src/train/clip.js';
 import { runStage } from '../../src/train/runner.js';
-import { unetStage } from '../../src/train/unet.js';
+import { minSnrWeights, unetStage } from '../../src/train/unet.js';
 import { Random } from '../../src/util/random.js';
+import { DDPMScheduler } from '../../src/schedulers/index.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 let scratch = '';
@@ -62,6 +63,11 @@ test('CLIP-mini and U-Net-mini train, export one pipeline folder, generate and e
     const [first, again, next] = [await built.batch(1), await built.batch(1), await built.batch(2)];
     assert.deepEqual(first, again, 'a step has one batch');
     assert.notDeepEqual(first['noise']!.data, next['noise']!.data);
+    // snrGamma 5: min-SNR-γ weights min(SNR(t), 5) / SNR(t) of the batch's timesteps.
+    const alphasCumprod = new DDPMScheduler(unetConfig.scheduler).alphasCumprod;
+    const expected = minSnrWeights(alphasCumprod, Array.from(first['timesteps']!.data as Float32Array), 5);
+    assert.deepEqual(first['loss_weights']!.data, expected);
+    assert.ok(expected.every((weight) => weight > 0 && weight <= 1));
   } finally {
     await built.release();
   }
@@ -108,4 +114,10 @@ test('CLIP-mini and U-Net-mini train, export one pipeline folder, generate and e
   assert.match(html, /caption → image top-1 among 6 scenes/);
   assert.ok((await stat(join(report, 'samples.png'))).size > 0);
   assert.deepEqual(JSON.parse(await readFile(join(report, 'metrics.json'), 'utf8')), JSON.parse(JSON.stringify(metrics)));
+});
+
+test('min-SNR-γ weights are min(SNR, γ) / SNR with SNR = ᾱ / (1 − ᾱ)', () => {
+  // ᾱ 0.9, 0.5, 0.1 → SNR 9, 1, 1/9: only the first exceeds γ = 5.
+  const weights = minSnrWeights([0.9, 0.5, 0.1], [2, 0, 1, 0], 5);
+  assert.deepEqual(Array.from(weights), [1, Math.fround(5 / 9), 1, Math.fround(5 / 9)]);
 });

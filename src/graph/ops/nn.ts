@@ -239,10 +239,24 @@ export function fusedMultiHeadAttention(query: Value, key: Value, value: Value, 
   return query.graph.addNode('MultiHeadAttention', inputs, [{ dtype: query.dtype, shape }], attributes, 'com.microsoft')[0]!;
 }
 
-/** Mean squared error over all elements. */
-export function mseLoss(prediction: Value, target: Value): Value {
+/**
+ * Mean squared error over all elements. With `sampleWeights` (B), each sample's mean over its other
+ * axes is weighted before the batch mean, as diffusers' min-SNR-γ loss does:
+ * `(mse(reduction="none").mean(non-batch dims) · w).mean()`.
+ */
+export function mseLoss(prediction: Value, target: Value, sampleWeights?: Value): Value {
   if (prediction.shape.join() !== target.shape.join()) throw new Error(`mseLoss: ${formatShape(prediction.shape)} vs ${formatShape(target.shape)}`);
   const difference = sub(prediction, target);
+  if (sampleWeights) {
+    if (sampleWeights.rank !== 1 || sampleWeights.shape[0] !== prediction.shape[0]) {
+      throw new Error(`mseLoss: sample weights ${formatShape(sampleWeights.shape)} for a batch of ${formatShape(prediction.shape)}`);
+    }
+    const sampleDims = prediction.shape.slice(1);
+    if (!sampleDims.every((dim) => typeof dim === 'number')) throw new Error(`mseLoss: weighted samples need static non-batch dims, got ${formatShape(prediction.shape)}`);
+    const sampleAxes = sampleDims.map((_, k) => k + 1);
+    const perSample = div(sumSquares(difference, sampleAxes), (sampleDims as number[]).reduce((count, dim) => count * dim, 1)); // (B)
+    return mean(mul(perSample, sampleWeights));
+  }
   // Σd² in one pass without materialising d², when the element count is known at trace time.
   if (!difference.isStatic) return mean(mul(difference, difference));
   return div(sumSquares(difference), (difference.shape as number[]).reduce((count, dim) => count * dim, 1));
