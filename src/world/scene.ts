@@ -49,6 +49,8 @@ export const DEFAULT_MAX_OVERLAP = 0.2;
 const SUBJECT_COUNT_WEIGHTS = [0.4, 0.35, 0.25];
 const JITTER = 0.04;
 const PLACEMENT_ATTEMPTS = 40;
+/** Fresh starts of a scene whose subjects could not reach minSubjects. */
+const SCENE_ROUNDS = 8;
 
 export function overlapFraction(a: Box, b: Box): number {
   const w = Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x);
@@ -118,21 +120,26 @@ export function sampleScene(world: World, rng: Random, options: SceneOptions): S
   const background = world.backgrounds.sample(rng, options.backgroundStyles);
   const subjects: PlacedSubject[] = [];
   const concepts = new Set<string>();
-  // Scenes below `min` after the usual tries keep trying (small concept pools repeat concepts
-  // often); scenes that reach `min` within them are drawn exactly as before.
-  const enough = (tries: number) => tries < count * 8 || (subjects.length < min && tries < count * 64);
-  for (let tries = 0; subjects.length < count && enough(tries); tries++) {
-    const subject = rng.pick(options.subjects);
-    const concept = world.catalog.subjectById.get(subject)?.concept;
-    // One subject per concept, so a name in the caption points at exactly one thing.
-    if (!concept || concepts.has(concept)) continue;
-    const placed = tryPlaceNew(world, canvas, subject, subjects, rng, maxOverlap);
-    if (!placed) continue;
-    subjects.push(placed);
-    concepts.add(concept);
+  // Scenes below `min` after the usual tries keep drawing (small concept pools repeat concepts
+  // often), and start over when the subjects placed so far leave no room (a large subject in the
+  // centre); scenes that reach `min` within the usual tries are drawn exactly as before.
+  for (let round = 0; round < SCENE_ROUNDS; round++) {
+    const enough = (tries: number) => tries < count * 8 || (subjects.length < min && tries < count * 64);
+    for (let tries = 0; subjects.length < count && enough(tries); tries++) {
+      const subject = rng.pick(options.subjects);
+      const concept = world.catalog.subjectById.get(subject)?.concept;
+      // One subject per concept, so a name in the caption points at exactly one thing.
+      if (!concept || concepts.has(concept)) continue;
+      const placed = tryPlaceNew(world, canvas, subject, subjects, rng, maxOverlap);
+      if (!placed) continue;
+      subjects.push(placed);
+      concepts.add(concept);
+    }
+    if (subjects.length >= min) return { size: canvas, background, subjects };
+    subjects.length = 0;
+    concepts.clear();
   }
-  if (subjects.length < min) throw new Error(`could not place ${min} subjects without overlap; the subject pool may be too small`);
-  return { size: canvas, background, subjects };
+  throw new Error(`could not place ${min} subjects without overlap; the subject pool may be too small`);
 }
 
 export function renderScene(world: World, spec: SceneSpec): RenderedScene {

@@ -99,3 +99,16 @@ test('the same seed gives the same scene bytes', () => {
   assert.deepEqual(a.image.data, b.image.data);
   assert.notDeepEqual(a.image.data, c.image.data);
 });
+
+test('two-subject scenes are found even when most of the pool repeats one concept', () => {
+  // Every style of one concept plus a single subject of another: most draws repeat the first
+  // concept, so a scene needing two concepts must keep drawing until the lone one comes up.
+  const [common, rare] = ['cat', 'dog'].map((concept) => world.catalog.subjects.filter((s) => s.concept === concept).map((s) => s.id));
+  const subjects = [...common!, rare![0]!];
+  assert.ok(common!.length >= 4, `cat has ${common!.length} styles in the test world`);
+  const rng = new Random(3);
+  for (let i = 0; i < 200; i++) {
+    const spec = sampleScene(world, rng, { subjects, backgroundStyles: pool.backgroundStyles, minSubjects: 2, maxSubjects: 2 });
+    assert.deepEqual(spec.subjects.map((s) => s.concept).sort(), ['cat', 'dog']);
+  }
+});
