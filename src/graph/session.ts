@@ -156,8 +156,12 @@ export class GraphSession {
     return this.session.outputNames;
   }
 
-  /** Runs; outputs in `deviceOutputs` stay on the device, the rest come back to host memory. */
-  async runOnDevice(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>> {
+  /**
+   * Runs; outputs in `deviceOutputs` stay on the device, the rest come back to host memory. Host
+   * outputs named in `outputsInto` are written into those tensors (same dtype and shape, not aliasing
+   * any feed) and returned as they are, instead of into fresh buffers copied out of ORT's.
+   */
+  async runOnDevice(feeds: Readonly<Record<string, Tensor>>, outputsInto: Readonly<Record<string, HostTensor>> = {}): Promise<Record<string, Tensor>> {
     if (this.released) throw new Error('this session was released (evicted from its runtime cache or disposed); compile it again');
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const name of this.session.inputNames) {
@@ -165,12 +169,16 @@ export class GraphSession {
       if (!feed) throw new Error(`missing input ${name} (inputs: ${this.session.inputNames.join(', ')})`);
       ortFeeds[name] = toOrtTensor(feed);
     }
-    const running = this.session.run(ortFeeds);
+    const fetches = Object.fromEntries(this.session.outputNames.map((name) => {
+      const target = outputsInto[name];
+      return [name, target && !this.deviceOutputs.has(name) ? toOrtTensor(target) : null];
+    }));
+    const running = this.session.run(ortFeeds, fetches);
     this.inFlight.add(running);
     try {
       const results = await running;
       return Object.fromEntries(
-        Object.entries(results).map(([name, tensor]) => [name, this.deviceOutputs.has(name) ? new DeviceTensor(tensor) : fromOrtTensor(tensor)]),
+        Object.entries(results).map(([name, tensor]) => [name, fetches[name] ? outputsInto[name]! : this.deviceOutputs.has(name) ? new DeviceTensor(tensor) : fromOrtTensor(tensor)]),
       );
     } finally {
       this.inFlight.delete(running);

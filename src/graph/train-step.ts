@@ -64,6 +64,12 @@ const stateInputName = (stateName: string, key: string) => `${stateName}.${key}`
 
 export class TrainingStep {
   private stepCount = 0;
+  /**
+   * Host buffers the next step writes its updated parameters and optimizer state into: the ones
+   * the step before last produced, which nothing reads any more. Reusing them spares ORT a fresh
+   * allocation and a copy of every updated tensor per step.
+   */
+  private spareOutputs: Record<string, HostTensor> = {};
 
   private constructor(
     private readonly options: TrainingStepOptions,
@@ -151,7 +157,19 @@ export class TrainingStep {
     feeds['step_size'] = scalar(scalars.stepSize, scalarType);
     feeds['bias_correction2_sqrt'] = scalar(scalars.biasCorrection2Sqrt, scalarType);
     feeds['dropout_seed'] = { dtype: 'int64', shape: [], data: BigInt64Array.of(BigInt(dropoutSeedFor(this.options.seed ?? 0, step))) };
-    const results = await this.session.runOnDevice(feeds);
+    const updatedKeys = [...this.trainable, ...Object.keys(this.optimizerState)];
+    const current = (key: string): Tensor => this.parameters[key] ?? this.optimizerState[key]!;
+    const outputsInto: Record<string, HostTensor> = {};
+    for (const key of updatedKeys) {
+      const tensor = current(key);
+      if (tensor instanceof DeviceTensor) continue;
+      outputsInto[this.outputNames[updatedName(key)]!] = this.spareOutputs[key] ?? { dtype: tensor.dtype, shape: [...tensor.shape], data: allocate(tensor.dtype, elementCount(tensor.shape)) };
+    }
+    const results = await this.session.runOnDevice(feeds, outputsInto);
+    for (const key of updatedKeys) {
+      const previous = current(key);
+      if (!(previous instanceof DeviceTensor)) this.spareOutputs[key] = previous;
+    }
     const result = (name: string): Tensor => results[this.outputNames[name]!]!;
     const hostScalar = (name: string): number => {
       const tensor = result(name);

@@ -277,3 +277,18 @@ test('an initializer stored in a safetensors file runs from disk and from memory
     await rm(directory, { recursive: true, force: true });
   }
 });
+
+test('outputs can be written into given host tensors, which come back filled; the others are fresh', async () => {
+  const graph = new Graph('into');
+  const x = graph.input('x', 'float32', [4]);
+  const session = await GraphSession.create(encodeModel(graph.toModel({ doubled: mul(x, 2), shifted: add(x, 1) })));
+  try {
+    const target: HostTensor = { dtype: 'float32', shape: [4], data: new Float32Array(4) };
+    const results = await session.runOnDevice({ x: { dtype: 'float32', shape: [4], data: Float32Array.of(1, 2, 3, 4) } }, { doubled: target });
+    assert.equal(results['doubled'], target);
+    assert.deepEqual(Array.from(target.data), [2, 4, 6, 8]);
+    assert.deepEqual(Array.from((results['shifted'] as HostTensor).data), [2, 3, 4, 5]);
+  } finally {
+    await session.release();
+  }
+});
