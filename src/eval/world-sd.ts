@@ -165,10 +165,10 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
     };
     try {
       // Tuning prompts come after the reported ones in the same single-subject sequence: disjoint from them.
-      const singleCount = options.singlePrompts ?? 40;
-      const tuningScenes = Array.from({ length: options.tuningPrompts ?? 16 }, (_, i) => stream.sceneWith(1, singleCount + 10000 + i));
+      const singleCount = options.singlePrompts ?? 100;
+      const tuningScenes = Array.from({ length: options.tuningPrompts ?? 24 }, (_, i) => stream.sceneWith(1, singleCount + 10000 + i));
       const tuning: WorldSdMetrics['unet']['tuning'] = [];
-      for (const guidanceScale of options.guidanceScales ?? [2, 4, 7]) {
+      for (const guidanceScale of options.guidanceScales ?? [2, 3, 4, 5, 7]) {
         const cases = [];
         for (const [i, scene] of tuningScenes.entries()) {
           cases.push({ image: await generate(scene.caption, guidanceScale, i), concept: scene.spec.subjects[0]!.concept, position: scene.spec.subjects[0]!.position });
@@ -183,7 +183,7 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
       const singleCases: GeneratedCase[] = [];
       for (const [i, scene] of singleScenes.entries()) singleCases.push(caseOf(scene, await generate(scene.caption, best, i)));
       const asSingle = (image: 'real' | 'generated') => singleCases.map((item) => ({ image: item[image], concept: item.concepts[0]!, position: item.positions[0]! }));
-      const pairScenes = Array.from({ length: options.twoSubjectPrompts ?? 20 }, (_, i) => stream.sceneWith(2, i));
+      const pairScenes = Array.from({ length: options.twoSubjectPrompts ?? 40 }, (_, i) => stream.sceneWith(2, i));
       const twoSubjectCases: GeneratedCase[] = [];
       for (const [i, scene] of pairScenes.entries()) twoSubjectCases.push(caseOf(scene, await generate(scene.caption, best, i)));
       const asPair = (image: 'real' | 'generated') => twoSubjectCases.map((item) => ({ image: item[image], concepts: item.concepts }));

@@ -283,11 +283,12 @@ test('outputs can be written into given host tensors, which come back filled; th
   const x = graph.input('x', 'float32', [4]);
   const session = await GraphSession.create(encodeModel(graph.toModel({ doubled: mul(x, 2), shifted: add(x, 1) })));
   try {
-    const target: HostTensor = { dtype: 'float32', shape: [4], data: new Float32Array(4) };
+    const data = new Float32Array(4);
+    const target: HostTensor = { dtype: 'float32', shape: [4], data };
     const results = await session.runOnDevice({ x: { dtype: 'float32', shape: [4], data: Float32Array.of(1, 2, 3, 4) } }, { doubled: target });
     assert.equal(results['doubled'], target);
-    assert.deepEqual(Array.from(target.data), [2, 4, 6, 8]);
-    assert.deepEqual(Array.from((results['shifted'] as HostTensor).data), [2, 3, 4, 5]);
+    assert.deepEqual(Array.from(data), [2, 4, 6, 8]);
+    assert.deepEqual(Array.from((results['shifted'] as HostTensor).data as Float32Array), [2, 3, 4, 5]);
   } finally {
     await session.release();
   }
