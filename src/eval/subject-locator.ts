@@ -50,3 +50,25 @@ export function nearestPosition(x: number, y: number): Position {
   }
   return best;
 }
+
+/**
+ * How far located centres follow the prompted positions: per axis, the least-squares slope of the
+ * located coordinate on the prompted position's coordinate (1: the subject moves as far as the
+ * prompt says; 0: it ignores the position words).
+ */
+export function positionFollowing(prompted: readonly Position[], located: readonly { x: number; y: number }[]): { x: number; y: number } {
+  const axis = (index: 0 | 1, key: 'x' | 'y') => slope(prompted.map((position) => POSITION_CENTRES[position][index]), located.map((centre) => centre[key]));
+  return { x: axis(0, 'x'), y: axis(1, 'y') };
+}
+
+/** Least-squares slope of `ys` on `xs`; 0 when the xs do not vary. */
+function slope(xs: readonly number[], ys: readonly number[]): number {
+  const mean = (values: readonly number[]) => values.reduce((total, value) => total + value, 0) / values.length;
+  const [meanX, meanY] = [mean(xs), mean(ys)];
+  let [covariance, variance] = [0, 0];
+  xs.forEach((x, i) => {
+    covariance += (x - meanX) * (ys[i]! - meanY);
+    variance += (x - meanX) ** 2;
+  });
+  return variance > 0 ? covariance / variance : 0;
+}

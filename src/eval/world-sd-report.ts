@@ -8,6 +8,7 @@ import { imageGridPng } from '../train/images.js';
 import type { GeneratedCase, WorldSdMetrics, WorldSdResult } from './world-sd.js';
 
 const percent = (value: number | undefined) => (value === undefined ? '–' : `${(value * 100).toFixed(1)} %`);
+const slopes = (slope: { x: number; y: number } | undefined) => (slope ? `${slope.x.toFixed(2)} / ${slope.y.toFixed(2)}` : '–');
 
 function row(what: string, value: string, target: string, met: boolean | null): string {
   const verdict = met === null ? '' : met ? 'met' : 'not met';
@@ -30,6 +31,8 @@ function metricsTable(metrics: WorldSdMetrics): string {
     row('… the same measure on the real scenes', percent(single.realScenes.conceptTop1), '', null),
     row('U-Net-mini single subject: centre nearest the prompted position', percent(single.generated.position), `≥ ${percent(targets.generatedPosition)}`, (single.generated.position ?? 0) >= targets.generatedPosition),
     row('… the same measure on the real scenes', percent(single.realScenes.position), '', null),
+    row('U-Net-mini single subject: slope of the located centre on the prompted one (x / y)', slopes(single.generated.positionSlope), '', null),
+    row('… the same measure on the real scenes', slopes(single.realScenes.positionSlope), '', null),
     row(`U-Net-mini two subjects: both in CLIP-mini's top 5 (${pair.generated.prompts} prompts)`, percent(pair.generated.bothPresentTop5), 'report', null),
     row('… the same measure on the real scenes', percent(pair.realScenes.bothPresentTop5), '', null),
     '</table>',

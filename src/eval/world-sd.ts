@@ -16,8 +16,9 @@ import { TextToImagePipeline } from '../pipeline/text_to_image.js';
 import { CaptionedSceneStream, WORLD_FILE, type CaptionedScene, type WorldDescription } from '../train/captioned-scenes.js';
 import { EVAL_SCENE_SEED, openWorld } from '../train/world-data.js';
 import type { RgbaImage } from '../world/image.js';
+import type { Position } from '../world/vocabulary.js';
 import { ClipMiniProbe, dot } from './clip-mini-probe.js';
-import { nearestPosition, subjectCentre } from './subject-locator.js';
+import { nearestPosition, positionFollowing, subjectCentre } from './subject-locator.js';
 import { vaeReconstructionPsnr, type VaeReconstructionReport } from './world.js';
 
 export const WORLD_SD_TARGETS = { vaePsnr: 28, retrievalTop1: 0.6, zeroShotTop1: 0.7, generatedConcept: 0.5, generatedPosition: 0.7 } as const;
@@ -40,7 +41,7 @@ export interface WorldSdOptions {
 export interface GeneratedCase {
   prompt: string;
   concepts: string[];
-  positions: string[];
+  positions: Position[];
   real: RgbaImage;
   generated: RgbaImage;
 }
@@ -51,6 +52,11 @@ export interface GenerationScores {
   conceptTop1?: number;
   /** Single subject: the located centre is nearest the prompted position. */
   position?: number;
+  /**
+   * Single subject: least-squares slope of the located centre on the prompted one, per axis —
+   * 1 when the subject moves as far as the prompt says, 0 when it ignores the position words.
+   */
+  positionSlope?: { x: number; y: number };
   /** Two subjects: both prompted concepts in CLIP-mini's top 5. */
   bothPresentTop5?: number;
 }
@@ -90,15 +96,18 @@ function rgbToRgba(image: { width: number; height: number; data: Uint8Array }): 
   return { width: image.width, height: image.height, data };
 }
 
-async function scoreSingles(probe: ClipMiniProbe, cases: readonly { image: RgbaImage; concept: string; position: string }[]): Promise<GenerationScores> {
+async function scoreSingles(probe: ClipMiniProbe, cases: readonly { image: RgbaImage; concept: string; position: Position }[]): Promise<GenerationScores> {
   const embeds = await probe.embedImages(cases.map((item) => item.image));
   let [conceptHits, positionHits] = [0, 0];
+  const located: { x: number; y: number }[] = [];
   for (const [k, item] of cases.entries()) {
     if (probe.rankConcepts(embeds[k]!)[0] === item.concept) conceptHits++;
     const centre = subjectCentre(item.image);
     if (nearestPosition(centre.x, centre.y) === item.position) positionHits++;
+    located.push(centre);
   }
-  return { prompts: cases.length, conceptTop1: fraction(conceptHits, cases.length), position: fraction(positionHits, cases.length) };
+  const positionSlope = positionFollowing(cases.map((item) => item.position), located);
+  return { prompts: cases.length, conceptTop1: fraction(conceptHits, cases.length), position: fraction(positionHits, cases.length), positionSlope };
 }
 
 async function scorePairs(probe: ClipMiniProbe, cases: readonly { image: RgbaImage; concepts: string[] }[]): Promise<GenerationScores> {

@@ -2,7 +2,7 @@
 // pattern is found at its position; a bare background gives the centre.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nearestPosition, subjectCentre } from '../../src/eval/subject-locator.js';
+import { nearestPosition, positionFollowing, subjectCentre } from '../../src/eval/subject-locator.js';
 import type { RgbaImage } from '../../src/world/image.js';
 
 const side = 64;
@@ -37,4 +37,14 @@ for (const [name, background] of Object.entries(backgrounds)) {
 
 test('a bare background has no subject: the centre is returned', () => {
   assert.deepEqual(subjectCentre(canvas(backgrounds['flat']!)), { x: 0.5, y: 0.5 });
+});
+
+test('position following: slope 1 when centres sit at the prompted positions, 0 when they ignore them', () => {
+  const prompted = ['left', 'right', 'top left', 'bottom right', 'centre'] as const;
+  const exact = positionFollowing(prompted, [{ x: 0.25, y: 0.5 }, { x: 0.75, y: 0.5 }, { x: 0.25, y: 0.25 }, { x: 0.75, y: 0.75 }, { x: 0.5, y: 0.5 }]);
+  assert.ok(Math.abs(exact.x - 1) < 1e-12 && Math.abs(exact.y - 1) < 1e-12, JSON.stringify(exact));
+  // Half-way towards the prompted position on x, always the middle on y.
+  const promptedX = { left: 0.25, right: 0.75, 'top left': 0.25, 'bottom right': 0.75, centre: 0.5 } as const;
+  const half = positionFollowing(prompted, prompted.map((position) => ({ x: 0.5 + (promptedX[position] - 0.5) / 2, y: 0.5 })));
+  assert.ok(Math.abs(half.x - 0.5) < 1e-12 && half.y === 0, JSON.stringify(half));
 });

@@ -108,6 +108,7 @@ test('CLIP-mini and U-Net-mini train, export one pipeline folder, generate and e
   for (const value of [metrics.clip.captionToImageTop1, metrics.clip.zeroShotTop1, metrics.unet.singleSubject.realScenes.position!, metrics.unet.twoSubjects.generated.bothPresentTop5!]) {
     assert.ok(value >= 0 && value <= 1);
   }
+  assert.ok(['x', 'y'].every((axis) => Number.isFinite(metrics.unet.singleSubject.realScenes.positionSlope![axis as 'x' | 'y'])));
   const report = join(scratch, 'report');
   await writeWorldSdReport(report, result);
   const html = await readFile(join(report, 'report.html'), 'utf8');
