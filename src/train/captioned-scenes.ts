@@ -5,7 +5,8 @@
 // subject was drawn.
 import { z } from 'zod';
 import { captionScene, styleWord } from '../world/caption.js';
-import { DEFAULT_MAX_OVERLAP, renderScene, sampleScene, type SceneSpec } from '../world/scene.js';
+import { DEFAULT_MAX_OVERLAP, fitsWith, placeSubject, renderScene, sampleScene, type PlacedSubject, type SceneSpec } from '../world/scene.js';
+import { POSITIONS } from '../world/vocabulary.js';
 import { makeSplits, splitPool, type SplitName } from '../world/splits.js';
 import type { RgbaImage } from '../world/image.js';
 import type { World } from '../world/world.js';
@@ -16,6 +17,14 @@ export const captionedScenesSchema = z.strictObject({
   singleSubjectFraction: z.number().min(0).max(1).default(0.3),
   /** Fraction of single-subject samples captioned with the bare subject instead of the scene caption. */
   shortCaptionFraction: z.number().min(0).max(1).default(0.5),
+  /**
+   * Fraction of sample pairs (2k, 2k + 1) that are position twins: the same background and
+   * subjects at the same sizes, every subject at another position, both captioned in full with
+   * the same phrasing. In a contrastive batch each twin is the other's hard negative, which only
+   * the position words tell apart — without them CLIP-mini's text encoder learns to ignore those
+   * words, and a U-Net conditioned on it cannot place subjects.
+   */
+  positionTwinFraction: z.number().min(0).max(1).optional(),
 });
 
 export type CaptionedScenesConfig = z.output<typeof captionedScenesSchema>;
@@ -73,6 +82,12 @@ export class CaptionedSceneStream {
   }
 
   sample(index: number): CaptionedScene {
+    const pair = Math.floor(index / 2);
+    const twinFraction = this.options.positionTwinFraction ?? 0;
+    if (twinFraction > 0 && new Random(deriveSeed(this.seed ^ 0x7a11, pair)).chance(twinFraction)) {
+      const twins = this.positionTwins(pair);
+      if (twins) return twins[index % 2]!;
+    }
     const rng = new Random(deriveSeed(this.seed, index));
     const single = rng.chance(this.options.singleSubjectFraction);
     const spec = sampleScene(this.world, rng, {
@@ -88,6 +103,32 @@ export class CaptionedSceneStream {
         ? subjectCaption(this.world, subject.concept, rng.chance(0.5) ? subject.style : undefined)
         : captionScene(this.world, spec, rng).text;
     return { image, caption, spec };
+  }
+
+  /** Position twins of pair `pair`, or null when the subjects find no other free positions. */
+  private positionTwins(pair: number): [CaptionedScene, CaptionedScene] | null {
+    const rng = new Random(deriveSeed(this.seed ^ 0x7a12, pair));
+    const canvas = this.world.sceneSize;
+    const spec = sampleScene(this.world, rng, { subjects: this.subjects, backgroundStyles: this.backgroundStyles, maxOverlap: DEFAULT_MAX_OVERLAP });
+    const moved: PlacedSubject[] = [];
+    for (const subject of spec.subjects) {
+      const taken = new Set([subject.position, ...moved.map((placed) => placed.position)]);
+      const free = POSITIONS.filter((position) => !taken.has(position));
+      let placed: PlacedSubject | null = null;
+      for (let attempt = 0; attempt < 40 && !placed; attempt++) {
+        const candidate = placeSubject(this.world, canvas, subject.subject, rng.pick(free), subject.size, rng);
+        if (fitsWith(candidate.box, moved, DEFAULT_MAX_OVERLAP)) placed = candidate;
+      }
+      if (!placed) return null;
+      moved.push(placed);
+    }
+    const captionSeed = deriveSeed(this.seed ^ 0x7a13, pair);
+    const twin = (layout: SceneSpec): CaptionedScene => ({
+      image: renderScene(this.world, layout).image,
+      caption: captionScene(this.world, layout, new Random(captionSeed)).text,
+      spec: layout,
+    });
+    return [twin(spec), twin({ ...spec, subjects: moved })];
   }
 
   /**
