@@ -159,7 +159,7 @@ export class GraphSession {
   /**
    * Runs; outputs in `deviceOutputs` stay on the device, the rest come back to host memory. Host
    * outputs named in `outputsInto` are written into those tensors (same dtype and shape, not aliasing
-   * any feed) and returned as they are, instead of into fresh buffers copied out of ORT's.
+   * any feed) and returned as they are, so ORT allocates no output buffer of its own for them.
    */
   async runOnDevice(feeds: Readonly<Record<string, Tensor>>, outputsInto: Readonly<Record<string, HostTensor>> = {}): Promise<Record<string, Tensor>> {
     if (this.released) throw new Error('this session was released (evicted from its runtime cache or disposed); compile it again');

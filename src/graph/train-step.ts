@@ -67,7 +67,7 @@ export class TrainingStep {
   /**
    * Host buffers the next step writes its updated parameters and optimizer state into: the ones
    * the step before last produced, which nothing reads any more. Reusing them spares ORT a fresh
-   * allocation and a copy of every updated tensor per step.
+   * allocation of every updated tensor per step.
    */
   private spareOutputs: Record<string, HostTensor> = {};
 
