@@ -5,8 +5,7 @@
 // subject was drawn.
 import { z } from 'zod';
 import { captionScene, styleWord } from '../world/caption.js';
-import { DEFAULT_MAX_OVERLAP, fitsWith, placeSubject, renderScene, sampleScene, type PlacedSubject, type SceneSpec } from '../world/scene.js';
-import { POSITIONS } from '../world/vocabulary.js';
+import { DEFAULT_MAX_OVERLAP, renderScene, sampleScene, tryMoveSubject, type PlacedSubject, type SceneSpec } from '../world/scene.js';
 import { makeSplits, splitPool, type SplitName } from '../world/splits.js';
 import type { RgbaImage } from '../world/image.js';
 import type { World } from '../world/world.js';
@@ -85,8 +84,8 @@ export class CaptionedSceneStream {
     const pair = Math.floor(index / 2);
     const twinFraction = this.options.positionTwinFraction ?? 0;
     if (twinFraction > 0 && new Random(deriveSeed(this.seed ^ 0x7a11, pair)).chance(twinFraction)) {
-      const twins = this.positionTwins(pair);
-      if (twins) return twins[index % 2]!;
+      const twin = this.positionTwin(pair, index % 2);
+      if (twin) return twin;
     }
     const rng = new Random(deriveSeed(this.seed, index));
     const single = rng.chance(this.options.singleSubjectFraction);
@@ -105,30 +104,21 @@ export class CaptionedSceneStream {
     return { image, caption, spec };
   }
 
-  /** Position twins of pair `pair`, or null when the subjects find no other free positions. */
-  private positionTwins(pair: number): [CaptionedScene, CaptionedScene] | null {
+  /** Member 0 or 1 of position-twin pair `pair`, or null when the subjects find no other free positions. */
+  private positionTwin(pair: number, member: number): CaptionedScene | null {
     const rng = new Random(deriveSeed(this.seed ^ 0x7a12, pair));
-    const canvas = this.world.sceneSize;
     const spec = sampleScene(this.world, rng, { subjects: this.subjects, backgroundStyles: this.backgroundStyles, maxOverlap: DEFAULT_MAX_OVERLAP });
     const moved: PlacedSubject[] = [];
     for (const subject of spec.subjects) {
       const taken = new Set([subject.position, ...moved.map((placed) => placed.position)]);
-      const free = POSITIONS.filter((position) => !taken.has(position));
-      let placed: PlacedSubject | null = null;
-      for (let attempt = 0; attempt < 40 && !placed; attempt++) {
-        const candidate = placeSubject(this.world, canvas, subject.subject, rng.pick(free), subject.size, rng);
-        if (fitsWith(candidate.box, moved, DEFAULT_MAX_OVERLAP)) placed = candidate;
-      }
+      const placed = tryMoveSubject(this.world, this.world.sceneSize, subject, moved, taken, rng, DEFAULT_MAX_OVERLAP);
       if (!placed) return null;
       moved.push(placed);
     }
-    const captionSeed = deriveSeed(this.seed ^ 0x7a13, pair);
-    const twin = (layout: SceneSpec): CaptionedScene => ({
-      image: renderScene(this.world, layout).image,
-      caption: captionScene(this.world, layout, new Random(captionSeed)).text,
-      spec: layout,
-    });
-    return [twin(spec), twin({ ...spec, subjects: moved })];
+    // Both members are worked out to the same layouts; only the requested one is rendered.
+    const layout = member === 0 ? spec : { ...spec, subjects: moved };
+    const caption = captionScene(this.world, layout, new Random(deriveSeed(this.seed ^ 0x7a13, pair))).text;
+    return { image: renderScene(this.world, layout).image, caption, spec: layout };
   }
 
   /**

@@ -3,8 +3,8 @@
 import type { BackgroundSpec } from './backgrounds.js';
 import { chooseName, styleWord } from './caption.js';
 import type { Random } from '../util/random.js';
-import { fitsWith, placeSubject, tryPlaceNew, type PlacedSubject, type SceneSpec } from './scene.js';
-import { POSITION_PHRASES, POSITIONS } from './vocabulary.js';
+import { fitsWith, placeSubject, tryMoveSubject, tryPlaceNew, type PlacedSubject, type SceneSpec } from './scene.js';
+import { POSITION_PHRASES } from './vocabulary.js';
 import type { World } from './world.js';
 
 export const EDIT_KINDS = ['background', 'replace', 'add', 'remove', 'move'] as const;
@@ -105,19 +105,13 @@ function editMove(world: World, spec: SceneSpec, rng: Random, pools: EditPools):
   const index = rng.int(spec.subjects.length);
   const old = spec.subjects[index] as PlacedSubject;
   const others = spec.subjects.filter((_, i) => i !== index);
-  const taken = new Set(spec.subjects.map((s) => s.position));
-  const free = POSITIONS.filter((p) => !taken.has(p));
-  for (let attempt = 0; attempt < 12 && free.length > 0; attempt++) {
-    const position = rng.pick(free);
-    const placed = placeSubject(world, spec.size, old.subject, position, old.size, rng);
-    if (!fitsWith(placed.box, others, pools.maxOverlap)) continue;
-    const subjects = spec.subjects.map((s, i) => (i === index ? placed : s));
-    const name = chooseName(world, old.concept, rng);
-    const where = rng.pick(POSITION_PHRASES[position]);
-    const instruction = rng.pick([`move the ${name} ${where}`, `put the ${name} ${where} instead`]);
-    return { kind: 'move', instruction, before: spec, after: { ...spec, subjects }, subject: index };
-  }
-  return null;
+  const placed = tryMoveSubject(world, spec.size, old, others, new Set(spec.subjects.map((s) => s.position)), rng, pools.maxOverlap, 12);
+  if (!placed) return null;
+  const subjects = spec.subjects.map((s, i) => (i === index ? placed : s));
+  const name = chooseName(world, old.concept, rng);
+  const where = rng.pick(POSITION_PHRASES[placed.position]);
+  const instruction = rng.pick([`move the ${name} ${where}`, `put the ${name} ${where} instead`]);
+  return { kind: 'move', instruction, before: spec, after: { ...spec, subjects }, subject: index };
 }
 
 /** Apply an edit of the given kind, or null when that edit does not fit this scene. */

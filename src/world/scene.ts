@@ -108,6 +108,28 @@ export function tryPlaceNew(
   return null;
 }
 
+/**
+ * `subject` moved to a position outside `taken`, at its own size, overlapping none of `others` more
+ * than allowed; null when no placement fits after `attempts` tries.
+ */
+export function tryMoveSubject(
+  world: World,
+  canvas: number,
+  subject: PlacedSubject,
+  others: readonly PlacedSubject[],
+  taken: ReadonlySet<Position>,
+  rng: Random,
+  maxOverlap: number,
+  attempts = PLACEMENT_ATTEMPTS,
+): PlacedSubject | null {
+  const free = POSITIONS.filter((p) => !taken.has(p));
+  for (let attempt = 0; attempt < attempts && free.length > 0; attempt++) {
+    const placed = placeSubject(world, canvas, subject.subject, rng.pick(free), subject.size, rng);
+    if (fitsWith(placed.box, others, maxOverlap)) return placed;
+  }
+  return null;
+}
+
 export function sampleScene(world: World, rng: Random, options: SceneOptions): SceneSpec {
   const canvas = world.sceneSize;
   const maxOverlap = options.maxOverlap ?? DEFAULT_MAX_OVERLAP;
