@@ -89,12 +89,7 @@ export class CaptionedSceneStream {
     }
     const rng = new Random(deriveSeed(this.seed, index));
     const single = rng.chance(this.options.singleSubjectFraction);
-    const spec = sampleScene(this.world, rng, {
-      subjects: this.subjects,
-      backgroundStyles: this.backgroundStyles,
-      maxOverlap: DEFAULT_MAX_OVERLAP,
-      ...(single ? { maxSubjects: 1 } : {}),
-    });
+    const spec = this.sampleSpec(rng, single);
     const { image } = renderScene(this.world, spec);
     const subject = spec.subjects[0]!;
     const caption =
@@ -104,10 +99,22 @@ export class CaptionedSceneStream {
     return { image, caption, spec };
   }
 
+  /** A scene of the stream's subjects and backgrounds; `single`: exactly one subject. */
+  private sampleSpec(rng: Random, single: boolean): SceneSpec {
+    return sampleScene(this.world, rng, {
+      subjects: this.subjects,
+      backgroundStyles: this.backgroundStyles,
+      maxOverlap: DEFAULT_MAX_OVERLAP,
+      ...(single ? { maxSubjects: 1 } : {}),
+    });
+  }
+
   /** Member 0 or 1 of position-twin pair `pair`, or null when the subjects find no other free positions. */
   private positionTwin(pair: number, member: number): CaptionedScene | null {
     const rng = new Random(deriveSeed(this.seed ^ 0x7a12, pair));
-    const spec = sampleScene(this.world, rng, { subjects: this.subjects, backgroundStyles: this.backgroundStyles, maxOverlap: DEFAULT_MAX_OVERLAP });
+    // Single-subject twins in the stream's proportion: there only the position words tell the
+    // captions apart, with no subject to bind them to (the form of the position prompts).
+    const spec = this.sampleSpec(rng, rng.chance(this.options.singleSubjectFraction));
     const moved: PlacedSubject[] = [];
     for (const subject of spec.subjects) {
       const taken = new Set([subject.position, ...moved.map((placed) => placed.position)]);

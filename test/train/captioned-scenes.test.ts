@@ -30,3 +30,19 @@ test('without positionTwinFraction the stream is unchanged', () => {
   const zero = new CaptionedSceneStream(world, 7, ['train'], 0, { singleSubjectFraction: 0.5, shortCaptionFraction: 0.5, positionTwinFraction: 0 });
   for (let index = 0; index < 6; index++) assert.deepEqual(zero.sample(index), plain.sample(index));
 });
+
+test('position twins are single-subject scenes in the proportion singleSubjectFraction sets', () => {
+  const count = (singleSubjectFraction: number) => {
+    const stream = new CaptionedSceneStream(world, 11, ['train'], 0, { singleSubjectFraction, shortCaptionFraction: 0, positionTwinFraction: 1 });
+    let single = 0;
+    for (let pair = 0; pair < 16; pair++) {
+      const [first, second] = [stream.sample(2 * pair), stream.sample(2 * pair + 1)];
+      assert.equal(second.spec.subjects.length, first.spec.subjects.length);
+      if (first.spec.subjects.length === 1) single++;
+    }
+    return single;
+  };
+  assert.equal(count(1), 16);
+  const none = count(0);
+  assert.ok(none < 8, `${none} of 16 twin pairs have one subject when every scene may hold up to three`);
+});
