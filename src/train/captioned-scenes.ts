@@ -42,6 +42,8 @@ export interface CaptionedScene {
   image: RgbaImage;
   caption: string;
   spec: SceneSpec;
+  /** Set on both members of a position-twin pair (samples 2k and 2k + 1). */
+  positionTwin?: true;
 }
 
 /** The bare-subject caption of a concept: "a cat", or with its style word "a noto cat". */
@@ -125,7 +127,7 @@ export class CaptionedSceneStream {
     // Both members are worked out to the same layouts; only the requested one is rendered.
     const layout = member === 0 ? spec : { ...spec, subjects: moved };
     const caption = captionScene(this.world, layout, new Random(deriveSeed(this.seed ^ 0x7a13, pair))).text;
-    return { image: renderScene(this.world, layout).image, caption, spec: layout };
+    return { image: renderScene(this.world, layout).image, caption, spec: layout, positionTwin: true };
   }
 
   /**

@@ -7,7 +7,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Value } from '../graph/graph.js';
-import { add, clip, exp, matmul, mul } from '../graph/ops/elementwise.js';
+import { add, clip, exp, logSoftmax, matmul, mul, sum } from '../graph/ops/elementwise.js';
 import { crossEntropy, l2Normalize } from '../graph/ops/nn.js';
 import { reshape, slice, transpose } from '../graph/ops/shape.js';
 import { openSafetensors } from '../io/safetensors-index.js';
@@ -22,6 +22,27 @@ import type { RgbaImage } from '../world/image.js';
 
 /** CLIP's cap on the logit scale: exp(scale) ≤ 100. */
 const MAX_LOGIT_SCALE = Math.log(100);
+
+/**
+ * Samples 2k and 2k + 1 as their own 2×2 contrastive problem, weighted by `pairWeights` (P = B/2):
+ * −Σₖ wₖ · ¼ (the log-probabilities of each image's caption and each caption's image within the
+ * pair) / P. Position twins (one scene, its subjects moved) are told apart only by where things
+ * stand; in the batch loss a twin is one negative among B − 1, and while both towers still map the
+ * two to nearly one point its gradient is nearly zero — this term amplifies exactly that gradient.
+ */
+export function twinPairLoss(imageEmbeds: Value, textEmbeds: Value, scale: Value, pairWeights: Value): Value {
+  const [batch, dim] = imageEmbeds.shape as [number, number];
+  const pairs = batch / 2;
+  if (!Number.isInteger(pairs) || pairWeights.shape.join() !== String(pairs)) throw new Error(`twinPairLoss: pair weights ${pairWeights.shape.join('×')} for a batch of ${batch}`);
+  const images = reshape(imageEmbeds, [pairs, 2, dim]); // (P, 2, E)
+  const texts = reshape(textEmbeds, [pairs, 2, dim]); // (P, 2, E)
+  const logits = mul(matmul(images, transpose(texts, [0, 2, 1])), scale); // (P, 2 images, 2 captions)
+  const matching = imageEmbeds.graph.constant({ dtype: 'float32', shape: [1, 2, 2], data: Float32Array.of(1, 0, 0, 1) }, 'twin_matching');
+  // Image → caption (softmax over captions, axis 2) plus caption → image (over images, axis 1).
+  const logProbabilities = add(logSoftmax(logits, 2), logSoftmax(logits, 1)); // (P, 2, 2)
+  const perPair = sum(mul(logProbabilities, matching), [1, 2]); // (P)
+  return mul(sum(mul(perPair, pairWeights)), -1 / (4 * pairs));
+}
 
 export interface ClipMiniEmbeddings {
   /** L2-normalised, (B, E). */
@@ -74,15 +95,17 @@ export class ClipMini extends Module {
 
   /**
    * Symmetric InfoNCE: pair i (image i, caption i) is the positive of row i and of column i of the
-   * (B, B) logit matrix exp(scale)·I·Tᵀ; `labels` is (B) int64 0 … B−1.
+   * (B, B) logit matrix exp(scale)·I·Tᵀ; `labels` is (B) int64 0 … B−1. With `twinPairWeights`
+   * (B/2), the weighted position-twin term of `twinPairLoss` is added.
    */
-  contrastiveLoss(context: TraceContext, pixelValues: Value, inputIds: Value, labels: Value): Value {
+  contrastiveLoss(context: TraceContext, pixelValues: Value, inputIds: Value, labels: Value, twinPairWeights?: Value): Value {
     const { imageEmbeds, textEmbeds } = this.embed(context, pixelValues, inputIds);
     const scale = exp(clip(context.value(this.logit_scale), undefined, MAX_LOGIT_SCALE));
     const logits = mul(matmul(imageEmbeds, transpose(textEmbeds, [1, 0])), scale); // (B images, B captions)
     const imageToText = crossEntropy(logits, labels);
     const textToImage = crossEntropy(transpose(logits, [1, 0]), labels);
-    return mul(add(imageToText, textToImage), 0.5);
+    const batchLoss = mul(add(imageToText, textToImage), 0.5);
+    return twinPairWeights ? add(batchLoss, twinPairLoss(imageEmbeds, textEmbeds, scale, twinPairWeights)) : batchLoss;
   }
 
   /**

@@ -40,6 +40,11 @@ export const clipConfigSchema = baseConfigSchema.extend({
    * the temperature — a U-Net conditioned on the text encoder's hidden states stays valid. Default true.
    */
   trainTextEncoder: z.boolean().optional(),
+  /**
+   * Weight of the position-twin pair loss (`twinPairLoss` in clip-model.ts) added to the batch
+   * InfoNCE for the pairs `scenes.positionTwinFraction` makes twins; 0 (default) adds nothing.
+   */
+  twinLossWeight: z.number().min(0).default(0),
   data: worldDataSchema,
   scenes: captionedScenesSchema.default({ singleSubjectFraction: 0.3, shortCaptionFraction: 0.5 }),
   /** Evaluation-seed scenes in the retrieval matrix of the sample grids. */
@@ -59,6 +64,11 @@ async function loadTokenizer(config: ClipConfig): Promise<ClipTokenizer> {
   if (tokenizer.endId !== config.text.eos_token_id) throw new Error(`text.eos_token_id is ${config.text.eos_token_id}, the tokenizer's end token is ${tokenizer.endId}`);
   if (config.trainTokens > config.text.max_position_embeddings) throw new Error(`trainTokens ${config.trainTokens} exceeds max_position_embeddings ${config.text.max_position_embeddings}`);
   return tokenizer;
+}
+
+/** (B/2) weights of the pairs (2k, 2k + 1) of a batch: `weight` where the pair is a position twin, else 0. */
+export function twinPairWeights(scenes: readonly CaptionedScene[], weight: number): HostTensor<'float32'> {
+  return { dtype: 'float32', shape: [scenes.length / 2], data: Float32Array.from({ length: scenes.length / 2 }, (_, k) => (scenes[2 * k]!.positionTwin ? weight : 0)) };
 }
 
 /** Captions → int64 (B, length) ids as the text-to-image pipeline encodes them. */
@@ -147,6 +157,9 @@ export const clipStage: StageDefinition<ClipConfig> = {
     const model = initialModel(config);
     const session: SessionOptions = { executionProvider: environment.device, threads: environment.threads };
     const labels: HostTensor<'int64'> = { dtype: 'int64', shape: [config.batchSize], data: BigInt64Array.from({ length: config.batchSize }, (_, i) => BigInt(i)) };
+    const twinLoss = config.twinLossWeight > 0;
+    if (twinLoss && config.batchSize % 2 !== 0) throw new Error(`twinLossWeight needs an even batchSize (twins are samples 2k and 2k + 1), got ${config.batchSize}`);
+    if (twinLoss && !config.scenes.positionTwinFraction) throw new Error('twinLossWeight needs scenes.positionTwinFraction > 0: without twins the term is always zero');
     let embedder: ForwardSession | null = null;
     const parameters = model.stateDict();
     return {
@@ -158,14 +171,17 @@ export const clipStage: StageDefinition<ClipConfig> = {
         pixel_values: { dtype: 'float32', shape: [config.batchSize, 3, side, side] },
         input_ids: { dtype: 'int64', shape: [config.batchSize, config.trainTokens] },
         labels: { dtype: 'int64', shape: [config.batchSize] },
+        ...(twinLoss ? { twin_pair_weights: { dtype: 'float32' as const, shape: [config.batchSize / 2] } } : {}),
       },
-      loss: ({ graph, parameters, batch }) => model.contrastiveLoss(contextFromValues(graph, model, parameters), batch['pixel_values']!, batch['input_ids']!, batch['labels']!),
+      loss: ({ graph, parameters, batch }) =>
+        model.contrastiveLoss(contextFromValues(graph, model, parameters), batch['pixel_values']!, batch['input_ids']!, batch['labels']!, batch['twin_pair_weights']),
       async batch(step) {
         const scenes = stream.batch(step, config.batchSize);
         return {
           pixel_values: imagesToClipPixels(scenes.map((scene) => scene.image)),
           input_ids: encodeCaptions(tokenizer, scenes.map((scene) => scene.caption), config.trainTokens),
           labels,
+          ...(twinLoss ? { twin_pair_weights: twinPairWeights(scenes, config.twinLossWeight) } : {}),
         };
       },
       async sampleGrid(parameters) {

@@ -44,12 +44,12 @@ function noiseImages(count: number, seed: number): RgbaImage[] {
 
 const captions = ['a noto cat on the left', 'a red apple at the top, on a blue background', 'a rocket', 'an emoji scene with a small twemoji dog in the centre'];
 
-test('the graph loss is the symmetric InfoNCE of the embeddings', async () => {
-  const model = randomModel(1);
-  const images = noiseImages(captions.length, 2);
-  const pixels = imagesToClipPixels(images);
+/** The graph's contrastive loss on the captions and noise images, and the (B, B) logits computed on the host from the embeddings. */
+async function graphLossAndHostLogits(model: ClipMini, twinPairWeights?: number[]): Promise<{ graphLoss: number; logits: number[][] }> {
+  const pixels = imagesToClipPixels(noiseImages(captions.length, 2));
   const ids = encodeCaptions(tokenizer, captions, config.trainTokens);
   const labels = { dtype: 'int64' as const, shape: [captions.length], data: BigInt64Array.from(captions.map((_, i) => BigInt(i))) };
+  const weights = twinPairWeights && { dtype: 'float32' as const, shape: [twinPairWeights.length], data: Float32Array.from(twinPairWeights) };
   const graph = new Graph('loss');
   const context = inputBindings(graph, model);
   const inputs = {
@@ -57,9 +57,10 @@ test('the graph loss is the symmetric InfoNCE of the embeddings', async () => {
     input_ids: graph.input('input_ids', 'int64', ids.shape),
     labels: graph.input('labels', 'int64', labels.shape),
   };
-  const loss = model.contrastiveLoss(context, inputs.pixel_values, inputs.input_ids, inputs.labels);
+  const weightsInput = weights && graph.input('twin_pair_weights', 'float32', weights.shape);
+  const loss = model.contrastiveLoss(context, inputs.pixel_values, inputs.input_ids, inputs.labels, weightsInput);
   const session = await GraphSession.create(encodeModel(graph.toModel({ loss }, { keepInputs: graph.inputs })));
-  const graphLoss = Number((await session.run({ ...model.stateDict(), pixel_values: pixels, input_ids: ids, labels }))['loss']!.data[0]);
+  const graphLoss = Number((await session.run({ ...model.stateDict(), pixel_values: pixels, input_ids: ids, labels, ...(weights ? { twin_pair_weights: weights } : {}) }))['loss']!.data[0]);
   await session.release();
 
   const embedder = await createEmbedder(model, captions.length, config.trainTokens);
@@ -71,10 +72,28 @@ test('the graph loss is the symmetric InfoNCE of the embeddings', async () => {
   const dim = image.length / n;
   const scale = Math.exp(model.logit_scale.data.data[0] as number);
   const logits = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, t) => scale * image.slice(i * dim, (i + 1) * dim).reduce((s, v, k) => s + v * text[t * dim + k]!, 0)));
-  const crossEntropy = (rows: number[][]) => rows.reduce((total, row, i) => total - (row[i]! - Math.log(row.reduce((s, v) => s + Math.exp(v), 0))), 0) / rows.length;
-  const transposed = logits.map((_, t) => logits.map((row) => row[t]!));
-  const expected = (crossEntropy(logits) + crossEntropy(transposed)) / 2;
+  return { graphLoss, logits };
+}
+
+/** Mean over rows of −log softmax(row)[i] for row i. */
+const hostCrossEntropy = (rows: number[][]) => rows.reduce((total, row, i) => total - (row[i]! - Math.log(row.reduce((s, v) => s + Math.exp(v), 0))), 0) / rows.length;
+const transposed = (matrix: number[][]) => matrix.map((_, t) => matrix.map((row) => row[t]!));
+const symmetricInfoNce = (logits: number[][]) => (hostCrossEntropy(logits) + hostCrossEntropy(transposed(logits))) / 2;
+
+test('the graph loss is the symmetric InfoNCE of the embeddings', async () => {
+  const { graphLoss, logits } = await graphLossAndHostLogits(randomModel(1));
+  const expected = symmetricInfoNce(logits);
   assert.ok(Math.abs(graphLoss - expected) < 1e-4, `graph ${graphLoss} vs host ${expected}`);
+});
+
+test("the twin-pair term adds each weighted pair's own 2×2 InfoNCE", async () => {
+  const weights = [3, 0];
+  const { graphLoss, logits } = await graphLossAndHostLogits(randomModel(1), weights);
+  // Pair k's block: rows and columns 2k, 2k + 1; symmetricInfoNce averages its 2 + 2 terms.
+  const pairTerms = weights.map((weight, k) => weight * symmetricInfoNce([0, 1].map((i) => [0, 1].map((t) => logits[2 * k + i]![2 * k + t]!))));
+  const expected = symmetricInfoNce(logits) + pairTerms.reduce((p, q) => p + q, 0) / weights.length;
+  assert.ok(Math.abs(graphLoss - expected) < 1e-4, `graph ${graphLoss} vs host ${expected}`);
+  assert.ok(pairTerms[0]! > 0.1, 'the weighted pair contributes');
 });
 
 test('caption embeddings do not depend on the padded length, and the fp16 export loads back', async () => {
