@@ -42,9 +42,10 @@ export const clipConfigSchema = baseConfigSchema.extend({
   trainTextEncoder: z.boolean().optional(),
   /**
    * Weight of the position-twin pair loss (`twinPairLoss` in clip-model.ts) added to the batch
-   * InfoNCE for the pairs `scenes.positionTwinFraction` makes twins; 0 (default) adds nothing.
+   * InfoNCE for the pairs `scenes.positionTwinFraction` makes twins; absent or 0 adds nothing
+   * (optional, not defaulted, so that the configs of earlier runs hash as before and resume).
    */
-  twinLossWeight: z.number().min(0).default(0),
+  twinLossWeight: z.number().min(0).optional(),
   data: worldDataSchema,
   scenes: captionedScenesSchema.default({ singleSubjectFraction: 0.3, shortCaptionFraction: 0.5 }),
   /** Evaluation-seed scenes in the retrieval matrix of the sample grids. */
@@ -157,7 +158,8 @@ export const clipStage: StageDefinition<ClipConfig> = {
     const model = initialModel(config);
     const session: SessionOptions = { executionProvider: environment.device, threads: environment.threads };
     const labels: HostTensor<'int64'> = { dtype: 'int64', shape: [config.batchSize], data: BigInt64Array.from({ length: config.batchSize }, (_, i) => BigInt(i)) };
-    const twinLoss = config.twinLossWeight > 0;
+    const twinLossWeight = config.twinLossWeight ?? 0;
+    const twinLoss = twinLossWeight > 0;
     if (twinLoss && config.batchSize % 2 !== 0) throw new Error(`twinLossWeight needs an even batchSize (twins are samples 2k and 2k + 1), got ${config.batchSize}`);
     if (twinLoss && !config.scenes.positionTwinFraction) throw new Error('twinLossWeight needs scenes.positionTwinFraction > 0: without twins the term is always zero');
     let embedder: ForwardSession | null = null;
@@ -181,7 +183,7 @@ export const clipStage: StageDefinition<ClipConfig> = {
           pixel_values: imagesToClipPixels(scenes.map((scene) => scene.image)),
           input_ids: encodeCaptions(tokenizer, scenes.map((scene) => scene.caption), config.trainTokens),
           labels,
-          ...(twinLoss ? { twin_pair_weights: twinPairWeights(scenes, config.twinLossWeight) } : {}),
+          ...(twinLoss ? { twin_pair_weights: twinPairWeights(scenes, twinLossWeight) } : {}),
         };
       },
       async sampleGrid(parameters) {
