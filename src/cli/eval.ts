@@ -26,6 +26,7 @@ interface EvalFlags {
   guidance: number[];
   retrievalScenes: number;
   zeroShotScenes: number;
+  twinPairs: number;
   singlePrompts: number;
   twoSubjectPrompts: number;
   tuningPrompts: number;
@@ -45,6 +46,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--guidance <list>', 'guidance scales to tune over (comma-separated)', guidanceList, [2, 3, 4, 5, 7])
     .option('--retrieval-scenes <n>', 'scenes in the retrieval pool', count('--retrieval-scenes'), 100)
     .option('--zero-shot-scenes <n>', 'single-subject scenes classified zero-shot', count('--zero-shot-scenes'), 200)
+    .option('--twin-pairs <n>', 'single-subject position-twin pairs CLIP-mini must tell apart', count('--twin-pairs'), 100)
     .option('--single-prompts <n>', 'single-subject prompts generated', count('--single-prompts'), 100)
     .option('--two-subject-prompts <n>', 'two-subject prompts generated', count('--two-subject-prompts'), 40)
     .option('--tuning-prompts <n>', 'prompts per guidance scale when tuning', count('--tuning-prompts'), 24)
@@ -58,6 +60,7 @@ export function registerEvalCommand(program: Command): void {
         guidanceScales: flags.guidance,
         retrievalScenes: flags.retrievalScenes,
         zeroShotScenes: flags.zeroShotScenes,
+        twinPairs: flags.twinPairs,
         singlePrompts: flags.singlePrompts,
         twoSubjectPrompts: flags.twoSubjectPrompts,
         tuningPrompts: flags.tuningPrompts,
@@ -70,7 +73,7 @@ export function registerEvalCommand(program: Command): void {
       const { vae, clip, unet } = result.metrics;
       const pct = (value: number | undefined) => `${((value ?? 0) * 100).toFixed(1)}%`;
       console.log(
-        `VAE PSNR ${vae.psnr.toFixed(2)} dB; CLIP-mini retrieval ${pct(clip.captionToImageTop1)}, zero-shot ${pct(clip.zeroShotTop1)}; ` +
+        `VAE PSNR ${vae.psnr.toFixed(2)} dB; CLIP-mini retrieval ${pct(clip.captionToImageTop1)}, zero-shot ${pct(clip.zeroShotTop1)}, position twins ${pct(clip.twinPairsMatched)}; ` +
           `U-Net-mini (guidance ${unet.guidanceScale}) concept ${pct(unet.singleSubject.generated.conceptTop1)}, position ${pct(unet.singleSubject.generated.position)}, ` +
           `two subjects ${pct(unet.twoSubjects.generated.bothPresentTop5)}; report in ${flags.out}`,
       );

@@ -16,6 +16,7 @@ import { TextToImagePipeline } from '../pipeline/text_to_image.js';
 import { CaptionedSceneStream, WORLD_FILE, type CaptionedScene, type WorldDescription } from '../train/captioned-scenes.js';
 import { EVAL_SCENE_SEED, openWorld } from '../train/world-data.js';
 import type { RgbaImage } from '../world/image.js';
+import type { World } from '../world/world.js';
 import type { Position } from '../world/vocabulary.js';
 import { ClipMiniProbe, dot } from './clip-mini-probe.js';
 import { nearestPosition, positionFollowing, subjectCentre } from './subject-locator.js';
@@ -27,6 +28,8 @@ export interface WorldSdOptions {
   vaeScenesPerSplit?: number;
   retrievalScenes?: number;
   zeroShotScenes?: number;
+  /** Single-subject position-twin pairs for CLIP-mini's position measure. */
+  twinPairs?: number;
   singlePrompts?: number;
   twoSubjectPrompts?: number;
   steps?: number;
@@ -66,7 +69,17 @@ export interface WorldSdMetrics {
   evaluationSeed: number;
   world: WorldDescription;
   vae: VaeReconstructionReport;
-  clip: { retrievalScenes: number; captionToImageTop1: number; imageToCaptionTop1: number; zeroShotScenes: number; zeroShotTop1: number; zeroShotTop5: number };
+  clip: {
+    retrievalScenes: number;
+    captionToImageTop1: number;
+    imageToCaptionTop1: number;
+    zeroShotScenes: number;
+    zeroShotTop1: number;
+    zeroShotTop5: number;
+    /** Single-subject position twins (one scene, its subject moved): pairs measured and the fraction whose captions and images CLIP-mini matches rather than swaps (chance 0.5). */
+    twinPairs: number;
+    twinPairsMatched: number;
+  };
   unet: {
     steps: number;
     scheduler: 'dpm++';
@@ -119,6 +132,30 @@ async function scorePairs(probe: ClipMiniProbe, cases: readonly { image: RgbaIma
   return { prompts: cases.length, bothPresentTop5: fraction(hits, cases.length) };
 }
 
+/**
+ * Does CLIP-mini see where a subject stands? Single-subject position twins of the evaluation seed
+ * (same scene, the subject at another position, the caption's position words changed): a pair
+ * counts as matched when image a · caption a + image b · caption b beats the swapped assignment.
+ * Pairs whose subject found no other free position are plain samples and are skipped.
+ */
+async function positionTwinMatching(probe: ClipMiniProbe, world: World, description: WorldDescription, pairs: number): Promise<{ pairs: number; matched: number }> {
+  const stream = new CaptionedSceneStream(world, EVAL_SCENE_SEED, description.splits, description.splitSeed, { singleSubjectFraction: 1, shortCaptionFraction: 0, positionTwinFraction: 1 });
+  const scenes = Array.from({ length: 2 * pairs }, (_, i) => stream.sample(i));
+  const imageEmbeds = await probe.embedImages(scenes.map((scene) => scene.image));
+  const textEmbeds = await probe.embedTexts(scenes.map((scene) => scene.caption));
+  let measured = 0;
+  let matched = 0;
+  for (let pair = 0; pair < pairs; pair++) {
+    const [a, b] = [2 * pair, 2 * pair + 1];
+    if (!scenes[a]!.positionTwin) continue;
+    measured++;
+    const straight = dot(textEmbeds[a]!, imageEmbeds[a]!) + dot(textEmbeds[b]!, imageEmbeds[b]!);
+    const swapped = dot(textEmbeds[a]!, imageEmbeds[b]!) + dot(textEmbeds[b]!, imageEmbeds[a]!);
+    if (straight > swapped) matched++;
+  }
+  return { pairs: measured, matched };
+}
+
 function caseOf(scene: CaptionedScene, generated: RgbaImage): GeneratedCase {
   return {
     prompt: scene.caption,
@@ -161,6 +198,7 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
     const rankings = singleEmbeds.map((embed) => probe.rankConcepts(embed));
     const zeroShotTop1 = singles.filter((scene, k) => rankings[k]![0] === scene.spec.subjects[0]!.concept).length;
     const zeroShotTop5 = singles.filter((scene, k) => rankings[k]!.slice(0, 5).includes(scene.spec.subjects[0]!.concept)).length;
+    const twins = await positionTwinMatching(probe, world, description, options.twinPairs ?? 100);
 
     report('U-Net-mini generations');
     const pipeline = await TextToImagePipeline.fromPretrained(directory, { device, ...(options.threads ? { threads: options.threads } : {}) });
@@ -210,6 +248,8 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
           zeroShotScenes: zeroShotCount,
           zeroShotTop1: fraction(zeroShotTop1, zeroShotCount),
           zeroShotTop5: fraction(zeroShotTop5, zeroShotCount),
+          twinPairs: twins.pairs,
+          twinPairsMatched: fraction(twins.matched, twins.pairs),
         },
         unet: {
           steps,

@@ -91,6 +91,7 @@ test('CLIP-mini and U-Net-mini train, export one pipeline folder, generate and e
     guidanceScales: [1, 3],
     retrievalScenes: 6,
     zeroShotScenes: 6,
+    twinPairs: 4,
     singlePrompts: 3,
     twoSubjectPrompts: 2,
     tuningPrompts: 2,
@@ -99,13 +100,14 @@ test('CLIP-mini and U-Net-mini train, export one pipeline folder, generate and e
   });
   const { metrics } = result;
   assert.equal(metrics.clip.retrievalScenes, 6);
+  assert.ok(metrics.clip.twinPairs >= 3 && metrics.clip.twinPairs <= 4, `${metrics.clip.twinPairs} of 4 pairs are twins`);
   assert.ok(metrics.vae.psnr > 0 && metrics.vae.psnr < 60);
   assert.deepEqual(metrics.unet.tuning.map((t) => t.guidanceScale), [1, 3]);
   assert.equal(result.singleCases.length, 3);
   assert.ok(result.singleCases.every((item) => item.concepts.length === 1 && item.prompt.length > 0));
   assert.ok(result.twoSubjectCases.every((item) => item.concepts.length === 2));
   // The real scenes are rendered subjects: the probe's own calibration numbers are fractions too.
-  for (const value of [metrics.clip.captionToImageTop1, metrics.clip.zeroShotTop1, metrics.unet.singleSubject.realScenes.position!, metrics.unet.twoSubjects.generated.bothPresentTop5!]) {
+  for (const value of [metrics.clip.captionToImageTop1, metrics.clip.zeroShotTop1, metrics.clip.twinPairsMatched, metrics.unet.singleSubject.realScenes.position!, metrics.unet.twoSubjects.generated.bothPresentTop5!]) {
     assert.ok(value >= 0 && value <= 1);
   }
   assert.ok(['x', 'y'].every((axis) => Number.isFinite(metrics.unet.singleSubject.realScenes.positionSlope![axis as 'x' | 'y'])));
