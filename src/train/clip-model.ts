@@ -19,6 +19,7 @@ import { Linear, normalTensor, constantTensor, type UniformSource, checkpointIni
 import { Module, Parameter, type TraceContext } from '../nn/module.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import type { RgbaImage } from '../world/image.js';
+import { POSITIONS } from '../world/vocabulary.js';
 
 /** CLIP's cap on the logit scale: exp(scale) ≤ 100. */
 const MAX_LOGIT_SCALE = Math.log(100);
@@ -44,6 +45,22 @@ export function twinPairLoss(imageEmbeds: Value, textEmbeds: Value, scale: Value
   return mul(sum(mul(perPair, pairWeights)), -1 / (4 * pairs));
 }
 
+/** The graph inputs of one contrastive step. */
+export interface ContrastiveBatch {
+  /** (B, 3, S, S) CLIP-normalised pixels. */
+  pixelValues: Value;
+  /** (B, T) int64 caption ids. */
+  inputIds: Value;
+  /** (B) int64 0 … B − 1. */
+  labels: Value;
+  /** (B/2) float: weight of each pair (2k, 2k + 1) in `twinPairLoss`. */
+  twinPairWeights?: Value;
+  /** (B) int64 index in POSITIONS of the image's single subject, −100 where the image has several. */
+  imagePositions?: Value;
+  /** (B) int64 index in POSITIONS of the position the caption names for its single subject, −100 where it names none. */
+  captionPositions?: Value;
+}
+
 export interface ClipMiniEmbeddings {
   /** L2-normalised, (B, E). */
   imageEmbeds: Value;
@@ -59,12 +76,17 @@ export class ClipMini extends Module {
   readonly visual_projection: Parameter;
   /** log of the inverse temperature, (1). */
   readonly logit_scale: Parameter;
+  /**
+   * Training-only auxiliary classifier (E → 9 positions) shared by both towers' embeddings; not
+   * exported. Null unless the model is built with `positionHead`.
+   */
+  readonly position_head: Linear | null;
 
   constructor(
     readonly textConfig: CLIPTextConfig,
     readonly visionConfig: OpenClipVisionConfig,
     readonly embedDim: number,
-    options: { random: UniformSource; initialTemperature?: number },
+    options: { random: UniformSource; initialTemperature?: number; positionHead?: boolean },
   ) {
     super();
     this.text = new CLIPTextModel(textConfig, { random: options.random });
@@ -74,6 +96,7 @@ export class ClipMini extends Module {
     this.text_projection = new Linear(textWidth, embedDim, { random: options.random, bias: false });
     this.visual_projection = new Parameter(normalTensor(options.random, [visionWidth, embedDim], visionWidth ** -0.5));
     this.logit_scale = new Parameter(constantTensor([1], Math.log(1 / (options.initialTemperature ?? 0.07))));
+    this.position_head = options.positionHead ? new Linear(embedDim, POSITIONS.length, { random: options.random }) : null;
   }
 
   embedImages(context: TraceContext, pixelValues: Value): Value {
@@ -95,17 +118,25 @@ export class ClipMini extends Module {
 
   /**
    * Symmetric InfoNCE: pair i (image i, caption i) is the positive of row i and of column i of the
-   * (B, B) logit matrix exp(scale)·I·Tᵀ; `labels` is (B) int64 0 … B−1. With `twinPairWeights`
-   * (B/2), the weighted position-twin term of `twinPairLoss` is added.
+   * (B, B) logit matrix exp(scale)·I·Tᵀ. Optional terms: the weighted position-twin pairs of
+   * `twinPairLoss`, and `positionLossWeight` × the mean cross-entropy of `position_head` on the
+   * image and caption embeddings against the positions the batch gives.
    */
-  contrastiveLoss(context: TraceContext, pixelValues: Value, inputIds: Value, labels: Value, twinPairWeights?: Value): Value {
-    const { imageEmbeds, textEmbeds } = this.embed(context, pixelValues, inputIds);
+  contrastiveLoss(context: TraceContext, batch: ContrastiveBatch, positionLossWeight = 0): Value {
+    const { imageEmbeds, textEmbeds } = this.embed(context, batch.pixelValues, batch.inputIds);
     const scale = exp(clip(context.value(this.logit_scale), undefined, MAX_LOGIT_SCALE));
     const logits = mul(matmul(imageEmbeds, transpose(textEmbeds, [1, 0])), scale); // (B images, B captions)
-    const imageToText = crossEntropy(logits, labels);
-    const textToImage = crossEntropy(transpose(logits, [1, 0]), labels);
-    const batchLoss = mul(add(imageToText, textToImage), 0.5);
-    return twinPairWeights ? add(batchLoss, twinPairLoss(imageEmbeds, textEmbeds, scale, twinPairWeights)) : batchLoss;
+    const imageToText = crossEntropy(logits, batch.labels);
+    const textToImage = crossEntropy(transpose(logits, [1, 0]), batch.labels);
+    let loss = mul(add(imageToText, textToImage), 0.5);
+    if (batch.twinPairWeights) loss = add(loss, twinPairLoss(imageEmbeds, textEmbeds, scale, batch.twinPairWeights));
+    if (positionLossWeight > 0) {
+      if (!this.position_head || !batch.imagePositions || !batch.captionPositions) throw new Error('contrastiveLoss: a position loss needs position_head and the image and caption positions');
+      const imageTerm = crossEntropy(this.position_head.forward(context, imageEmbeds), batch.imagePositions); // logits (B, 9)
+      const captionTerm = crossEntropy(this.position_head.forward(context, textEmbeds), batch.captionPositions);
+      loss = add(loss, mul(add(imageTerm, captionTerm), positionLossWeight / 2));
+    }
+    return loss;
   }
 
   /**

@@ -15,6 +15,7 @@ import type { HostTensor } from '../onnx/dtype.js';
 import { ClipTokenizer } from '../tokenizers/clip_bpe.js';
 import { deriveSeed, Random } from '../util/random.js';
 import { attributionMarkdown } from '../world/attribution.js';
+import { POSITION_PHRASES, POSITIONS } from '../world/vocabulary.js';
 import { baseConfigSchema, modelConfigSchema } from './config.js';
 import { CaptionedSceneStream, captionedScenesSchema, WORLD_FILE, type CaptionedScene, type WorldDescription } from './captioned-scenes.js';
 import { ClipMini, imagesToClipPixels } from './clip-model.js';
@@ -46,6 +47,12 @@ export const clipConfigSchema = baseConfigSchema.extend({
    * (optional, not defaulted, so that the configs of earlier runs hash as before and resume).
    */
   twinLossWeight: z.number().min(0).optional(),
+  /**
+   * Weight of an auxiliary position classifier on both towers' embeddings (`position_head`, shared,
+   * training only): the image's single subject's position and the position its caption names.
+   * Absent or 0: no head.
+   */
+  positionLossWeight: z.number().min(0).optional(),
   data: worldDataSchema,
   scenes: captionedScenesSchema.default({ singleSubjectFraction: 0.3, shortCaptionFraction: 0.5 }),
   /** Evaluation-seed scenes in the retrieval matrix of the sample grids. */
@@ -56,7 +63,7 @@ export type ClipConfig = z.output<typeof clipConfigSchema>;
 
 function initialModel(config: ClipConfig): ClipMini {
   const random = new Random(deriveSeed(config.seed, 0xc11f));
-  return new ClipMini(config.text, config.vision, config.embedDim, { random, initialTemperature: config.initialTemperature });
+  return new ClipMini(config.text, config.vision, config.embedDim, { random, initialTemperature: config.initialTemperature, positionHead: (config.positionLossWeight ?? 0) > 0 });
 }
 
 async function loadTokenizer(config: ClipConfig): Promise<ClipTokenizer> {
@@ -70,6 +77,26 @@ async function loadTokenizer(config: ClipConfig): Promise<ClipTokenizer> {
 /** (B/2) weights of the pairs (2k, 2k + 1) of a batch: `weight` where the pair is a position twin, else 0. */
 export function twinPairWeights(scenes: readonly CaptionedScene[], weight: number): HostTensor<'float32'> {
   return { dtype: 'float32', shape: [scenes.length / 2], data: Float32Array.from({ length: scenes.length / 2 }, (_, k) => (scenes[2 * k]!.positionTwin ? weight : 0)) };
+}
+
+/**
+ * The position labels of `position_head` (index in POSITIONS, −100 = none): `image_positions`, where
+ * a scene's single subject stands; `caption_positions`, the position its caption names (a bare
+ * subject caption names none). Scenes with several subjects have no label.
+ */
+export function scenePositionLabels(scenes: readonly CaptionedScene[]): { image_positions: HostTensor<'int64'>; caption_positions: HostTensor<'int64'> } {
+  const none = BigInt(-100);
+  const single = (scene: CaptionedScene) => (scene.spec.subjects.length === 1 ? scene.spec.subjects[0]!.position : null);
+  const imageLabels = scenes.map((scene) => {
+    const position = single(scene);
+    return position === null ? none : BigInt(POSITIONS.indexOf(position));
+  });
+  const captionLabels = scenes.map((scene, b) => {
+    const position = single(scene);
+    return position !== null && POSITION_PHRASES[position].some((phrase) => scene.caption.includes(phrase)) ? imageLabels[b]! : none;
+  });
+  const tensor = (labels: bigint[]): HostTensor<'int64'> => ({ dtype: 'int64', shape: [scenes.length], data: BigInt64Array.from(labels) });
+  return { image_positions: tensor(imageLabels), caption_positions: tensor(captionLabels) };
 }
 
 /** Captions → int64 (B, length) ids as the text-to-image pipeline encodes them. */
@@ -160,6 +187,8 @@ export const clipStage: StageDefinition<ClipConfig> = {
     const labels: HostTensor<'int64'> = { dtype: 'int64', shape: [config.batchSize], data: BigInt64Array.from({ length: config.batchSize }, (_, i) => BigInt(i)) };
     const twinLossWeight = config.twinLossWeight ?? 0;
     const twinLoss = twinLossWeight > 0;
+    const positionLossWeight = config.positionLossWeight ?? 0;
+    const positionLoss = positionLossWeight > 0;
     if (twinLoss && config.batchSize % 2 !== 0) throw new Error(`twinLossWeight needs an even batchSize (twins are samples 2k and 2k + 1), got ${config.batchSize}`);
     if (twinLoss && !config.scenes.positionTwinFraction) throw new Error('twinLossWeight needs scenes.positionTwinFraction > 0: without twins the term is always zero');
     let embedder: ForwardSession | null = null;
@@ -174,9 +203,20 @@ export const clipStage: StageDefinition<ClipConfig> = {
         input_ids: { dtype: 'int64', shape: [config.batchSize, config.trainTokens] },
         labels: { dtype: 'int64', shape: [config.batchSize] },
         ...(twinLoss ? { twin_pair_weights: { dtype: 'float32' as const, shape: [config.batchSize / 2] } } : {}),
+        ...(positionLoss ? { image_positions: { dtype: 'int64' as const, shape: [config.batchSize] }, caption_positions: { dtype: 'int64' as const, shape: [config.batchSize] } } : {}),
       },
       loss: ({ graph, parameters, batch }) =>
-        model.contrastiveLoss(contextFromValues(graph, model, parameters), batch['pixel_values']!, batch['input_ids']!, batch['labels']!, batch['twin_pair_weights']),
+        model.contrastiveLoss(
+          contextFromValues(graph, model, parameters),
+          {
+            pixelValues: batch['pixel_values']!,
+            inputIds: batch['input_ids']!,
+            labels: batch['labels']!,
+            ...(batch['twin_pair_weights'] ? { twinPairWeights: batch['twin_pair_weights'] } : {}),
+            ...(positionLoss ? { imagePositions: batch['image_positions']!, captionPositions: batch['caption_positions']! } : {}),
+          },
+          positionLossWeight,
+        ),
       async batch(step) {
         const scenes = stream.batch(step, config.batchSize);
         return {
@@ -184,6 +224,7 @@ export const clipStage: StageDefinition<ClipConfig> = {
           input_ids: encodeCaptions(tokenizer, scenes.map((scene) => scene.caption), config.trainTokens),
           labels,
           ...(twinLoss ? { twin_pair_weights: twinPairWeights(scenes, twinLossWeight) } : {}),
+          ...(positionLoss ? scenePositionLabels(scenes) : {}),
         };
       },
       async sampleGrid(parameters) {

@@ -16,7 +16,10 @@ import { ClipTokenizer } from '../../src/tokenizers/clip_bpe.js';
 import { latestCheckpoint, readCheckpointState } from '../../src/train/checkpoint.js';
 import { parseConfig } from '../../src/train/config.js';
 import { runStage } from '../../src/train/runner.js';
-import { clipStage, createEmbedder, encodeCaptions } from '../../src/train/clip.js';
+import { clipStage, createEmbedder, encodeCaptions, scenePositionLabels } from '../../src/train/clip.js';
+import { CaptionedSceneStream } from '../../src/train/captioned-scenes.js';
+import { POSITIONS } from '../../src/world/vocabulary.js';
+import { testWorld } from '../world/fixture.js';
 import { ClipMini, imagesToClipPixels } from '../../src/train/clip-model.js';
 import { Random } from '../../src/util/random.js';
 import type { RgbaImage } from '../../src/world/image.js';
@@ -44,12 +47,23 @@ function noiseImages(count: number, seed: number): RgbaImage[] {
 
 const captions = ['a noto cat on the left', 'a red apple at the top, on a blue background', 'a rocket', 'an emoji scene with a small twemoji dog in the centre'];
 
-/** The graph's contrastive loss on the captions and noise images, and the (B, B) logits computed on the host from the embeddings. */
-async function graphLossAndHostLogits(model: ClipMini, twinPairWeights?: number[]): Promise<{ graphLoss: number; logits: number[][] }> {
+interface ExtraTerms {
+  twinPairWeights?: number[];
+  /** Position labels (−100: none) for images and captions, and the weight of the position loss. */
+  positions?: { image: number[]; caption: number[]; weight: number };
+}
+
+/**
+ * The graph's contrastive loss on the captions and noise images, the (B, B) logits computed on the
+ * host from the embeddings, and the embeddings themselves.
+ */
+async function graphLossAndHostLogits(model: ClipMini, extra: ExtraTerms = {}): Promise<{ graphLoss: number; logits: number[][]; image: Float32Array; text: Float32Array }> {
   const pixels = imagesToClipPixels(noiseImages(captions.length, 2));
   const ids = encodeCaptions(tokenizer, captions, config.trainTokens);
   const labels = { dtype: 'int64' as const, shape: [captions.length], data: BigInt64Array.from(captions.map((_, i) => BigInt(i))) };
-  const weights = twinPairWeights && { dtype: 'float32' as const, shape: [twinPairWeights.length], data: Float32Array.from(twinPairWeights) };
+  const weights = extra.twinPairWeights && { dtype: 'float32' as const, shape: [extra.twinPairWeights.length], data: Float32Array.from(extra.twinPairWeights) };
+  const labelTensor = (values: number[]) => ({ dtype: 'int64' as const, shape: [values.length], data: BigInt64Array.from(values.map(BigInt)) });
+  const positions = extra.positions && { image_positions: labelTensor(extra.positions.image), caption_positions: labelTensor(extra.positions.caption) };
   const graph = new Graph('loss');
   const context = inputBindings(graph, model);
   const inputs = {
@@ -58,9 +72,14 @@ async function graphLossAndHostLogits(model: ClipMini, twinPairWeights?: number[
     labels: graph.input('labels', 'int64', labels.shape),
   };
   const weightsInput = weights && graph.input('twin_pair_weights', 'float32', weights.shape);
-  const loss = model.contrastiveLoss(context, inputs.pixel_values, inputs.input_ids, inputs.labels, weightsInput);
+  const positionInputs = positions && { imagePositions: graph.input('image_positions', 'int64', [captions.length]), captionPositions: graph.input('caption_positions', 'int64', [captions.length]) };
+  const loss = model.contrastiveLoss(
+    context,
+    { pixelValues: inputs.pixel_values, inputIds: inputs.input_ids, labels: inputs.labels, ...(weightsInput ? { twinPairWeights: weightsInput } : {}), ...positionInputs },
+    extra.positions?.weight,
+  );
   const session = await GraphSession.create(encodeModel(graph.toModel({ loss }, { keepInputs: graph.inputs })));
-  const graphLoss = Number((await session.run({ ...model.stateDict(), pixel_values: pixels, input_ids: ids, labels, ...(weights ? { twin_pair_weights: weights } : {}) }))['loss']!.data[0]);
+  const graphLoss = Number((await session.run({ ...model.stateDict(), pixel_values: pixels, input_ids: ids, labels, ...(weights ? { twin_pair_weights: weights } : {}), ...positions }))['loss']!.data[0]);
   await session.release();
 
   const embedder = await createEmbedder(model, captions.length, config.trainTokens);
@@ -72,7 +91,7 @@ async function graphLossAndHostLogits(model: ClipMini, twinPairWeights?: number[
   const dim = image.length / n;
   const scale = Math.exp(model.logit_scale.data.data[0] as number);
   const logits = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, t) => scale * image.slice(i * dim, (i + 1) * dim).reduce((s, v, k) => s + v * text[t * dim + k]!, 0)));
-  return { graphLoss, logits };
+  return { graphLoss, logits, image, text };
 }
 
 /** Mean over rows of −log softmax(row)[i] for row i. */
@@ -88,12 +107,33 @@ test('the graph loss is the symmetric InfoNCE of the embeddings', async () => {
 
 test("the twin-pair term adds each weighted pair's own 2×2 InfoNCE", async () => {
   const weights = [3, 0];
-  const { graphLoss, logits } = await graphLossAndHostLogits(randomModel(1), weights);
+  const { graphLoss, logits } = await graphLossAndHostLogits(randomModel(1), { twinPairWeights: weights });
   // Pair k's block: rows and columns 2k, 2k + 1; symmetricInfoNce averages its 2 + 2 terms.
   const pairTerms = weights.map((weight, k) => weight * symmetricInfoNce([0, 1].map((i) => [0, 1].map((t) => logits[2 * k + i]![2 * k + t]!))));
   const expected = symmetricInfoNce(logits) + pairTerms.reduce((p, q) => p + q, 0) / weights.length;
   assert.ok(Math.abs(graphLoss - expected) < 1e-4, `graph ${graphLoss} vs host ${expected}`);
   assert.ok(pairTerms[0]! > 0.1, 'the weighted pair contributes');
+});
+
+test('the position term is the weighted cross-entropy of the shared head on both embeddings, labels −100 left out', async () => {
+  const random = new Random(5);
+  const model = new ClipMini(config.text, config.vision, config.embedDim, { random: { next: () => random.next() }, positionHead: true });
+  const positions = { image: [5, -100, 0, 8], caption: [5, -100, -100, 8], weight: 0.7 };
+  const { graphLoss, logits, image, text } = await graphLossAndHostLogits(model, { positions });
+  const head = model.position_head!;
+  const [weight, bias] = [head.weight.data.data as Float32Array, head.bias!.data.data as Float32Array];
+  const [classes, dim] = head.weight.data.shape as [number, number];
+  // Mean over labelled rows of −log softmax(W·e + b)[label].
+  const headCrossEntropy = (embeds: Float32Array, labels: number[]) => {
+    const kept = labels.map((label, b) => [label, b] as const).filter(([label]) => label >= 0);
+    const terms = kept.map(([label, b]) => {
+      const scores = Array.from({ length: classes }, (_, c) => bias[c]! + Array.from({ length: dim }, (_, k) => weight[c * dim + k]! * embeds[b * dim + k]!).reduce((p, q) => p + q, 0));
+      return -(scores[label]! - Math.log(scores.reduce((total, score) => total + Math.exp(score), 0)));
+    });
+    return terms.reduce((p, q) => p + q, 0) / kept.length;
+  };
+  const expected = symmetricInfoNce(logits) + (positions.weight / 2) * (headCrossEntropy(image, positions.image) + headCrossEntropy(text, positions.caption));
+  assert.ok(Math.abs(graphLoss - expected) < 1e-4, `graph ${graphLoss} vs host ${expected}`);
 });
 
 test('caption embeddings do not depend on the padded length, and the fp16 export loads back', async () => {
@@ -138,4 +178,26 @@ test('trainTextEncoder false trains the vision side and projections, not the tex
   const keys = Object.keys(parameters);
   assert.deepEqual(keys.filter((key) => key.startsWith('text.') && changed(key)), []);
   for (const prefix of ['vision.', 'visual_projection', 'text_projection']) assert.ok(keys.some((key) => key.startsWith(prefix) && changed(key)), `no ${prefix} tensor changed`);
+});
+
+test("position labels: the single subject's position for its image, and for its caption where the caption names it", async () => {
+  const world = await testWorld();
+  const singles = new CaptionedSceneStream(world, 3, ['train'], 0, { singleSubjectFraction: 1, shortCaptionFraction: 0.5 });
+  const scenes = Array.from({ length: 16 }, (_, i) => singles.sample(i));
+  const { image_positions: imageLabels, caption_positions: captionLabels } = scenePositionLabels(scenes);
+  let bare = 0;
+  scenes.forEach((scene, b) => {
+    const position = BigInt(POSITIONS.indexOf(scene.spec.subjects[0]!.position));
+    assert.equal(imageLabels.data[b], position);
+    // Bare-subject captions ("a cat", "a noto cat") name no position.
+    const isBare = scene.caption.split(' ').length <= 3;
+    if (isBare) bare++;
+    assert.equal(captionLabels.data[b], isBare ? -100n : position, scene.caption);
+  });
+  assert.ok(bare > 0 && bare < 16, `${bare} of 16 captions are bare`);
+  const several = new CaptionedSceneStream(world, 3, ['train'], 0, { singleSubjectFraction: 0, shortCaptionFraction: 0 });
+  const crowded = Array.from({ length: 16 }, (_, i) => several.sample(i)).filter((scene) => scene.spec.subjects.length > 1);
+  assert.ok(crowded.length > 0);
+  const labels = scenePositionLabels(crowded);
+  assert.ok([...labels.image_positions.data, ...labels.caption_positions.data].every((label) => label === -100n));
 });
