@@ -77,10 +77,13 @@ export class ClipMini extends Module {
   /** log of the inverse temperature, (1). */
   readonly logit_scale: Parameter;
   /**
-   * Training-only auxiliary classifier (E → 9 positions) shared by both towers' embeddings; not
-   * exported. Null unless the model is built with `positionHead`.
+   * Training-only auxiliary position classifier shared by both towers: one learned prototype per
+   * position (9, E), scored like captions — exp(scale) · cosine — so that its gradient reaches the
+   * towers at the contrastive loss's scale (a plain linear head on unit-length embeddings has
+   * logits and gradients ~100× smaller and does not move them). Not exported; null unless the
+   * model is built with `positionHead`.
    */
-  readonly position_head: Linear | null;
+  readonly position_prototypes: Parameter | null;
 
   constructor(
     readonly textConfig: CLIPTextConfig,
@@ -96,7 +99,7 @@ export class ClipMini extends Module {
     this.text_projection = new Linear(textWidth, embedDim, { random: options.random, bias: false });
     this.visual_projection = new Parameter(normalTensor(options.random, [visionWidth, embedDim], visionWidth ** -0.5));
     this.logit_scale = new Parameter(constantTensor([1], Math.log(1 / (options.initialTemperature ?? 0.07))));
-    this.position_head = options.positionHead ? new Linear(embedDim, POSITIONS.length, { random: options.random }) : null;
+    this.position_prototypes = options.positionHead ? new Parameter(normalTensor(options.random, [POSITIONS.length, embedDim], embedDim ** -0.5)) : null;
   }
 
   embedImages(context: TraceContext, pixelValues: Value): Value {
@@ -119,8 +122,8 @@ export class ClipMini extends Module {
   /**
    * Symmetric InfoNCE: pair i (image i, caption i) is the positive of row i and of column i of the
    * (B, B) logit matrix exp(scale)·I·Tᵀ. Optional terms: the weighted position-twin pairs of
-   * `twinPairLoss`, and `positionLossWeight` × the mean cross-entropy of `position_head` on the
-   * image and caption embeddings against the positions the batch gives.
+   * `twinPairLoss`, and `positionLossWeight` × the mean cross-entropy of the position prototypes on
+   * the image and caption embeddings against the positions the batch gives.
    */
   contrastiveLoss(context: TraceContext, batch: ContrastiveBatch, positionLossWeight = 0): Value {
     const { imageEmbeds, textEmbeds } = this.embed(context, batch.pixelValues, batch.inputIds);
@@ -131,9 +134,11 @@ export class ClipMini extends Module {
     let loss = mul(add(imageToText, textToImage), 0.5);
     if (batch.twinPairWeights) loss = add(loss, twinPairLoss(imageEmbeds, textEmbeds, scale, batch.twinPairWeights));
     if (positionLossWeight > 0) {
-      if (!this.position_head || !batch.imagePositions || !batch.captionPositions) throw new Error('contrastiveLoss: a position loss needs position_head and the image and caption positions');
-      const imageTerm = crossEntropy(this.position_head.forward(context, imageEmbeds), batch.imagePositions); // logits (B, 9)
-      const captionTerm = crossEntropy(this.position_head.forward(context, textEmbeds), batch.captionPositions);
+      if (!this.position_prototypes || !batch.imagePositions || !batch.captionPositions) throw new Error('contrastiveLoss: a position loss needs position_prototypes and the image and caption positions');
+      const prototypes = transpose(l2Normalize(context.value(this.position_prototypes)), [1, 0]); // (E, 9)
+      const positionLogits = (embeds: Value) => mul(matmul(embeds, prototypes), scale); // (B, 9)
+      const imageTerm = crossEntropy(positionLogits(imageEmbeds), batch.imagePositions);
+      const captionTerm = crossEntropy(positionLogits(textEmbeds), batch.captionPositions);
       loss = add(loss, mul(add(imageTerm, captionTerm), positionLossWeight / 2));
     }
     return loss;

@@ -48,8 +48,8 @@ export const clipConfigSchema = baseConfigSchema.extend({
    */
   twinLossWeight: z.number().min(0).optional(),
   /**
-   * Weight of an auxiliary position classifier on both towers' embeddings (`position_head`, shared,
-   * training only): the image's single subject's position and the position its caption names.
+   * Weight of an auxiliary position classifier on both towers' embeddings (`position_prototypes`,
+   * shared, training only): the image's single subject's position and the position its caption names.
    * Absent or 0: no head.
    */
   positionLossWeight: z.number().min(0).optional(),
@@ -80,7 +80,7 @@ export function twinPairWeights(scenes: readonly CaptionedScene[], weight: numbe
 }
 
 /**
- * The position labels of `position_head` (index in POSITIONS, −100 = none): `image_positions`, where
+ * The position labels of the position prototypes (index in POSITIONS, −100 = none): `image_positions`, where
  * a scene's single subject stands; `caption_positions`, the position its caption names (a bare
  * subject caption names none). Scenes with several subjects have no label.
  */

@@ -115,24 +115,29 @@ test("the twin-pair term adds each weighted pair's own 2×2 InfoNCE", async () =
   assert.ok(pairTerms[0]! > 0.1, 'the weighted pair contributes');
 });
 
-test('the position term is the weighted cross-entropy of the shared head on both embeddings, labels −100 left out', async () => {
+test('the position term is the weighted cross-entropy of the shared prototypes on both embeddings, labels −100 left out', async () => {
   const random = new Random(5);
   const model = new ClipMini(config.text, config.vision, config.embedDim, { random: { next: () => random.next() }, positionHead: true });
   const positions = { image: [5, -100, 0, 8], caption: [5, -100, -100, 8], weight: 0.7 };
   const { graphLoss, logits, image, text } = await graphLossAndHostLogits(model, { positions });
-  const head = model.position_head!;
-  const [weight, bias] = [head.weight.data.data as Float32Array, head.bias!.data.data as Float32Array];
-  const [classes, dim] = head.weight.data.shape as [number, number];
-  // Mean over labelled rows of −log softmax(W·e + b)[label].
-  const headCrossEntropy = (embeds: Float32Array, labels: number[]) => {
+  const raw = model.position_prototypes!.data;
+  const [classes, dim] = raw.shape as [number, number];
+  const prototypes = Array.from({ length: classes }, (_, c) => {
+    const row = Array.from(raw.data as Float32Array).slice(c * dim, (c + 1) * dim);
+    const norm = Math.hypot(...row);
+    return row.map((v) => v / norm);
+  });
+  const scale = Math.exp(model.logit_scale.data.data[0] as number);
+  // Mean over labelled rows of −log softmax(scale · prototypes · e)[label].
+  const prototypeCrossEntropy = (embeds: Float32Array, labels: number[]) => {
     const kept = labels.map((label, b) => [label, b] as const).filter(([label]) => label >= 0);
     const terms = kept.map(([label, b]) => {
-      const scores = Array.from({ length: classes }, (_, c) => bias[c]! + Array.from({ length: dim }, (_, k) => weight[c * dim + k]! * embeds[b * dim + k]!).reduce((p, q) => p + q, 0));
+      const scores = prototypes.map((prototype) => scale * prototype.reduce((total, v, k) => total + v * embeds[b * dim + k]!, 0));
       return -(scores[label]! - Math.log(scores.reduce((total, score) => total + Math.exp(score), 0)));
     });
     return terms.reduce((p, q) => p + q, 0) / kept.length;
   };
-  const expected = symmetricInfoNce(logits) + (positions.weight / 2) * (headCrossEntropy(image, positions.image) + headCrossEntropy(text, positions.caption));
+  const expected = symmetricInfoNce(logits) + (positions.weight / 2) * (prototypeCrossEntropy(image, positions.image) + prototypeCrossEntropy(text, positions.caption));
   assert.ok(Math.abs(graphLoss - expected) < 1e-4, `graph ${graphLoss} vs host ${expected}`);
 });
 
