@@ -27,6 +27,7 @@ interface EvalFlags {
   retrievalScenes: number;
   zeroShotScenes: number;
   twinPairs: number;
+  judge?: string;
   singlePrompts: number;
   twoSubjectPrompts: number;
   tuningPrompts: number;
@@ -46,6 +47,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--guidance <list>', 'guidance scales to tune over (comma-separated)', guidanceList, [2, 3, 4, 5, 7])
     .option('--retrieval-scenes <n>', 'scenes in the retrieval pool', count('--retrieval-scenes'), 100)
     .option('--zero-shot-scenes <n>', 'single-subject scenes classified zero-shot', count('--zero-shot-scenes'), 200)
+    .option('--judge <dir>', "pipeline folder whose CLIP-mini scores the generations (default: the model's own)")
     .option('--twin-pairs <n>', 'single-subject position-twin pairs CLIP-mini must tell apart', count('--twin-pairs'), 100)
     .option('--single-prompts <n>', 'single-subject prompts generated', count('--single-prompts'), 100)
     .option('--two-subject-prompts <n>', 'two-subject prompts generated', count('--two-subject-prompts'), 40)
@@ -61,6 +63,7 @@ export function registerEvalCommand(program: Command): void {
         retrievalScenes: flags.retrievalScenes,
         zeroShotScenes: flags.zeroShotScenes,
         twinPairs: flags.twinPairs,
+        ...(flags.judge !== undefined ? { judge: flags.judge } : {}),
         singlePrompts: flags.singlePrompts,
         twoSubjectPrompts: flags.twoSubjectPrompts,
         tuningPrompts: flags.tuningPrompts,

@@ -28,6 +28,7 @@ function metricsTable(metrics: WorldSdMetrics): string {
     row(`CLIP-mini zero-shot concept top-1 (${clip.zeroShotScenes} single-subject scenes, ${metrics.world.concepts.length} concepts)`, percent(clip.zeroShotTop1), `≥ ${percent(targets.zeroShotTop1)}`, clip.zeroShotTop1 >= targets.zeroShotTop1),
     row('CLIP-mini zero-shot concept top-5', percent(clip.zeroShotTop5), '', null),
     row(`CLIP-mini position: single-subject twin pairs matched, not swapped (${clip.twinPairs} pairs; chance 50 %)`, percent(clip.twinPairsMatched), '', null),
+    ...(unet.judge !== metrics.model ? [row('U-Net-mini measures scored by the CLIP-mini of', unet.judge, '', null)] : []),
     row(`U-Net-mini single subject: prompted concept ranked first (${single.generated.prompts} prompts)`, percent(single.generated.conceptTop1), `≥ ${percent(targets.generatedConcept)}`, (single.generated.conceptTop1 ?? 0) >= targets.generatedConcept),
     row('… the same measure on the real scenes', percent(single.realScenes.conceptTop1), '', null),
     row('U-Net-mini single subject: centre nearest the prompted position', percent(single.generated.position), `≥ ${percent(targets.generatedPosition)}`, (single.generated.position ?? 0) >= targets.generatedPosition),

@@ -30,6 +30,12 @@ export interface WorldSdOptions {
   zeroShotScenes?: number;
   /** Single-subject position-twin pairs for CLIP-mini's position measure. */
   twinPairs?: number;
+  /**
+   * A pipeline folder whose CLIP-mini (text_encoder, vision, world.json with the same concepts)
+   * scores the generations instead of the model's own: U-Net measures of models with different
+   * CLIP-minis then compare on one instrument.
+   */
+  judge?: string;
   singlePrompts?: number;
   twoSubjectPrompts?: number;
   steps?: number;
@@ -81,6 +87,8 @@ export interface WorldSdMetrics {
     twinPairsMatched: number;
   };
   unet: {
+    /** The folder whose CLIP-mini scored the generations. */
+    judge: string;
     steps: number;
     scheduler: 'dpm++';
     guidanceScale: number;
@@ -174,6 +182,7 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
   const description = JSON.parse(await readFile(worldPath, 'utf8').catch(() => {
     throw new Error(`${directory} has no ${WORLD_FILE} (written by 'train export' of the CLIP stage): the evaluation needs the concepts the models were trained on`);
   })) as WorldDescription;
+  if (options.judge) await checkJudgeWorld(options.judge, description);
   const world = await openWorld({ seed: 0, splitSeed: description.splitSeed, splits: description.splits, concepts: description.concepts }, description.sceneSize, report);
   const stream = new CaptionedSceneStream(world, EVAL_SCENE_SEED, description.splits, description.splitSeed, { singleSubjectFraction: 0, shortCaptionFraction: 0 });
   const concepts = stream.concepts();
@@ -183,7 +192,9 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
   const vaeReport = await vaeReconstructionPsnr(vae, world, { scenesPerSplit: options.vaeScenesPerSplit ?? 64, splits: description.splits, splitSeed: description.splitSeed, session });
 
   report('CLIP-mini retrieval and zero-shot classification');
+  const judgeDirectory = options.judge ?? directory;
   const probe = await ClipMiniProbe.open(directory, world, concepts, session);
+  const judge = options.judge ? await ClipMiniProbe.open(options.judge, world, concepts, session) : probe;
   try {
     const retrievalCount = options.retrievalScenes ?? 100;
     const scenes = Array.from({ length: retrievalCount }, (_, i) => stream.sample(i));
@@ -220,7 +231,7 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
         for (const [i, scene] of tuningScenes.entries()) {
           cases.push({ image: await generate(scene.caption, guidanceScale, i), concept: scene.spec.subjects[0]!.concept, position: scene.spec.subjects[0]!.position });
         }
-        const scores = await scoreSingles(probe, cases);
+        const scores = await scoreSingles(judge, cases);
         tuning.push({ guidanceScale, conceptTop1: scores.conceptTop1!, position: scores.position! });
         report(`guidance ${guidanceScale}: concept ${(scores.conceptTop1! * 100).toFixed(0)}%, position ${(scores.position! * 100).toFixed(0)}%`);
       }
@@ -252,12 +263,13 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
           twinPairsMatched: fraction(twins.matched, twins.pairs),
         },
         unet: {
+          judge: judgeDirectory,
           steps,
           scheduler: 'dpm++',
           guidanceScale: best,
           tuning,
-          singleSubject: { generated: await scoreSingles(probe, asSingle('generated')), realScenes: await scoreSingles(probe, asSingle('real')) },
-          twoSubjects: { generated: await scorePairs(probe, asPair('generated')), realScenes: await scorePairs(probe, asPair('real')) },
+          singleSubject: { generated: await scoreSingles(judge, asSingle('generated')), realScenes: await scoreSingles(judge, asSingle('real')) },
+          twoSubjects: { generated: await scorePairs(judge, asPair('generated')), realScenes: await scorePairs(judge, asPair('real')) },
           secondsPerImage,
         },
         targets: WORLD_SD_TARGETS,
@@ -268,5 +280,18 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
     }
   } finally {
     await probe.release();
+    if (judge !== probe) await judge.release();
+  }
+}
+
+/** A judge's CLIP-mini must know the same concepts of the same world as the model. */
+async function checkJudgeWorld(judge: string, description: WorldDescription): Promise<void> {
+  const text = await readFile(join(judge, WORLD_FILE), 'utf8').catch(() => {
+    throw new Error(`judge ${judge} has no ${WORLD_FILE}: it must be a pipeline folder with a CLIP-mini (text_encoder, vision, ${WORLD_FILE})`);
+  });
+  const judgeWorld = JSON.parse(text) as WorldDescription;
+  const same = (a: readonly unknown[], b: readonly unknown[]) => a.length === b.length && a.every((value, i) => value === b[i]);
+  if (judgeWorld.sceneSize !== description.sceneSize || judgeWorld.splitSeed !== description.splitSeed || !same(judgeWorld.concepts, description.concepts)) {
+    throw new Error(`judge ${judge} was trained on another world (scene size, split seed or concepts differ from the model's ${WORLD_FILE})`);
   }
 }

@@ -1,7 +1,7 @@
 // The world-sd chain on tiny configs: CLIP-mini and U-Net-mini stages train, write sample grids
 // (retrieval matrix, sampler generations) and export into one pipeline folder that the CLIP-text
 // pipeline loads and `eval world-sd` measures; U-Net batches are a pure function of the step.
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -92,6 +92,7 @@ test('CLIP-mini and U-Net-mini train, export one pipeline folder, generate and e
     retrievalScenes: 6,
     zeroShotScenes: 6,
     twinPairs: 4,
+    judge: pipeline,
     singlePrompts: 3,
     twoSubjectPrompts: 2,
     tuningPrompts: 2,
@@ -100,6 +101,7 @@ test('CLIP-mini and U-Net-mini train, export one pipeline folder, generate and e
   });
   const { metrics } = result;
   assert.equal(metrics.clip.retrievalScenes, 6);
+  assert.equal(metrics.unet.judge, pipeline);
   assert.ok(metrics.clip.twinPairs >= 3 && metrics.clip.twinPairs <= 4, `${metrics.clip.twinPairs} of 4 pairs are twins`);
   assert.ok(metrics.vae.psnr > 0 && metrics.vae.psnr < 60);
   assert.deepEqual(metrics.unet.tuning.map((t) => t.guidanceScale), [1, 3]);
@@ -117,6 +119,13 @@ test('CLIP-mini and U-Net-mini train, export one pipeline folder, generate and e
   assert.match(html, /caption → image top-1 among 6 scenes/);
   assert.ok((await stat(join(report, 'samples.png'))).size > 0);
   assert.deepEqual(JSON.parse(await readFile(join(report, 'metrics.json'), 'utf8')), JSON.parse(JSON.stringify(metrics)));
+
+  // A judge trained on other concepts is refused before any measuring.
+  const otherWorld = join(scratch, 'other-world');
+  await mkdir(otherWorld, { recursive: true });
+  const description = JSON.parse(await readFile(join(pipeline, 'world.json'), 'utf8')) as { concepts: string[] };
+  await writeFile(join(otherWorld, 'world.json'), JSON.stringify({ ...description, concepts: description.concepts.slice(1) }));
+  await assert.rejects(evaluateWorldSd(pipeline, { judge: otherWorld, threads: 1 }), /judge .* was trained on another world/);
 });
 
 test('min-SNR-γ weights are min(SNR, γ) / SNR with SNR = ᾱ / (1 − ᾱ)', () => {
