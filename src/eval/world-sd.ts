@@ -9,7 +9,7 @@
 //     subject-locator.ts) lies nearest the prompted position; for two-subject prompts, whether both concepts are among
 //     CLIP-mini's top 5. The same measures on the real scenes the prompts describe calibrate them.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { resolveDevice, type Device } from '../graph/devices.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
 import { TextToImagePipeline } from '../pipeline/text_to_image.js';
@@ -194,7 +194,8 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
   report('CLIP-mini retrieval and zero-shot classification');
   const judgeDirectory = options.judge ?? directory;
   const probe = await ClipMiniProbe.open(directory, world, concepts, session);
-  const judge = options.judge ? await ClipMiniProbe.open(options.judge, world, concepts, session) : probe;
+  // A judge naming the model's own folder is the model's probe, not a second copy of it.
+  const judge = resolve(judgeDirectory) === resolve(directory) ? probe : await ClipMiniProbe.open(judgeDirectory, world, concepts, session);
   try {
     const retrievalCount = options.retrievalScenes ?? 100;
     const scenes = Array.from({ length: retrievalCount }, (_, i) => stream.sample(i));

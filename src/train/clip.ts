@@ -86,17 +86,11 @@ export function twinPairWeights(scenes: readonly CaptionedScene[], weight: numbe
  */
 export function scenePositionLabels(scenes: readonly CaptionedScene[]): { image_positions: HostTensor<'int64'>; caption_positions: HostTensor<'int64'> } {
   const none = BigInt(-100);
-  const single = (scene: CaptionedScene) => (scene.spec.subjects.length === 1 ? scene.spec.subjects[0]!.position : null);
-  const imageLabels = scenes.map((scene) => {
-    const position = single(scene);
-    return position === null ? none : BigInt(POSITIONS.indexOf(position));
-  });
-  const captionLabels = scenes.map((scene, b) => {
-    const position = single(scene);
-    return position !== null && POSITION_PHRASES[position].some((phrase) => scene.caption.includes(phrase)) ? imageLabels[b]! : none;
-  });
+  const positions = scenes.map((scene) => (scene.spec.subjects.length === 1 ? scene.spec.subjects[0]!.position : null));
+  const label = (position: (typeof positions)[number]) => (position === null ? none : BigInt(POSITIONS.indexOf(position)));
+  const named = positions.map((position, b) => (position !== null && POSITION_PHRASES[position].some((phrase) => scenes[b]!.caption.includes(phrase)) ? position : null));
   const tensor = (labels: bigint[]): HostTensor<'int64'> => ({ dtype: 'int64', shape: [scenes.length], data: BigInt64Array.from(labels) });
-  return { image_positions: tensor(imageLabels), caption_positions: tensor(captionLabels) };
+  return { image_positions: tensor(positions.map(label)), caption_positions: tensor(named.map(label)) };
 }
 
 /** Captions → int64 (B, length) ids as the text-to-image pipeline encodes them. */
@@ -188,7 +182,8 @@ export const clipStage: StageDefinition<ClipConfig> = {
     const twinLossWeight = config.twinLossWeight ?? 0;
     const twinLoss = twinLossWeight > 0;
     const positionLossWeight = config.positionLossWeight ?? 0;
-    const positionLoss = positionLossWeight > 0;
+    // initialModel builds the prototypes exactly when the weight is positive.
+    const positionLoss = model.position_prototypes !== null;
     if (twinLoss && config.batchSize % 2 !== 0) throw new Error(`twinLossWeight needs an even batchSize (twins are samples 2k and 2k + 1), got ${config.batchSize}`);
     if (twinLoss && !config.scenes.positionTwinFraction) throw new Error('twinLossWeight needs scenes.positionTwinFraction > 0: without twins the term is always zero');
     let embedder: ForwardSession | null = null;
