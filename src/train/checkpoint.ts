@@ -108,25 +108,35 @@ export async function readCheckpointState(checkpoint: Checkpoint): Promise<Train
 
 /**
  * The parameters of a run folder's newest checkpoint, or of one checkpoint folder, checked against
- * `expected` (every key present with the same dtype and shape, no extra keys).
+ * `expected` (every key present with the same dtype and shape, no extra keys). Keys of
+ * `addedByFineTune` the source lacks keep their `expected` value and are listed in `keptInitial`.
  */
-export async function readInitialParameters(path: string, stage: string, expected: Readonly<Record<string, HostTensor>>): Promise<Record<string, HostTensor>> {
+export async function readInitialParameters(
+  path: string,
+  stage: string,
+  expected: Readonly<Record<string, HostTensor>>,
+  addedByFineTune: readonly string[] = [],
+): Promise<{ parameters: Record<string, HostTensor>; keptInitial: string[] }> {
   const isCheckpoint = CHECKPOINT_PATTERN.test(basename(path));
   const checkpoint = isCheckpoint ? { path, metadata: await readCheckpointMetadata(path) } : await latestCheckpoint(join(path, 'checkpoints'));
   if (!checkpoint) throw new Error(`initFrom: ${path} is neither a checkpoint folder nor a run folder with checkpoints`);
   if (checkpoint.metadata.stage !== stage) throw new Error(`initFrom: ${checkpoint.path} is a '${checkpoint.metadata.stage}' checkpoint, not '${stage}'`);
   const { parameters } = await readCheckpointState(checkpoint);
   const problems: string[] = [];
+  const keptInitial: string[] = [];
   for (const [key, tensor] of Object.entries(expected)) {
     const found = parameters[key];
-    if (!found) problems.push(`missing ${key}`);
+    if (!found && addedByFineTune.includes(key)) {
+      parameters[key] = tensor;
+      keptInitial.push(key);
+    } else if (!found) problems.push(`missing ${key}`);
     else if (found.dtype !== tensor.dtype || found.shape.join(',') !== tensor.shape.join(',')) {
       problems.push(`${key}: ${found.dtype} [${found.shape.join(', ')}] in the checkpoint, the model has ${tensor.dtype} [${tensor.shape.join(', ')}]`);
     }
   }
   for (const key of Object.keys(parameters)) if (!(key in expected)) problems.push(`unexpected ${key}`);
   if (problems.length > 0) throw new Error(`initFrom: ${checkpoint.path} does not fit this model:\n  ${problems.slice(0, 20).join('\n  ')}${problems.length > 20 ? `\n  … ${problems.length - 20} more` : ''}`);
-  return parameters;
+  return { parameters, keptInitial };
 }
 
 /** Deletes all but the newest `keep` checkpoints, and temporary folders a killed run left behind. */

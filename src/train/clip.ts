@@ -191,6 +191,8 @@ export const clipStage: StageDefinition<ClipConfig> = {
     return {
       parameters,
       ...(config.trainTextEncoder === false ? { trainable: Object.keys(parameters).filter((key) => !key.startsWith('text.')) } : {}),
+      // The position head is training-only, so a fine-tune of an exported CLIP-mini adds it.
+      ...(positionLoss ? { addedByFineTune: ['position_prototypes'] } : {}),
       // Biases, LayerNorms, embeddings and the temperature are not decayed (CLIP's practice).
       noWeightDecay: (key) => key.endsWith('.bias') || /norm|ln_|embedding|logit_scale/.test(key),
       batchSpec: {

@@ -100,8 +100,13 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
   const threads = options.threads === undefined ? defaultThreads() : checkThreads(options.threads);
   const instance = await stage.build(config, { device, threads, report });
   // A resumed run's checkpoint holds its parameters; initFrom only seeds step 0.
-  const initial = config.initFrom !== undefined && !checkpoint ? await readInitialParameters(config.initFrom, stage.name, instance.parameters) : instance.parameters;
-  if (initial !== instance.parameters) report(`parameters initialised from ${config.initFrom}`);
+  let initial = instance.parameters;
+  if (config.initFrom !== undefined && !checkpoint) {
+    const fromSource = await readInitialParameters(config.initFrom, stage.name, instance.parameters, instance.addedByFineTune);
+    initial = fromSource.parameters;
+    const added = fromSource.keptInitial.length > 0 ? ` (new here, initialised fresh: ${fromSource.keptInitial.join(', ')})` : '';
+    report(`parameters initialised from ${config.initFrom}${added}`);
+  }
   const training = await TrainingStep.create({
     parameters: initial,
     ...(instance.trainable ? { trainable: instance.trainable } : {}),

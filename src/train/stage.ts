@@ -20,6 +20,11 @@ export interface StageInstance {
   parameters: Record<string, HostTensor>;
   /** Keys to train; all when absent. */
   trainable?: readonly string[];
+  /**
+   * Parameters a fine-tune may add to its source's (a new training-only head): when `initFrom`
+   * lacks them they keep their initial values. Every other key must be in the source.
+   */
+  addedByFineTune?: readonly string[];
   /** Parameters exempt from weight decay. */
   noWeightDecay?: (key: string) => boolean;
   batchSpec: Readonly<Record<string, TensorSpec>>;

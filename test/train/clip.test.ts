@@ -1,7 +1,8 @@
 // CLIP-mini: the graph's symmetric InfoNCE equals the loss computed on the host from the
 // embeddings; a caption's embedding does not depend on the padded length (the causal encoder pools
 // at the first end token), so training at `trainTokens` matches the pipeline's 77; the fp16 export
-// loads back with the same embeddings; trainTextEncoder false leaves the text transformer as it was.
+// loads back with the same embeddings; trainTextEncoder false leaves the text transformer as it was;
+// a fine-tune may add the position head to a run that had none.
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { GraphSession } from '../../src/graph/session.js';
 import { encodeModel } from '../../src/onnx/proto.js';
 import { inputBindings } from '../../src/nn/module.js';
 import { ClipTokenizer } from '../../src/tokenizers/clip_bpe.js';
-import { latestCheckpoint, readCheckpointState } from '../../src/train/checkpoint.js';
+import { latestCheckpoint, readCheckpointState, readInitialParameters } from '../../src/train/checkpoint.js';
 import { parseConfig } from '../../src/train/config.js';
 import { runStage } from '../../src/train/runner.js';
 import { clipStage, createEmbedder, encodeCaptions, scenePositionLabels } from '../../src/train/clip.js';
@@ -183,6 +184,27 @@ test('trainTextEncoder false trains the vision side and projections, not the tex
   const keys = Object.keys(parameters);
   assert.deepEqual(keys.filter((key) => key.startsWith('text.') && changed(key)), []);
   for (const prefix of ['vision.', 'visual_projection', 'text_projection']) assert.ok(keys.some((key) => key.startsWith(prefix) && changed(key)), `no ${prefix} tensor changed`);
+});
+
+test('a fine-tune from a run without the position head starts its prototypes fresh and takes every other tensor from the run', async () => {
+  process.env['KOSMOS_G_CACHE'] = join(tmpdir(), 'kosmos-g-world-test-cache');
+  const json = JSON.parse(await readFile(join(root, 'configs/train/clip-tiny.json'), 'utf8')) as Record<string, unknown>;
+  const plain = { ...json, tokenizer: join(root, config.tokenizer), steps: 1, checkpointEvery: 1, sampleEvery: 0 };
+  const configPath = join(scratch, 'plain.json');
+  await writeFile(configPath, JSON.stringify(plain));
+  const source = join(scratch, 'plain');
+  await runStage(clipStage, { out: source, configPath, threads: 1, progress: 'none', report: () => undefined });
+  const trained = (await readCheckpointState((await latestCheckpoint(join(source, 'checkpoints')))!)).parameters;
+
+  const withHead = await clipStage.build(parseConfig(clipStage.schema, { ...plain, initFrom: source, positionLossWeight: 1 }, 'with-head'), { device: 'cpu', threads: 1, report: () => undefined });
+  await withHead.release();
+  assert.deepEqual(withHead.addedByFineTune, ['position_prototypes']);
+  const { parameters, keptInitial } = await readInitialParameters(source, 'clip', withHead.parameters, withHead.addedByFineTune);
+  assert.deepEqual(keptInitial, ['position_prototypes']);
+  assert.equal(parameters['position_prototypes'], withHead.parameters['position_prototypes']);
+  for (const key of Object.keys(trained)) assert.deepEqual(parameters[key], trained[key], key);
+  // Without the stage's permission a missing tensor is still an error.
+  await assert.rejects(readInitialParameters(source, 'clip', withHead.parameters), /missing position_prototypes/);
 });
 
 test("position labels: the single subject's position for its image, and for its caption where the caption names it", async () => {
