@@ -178,10 +178,7 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
   const report = options.report ?? (() => undefined);
   const device = await resolveDevice(options.device ?? 'cpu');
   const session = { executionProvider: device, ...(options.threads ? { threads: options.threads } : {}) };
-  const worldPath = join(directory, WORLD_FILE);
-  const description = JSON.parse(await readFile(worldPath, 'utf8').catch(() => {
-    throw new Error(`${directory} has no ${WORLD_FILE} (written by 'train export' of the CLIP stage): the evaluation needs the concepts the models were trained on`);
-  })) as WorldDescription;
+  const description = await readWorldDescription(directory, `${directory} has no ${WORLD_FILE} (written by 'train export' of the CLIP stage): the evaluation needs the concepts the models were trained on`);
   if (options.judge) await checkJudgeWorld(options.judge, description);
   const world = await openWorld({ seed: 0, splitSeed: description.splitSeed, splits: description.splits, concepts: description.concepts }, description.sceneSize, report);
   const stream = new CaptionedSceneStream(world, EVAL_SCENE_SEED, description.splits, description.splitSeed, { singleSubjectFraction: 0, shortCaptionFraction: 0 });
@@ -285,12 +282,17 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
   }
 }
 
+/** The `world.json` of a pipeline folder; `missing` is the error when it has none. */
+async function readWorldDescription(directory: string, missing: string): Promise<WorldDescription> {
+  const text = await readFile(join(directory, WORLD_FILE), 'utf8').catch(() => {
+    throw new Error(missing);
+  });
+  return JSON.parse(text) as WorldDescription;
+}
+
 /** A judge's CLIP-mini must know the same concepts of the same world as the model. */
 async function checkJudgeWorld(judge: string, description: WorldDescription): Promise<void> {
-  const text = await readFile(join(judge, WORLD_FILE), 'utf8').catch(() => {
-    throw new Error(`judge ${judge} has no ${WORLD_FILE}: it must be a pipeline folder with a CLIP-mini (text_encoder, vision, ${WORLD_FILE})`);
-  });
-  const judgeWorld = JSON.parse(text) as WorldDescription;
+  const judgeWorld = await readWorldDescription(judge, `judge ${judge} has no ${WORLD_FILE}: it must be a pipeline folder with a CLIP-mini (text_encoder, vision, ${WORLD_FILE})`);
   const same = (a: readonly unknown[], b: readonly unknown[]) => a.length === b.length && a.every((value, i) => value === b[i]);
   if (judgeWorld.sceneSize !== description.sceneSize || judgeWorld.splitSeed !== description.splitSeed || !same(judgeWorld.concepts, description.concepts)) {
     throw new Error(`judge ${judge} was trained on another world (scene size, split seed or concepts differ from the model's ${WORLD_FILE})`);

@@ -126,11 +126,13 @@ export async function readInitialParameters(
   const keptInitial: string[] = [];
   for (const [key, tensor] of Object.entries(expected)) {
     const found = parameters[key];
-    if (!found && addedByFineTune.includes(key)) {
-      parameters[key] = tensor;
-      keptInitial.push(key);
-    } else if (!found) problems.push(`missing ${key}`);
-    else if (found.dtype !== tensor.dtype || found.shape.join(',') !== tensor.shape.join(',')) {
+    if (!found) {
+      if (!addedByFineTune.includes(key)) problems.push(`missing ${key}`);
+      else {
+        parameters[key] = tensor;
+        keptInitial.push(key);
+      }
+    } else if (found.dtype !== tensor.dtype || found.shape.join(',') !== tensor.shape.join(',')) {
       problems.push(`${key}: ${found.dtype} [${found.shape.join(', ')}] in the checkpoint, the model has ${tensor.dtype} [${tensor.shape.join(', ')}]`);
     }
   }
