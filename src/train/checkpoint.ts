@@ -3,7 +3,7 @@
 // elapsed time). The folder is assembled under a temporary name, every file fsynced, then renamed
 // into place in one step, so a kill -9 at any moment leaves only complete checkpoints behind.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { z } from 'zod';
 import type { TrainingState } from '../graph/train-step.js';
@@ -106,39 +106,69 @@ export async function readCheckpointState(checkpoint: Checkpoint): Promise<Train
   return { step: checkpoint.metadata.step, parameters: await read(PARAMETERS_FILE), optimizer: await read(OPTIMIZER_FILE) };
 }
 
+export interface InitialParameterSource {
+  /** Keys a fine-tune adds to its source's (a new training-only head): absent from any source. */
+  addedByFineTune?: readonly string[];
+  /** Keys `train export` does not write (the logit scale, training heads): absent from a model folder. */
+  trainingOnly?: readonly string[];
+  /** Reads a model folder the stage exported, as float32 training parameters. */
+  importModel: (directory: string) => Promise<Record<string, HostTensor>>;
+}
+
 /**
- * The parameters of a run folder's newest checkpoint, or of one checkpoint folder, checked against
- * `expected` (every key present with the same dtype and shape, no extra keys). Keys of
- * `addedByFineTune` the source lacks keep their `expected` value and are listed in `keptInitial`.
+ * The parameters `initFrom` names: a run folder's newest checkpoint, one checkpoint folder, or a
+ * model folder that `train export` wrote (a released model; it holds no optimizer state). They are
+ * checked against `expected`: every key present with the same dtype and shape, no extra keys. Keys
+ * the source may lack (`addedByFineTune`, and `trainingOnly` for a model folder) keep their
+ * `expected` value and are listed in `keptInitial`.
  */
 export async function readInitialParameters(
   path: string,
   stage: string,
   expected: Readonly<Record<string, HostTensor>>,
-  addedByFineTune: readonly string[] = [],
+  source: InitialParameterSource,
 ): Promise<{ parameters: Record<string, HostTensor>; keptInitial: string[] }> {
   const isCheckpoint = CHECKPOINT_PATTERN.test(basename(path));
-  const checkpoint = isCheckpoint ? { path, metadata: await readCheckpointMetadata(path) } : await latestCheckpoint(join(path, 'checkpoints'));
-  if (!checkpoint) throw new Error(`initFrom: ${path} is neither a checkpoint folder nor a run folder with checkpoints`);
-  if (checkpoint.metadata.stage !== stage) throw new Error(`initFrom: ${checkpoint.path} is a '${checkpoint.metadata.stage}' checkpoint, not '${stage}'`);
-  const { parameters } = await readCheckpointState(checkpoint);
+  const isRun = !isCheckpoint && (await isDirectory(join(path, 'checkpoints')));
+  let parameters: Record<string, HostTensor>;
+  let origin = path;
+  let mayLack = source.addedByFineTune ?? [];
+  if (isCheckpoint || isRun) {
+    const checkpoint = isCheckpoint ? { path, metadata: await readCheckpointMetadata(path) } : await latestCheckpoint(join(path, 'checkpoints'));
+    if (!checkpoint) throw new Error(`initFrom: ${path} is a run folder without checkpoints yet`);
+    if (checkpoint.metadata.stage !== stage) throw new Error(`initFrom: ${checkpoint.path} is a '${checkpoint.metadata.stage}' checkpoint, not '${stage}'`);
+    parameters = (await readCheckpointState(checkpoint)).parameters;
+    origin = checkpoint.path;
+  } else {
+    try {
+      parameters = await source.importModel(path);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new Error(`initFrom: ${path} is neither a checkpoint folder, a run folder with checkpoints nor a '${stage}' model folder (${reason})`);
+    }
+    mayLack = [...mayLack, ...(source.trainingOnly ?? [])];
+  }
   const problems: string[] = [];
   const keptInitial: string[] = [];
   for (const [key, tensor] of Object.entries(expected)) {
     const found = parameters[key];
     if (!found) {
-      if (!addedByFineTune.includes(key)) problems.push(`missing ${key}`);
+      if (!mayLack.includes(key)) problems.push(`missing ${key}`);
       else {
         parameters[key] = tensor;
         keptInitial.push(key);
       }
     } else if (found.dtype !== tensor.dtype || found.shape.join(',') !== tensor.shape.join(',')) {
-      problems.push(`${key}: ${found.dtype} [${found.shape.join(', ')}] in the checkpoint, the model has ${tensor.dtype} [${tensor.shape.join(', ')}]`);
+      problems.push(`${key}: ${found.dtype} [${found.shape.join(', ')}] in the source, the model has ${tensor.dtype} [${tensor.shape.join(', ')}]`);
     }
   }
   for (const key of Object.keys(parameters)) if (!(key in expected)) problems.push(`unexpected ${key}`);
-  if (problems.length > 0) throw new Error(`initFrom: ${checkpoint.path} does not fit this model:\n  ${problems.slice(0, 20).join('\n  ')}${problems.length > 20 ? `\n  … ${problems.length - 20} more` : ''}`);
+  if (problems.length > 0) throw new Error(`initFrom: ${origin} does not fit this model:\n  ${problems.slice(0, 20).join('\n  ')}${problems.length > 20 ? `\n  … ${problems.length - 20} more` : ''}`);
   return { parameters, keptInitial };
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => null))?.isDirectory() ?? false;
 }
 
 /** Deletes all but the newest `keep` checkpoints, and temporary folders a killed run left behind. */

@@ -193,6 +193,8 @@ export const clipStage: StageDefinition<ClipConfig> = {
       ...(config.trainTextEncoder === false ? { trainable: Object.keys(parameters).filter((key) => !key.startsWith('text.')) } : {}),
       // The position head is training-only, so a fine-tune of an exported CLIP-mini adds it.
       ...(positionLoss ? { addedByFineTune: ['position_prototypes'] } : {}),
+      // The temperature is not exported; a fine-tune of an exported CLIP-mini starts at initialTemperature.
+      trainingOnly: ['logit_scale'],
       // Biases, LayerNorms, embeddings and the temperature are not decayed (CLIP's practice).
       noWeightDecay: (key) => key.endsWith('.bias') || /norm|ln_|embedding|logit_scale/.test(key),
       batchSpec: {
@@ -257,5 +259,11 @@ export const clipStage: StageDefinition<ClipConfig> = {
     await writeFile(join(directory, WORLD_FILE), `${JSON.stringify(description, null, 2)}\n`);
     await writeFile(join(directory, 'text_encoder', 'ATTRIBUTION.md'), attribution);
     await writeFile(join(directory, 'vision', 'ATTRIBUTION.md'), attribution);
+  },
+
+  /** `text_encoder/` and `vision/` of a pipeline folder; the temperature is not among them. */
+  async importModel(_config, directory) {
+    const { logit_scale: _temperature, ...exported } = (await ClipMini.load(join(directory, 'text_encoder'), join(directory, 'vision'))).stateDict();
+    return exported;
   },
 };

@@ -102,7 +102,11 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
   // A resumed run's checkpoint holds its parameters; initFrom only seeds step 0.
   let initial = instance.parameters;
   if (config.initFrom !== undefined && !checkpoint) {
-    const fromSource = await readInitialParameters(config.initFrom, stage.name, instance.parameters, instance.addedByFineTune);
+    const fromSource = await readInitialParameters(config.initFrom, stage.name, instance.parameters, {
+      ...(instance.addedByFineTune ? { addedByFineTune: instance.addedByFineTune } : {}),
+      ...(instance.trainingOnly ? { trainingOnly: instance.trainingOnly } : {}),
+      importModel: (directory) => stage.importModel(config, directory),
+    });
     initial = fromSource.parameters;
     const added = fromSource.keptInitial.length > 0 ? ` (new here, initialised fresh: ${fromSource.keptInitial.join(', ')})` : '';
     report(`parameters initialised from ${config.initFrom}${added}`);

@@ -25,6 +25,8 @@ export interface StageInstance {
    * lacks them they keep their initial values. Every other key must be in the source.
    */
   addedByFineTune?: readonly string[];
+  /** Parameters `exportModel` does not write: a fine-tune from a model folder starts them fresh. */
+  trainingOnly?: readonly string[];
   /** Parameters exempt from weight decay. */
   noWeightDecay?: (key: string) => boolean;
   batchSpec: Readonly<Record<string, TensorSpec>>;
@@ -47,4 +49,6 @@ export interface StageDefinition<C extends BaseConfig = BaseConfig> {
   build(config: C, environment: StageEnvironment): Promise<StageInstance>;
   /** Writes trained parameters as a loadable model folder (e.g. diffusers layout, fp16). */
   exportModel(config: C, parameters: Readonly<Record<string, HostTensor>>, directory: string): Promise<void>;
+  /** Reads a folder `exportModel` wrote back as float32 parameters (for `initFrom`), less `trainingOnly`. */
+  importModel(config: C, directory: string): Promise<Record<string, HostTensor>>;
 }

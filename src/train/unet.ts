@@ -258,4 +258,9 @@ export const unetStage: StageDefinition<UnetConfig> = {
     const stream = new CaptionedSceneStream(world, config.data.seed, config.data.splits, config.data.splitSeed, config.scenes);
     await writeFile(join(unetDirectory, 'ATTRIBUTION.md'), attributionMarkdown(world.catalog, { styles: stream.styles(), patterns: true }));
   },
+
+  /** The `unet/` of a pipeline folder. */
+  async importModel(_config, directory) {
+    return (await UNet2DConditionModel.fromPretrained(join(directory, 'unet'))).stateDict();
+  },
 };

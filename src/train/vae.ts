@@ -168,5 +168,10 @@ export const vaeStage: StageDefinition<VaeConfig> = {
     const trainingStream = new WorldStream(world, 't2i', config.data.seed, config.data.splits, config.data.splitSeed);
     await writeFile(join(directory, 'ATTRIBUTION.md'), attributionMarkdown(world.catalog, { styles: trainingStream.styles(), patterns: true }));
   },
+
+  /** A VAE folder, as `exportModel` writes it (the pipeline's `vae/`). */
+  async importModel(_config, directory) {
+    return (await AutoencoderKL.fromPretrained(directory)).stateDict();
+  },
 };
 

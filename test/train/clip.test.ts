@@ -186,7 +186,7 @@ test('trainTextEncoder false trains the vision side and projections, not the tex
   for (const prefix of ['vision.', 'visual_projection', 'text_projection']) assert.ok(keys.some((key) => key.startsWith(prefix) && changed(key)), `no ${prefix} tensor changed`);
 });
 
-test('a fine-tune from a run without the position head starts its prototypes fresh and takes every other tensor from the run', async () => {
+test('a fine-tune from a run or from an exported model without the position head starts its prototypes fresh and takes every other tensor from the source', async () => {
   process.env['KOSMOS_G_CACHE'] = join(tmpdir(), 'kosmos-g-world-test-cache');
   const json = JSON.parse(await readFile(join(root, 'configs/train/clip-tiny.json'), 'utf8')) as Record<string, unknown>;
   const plain = { ...json, tokenizer: join(root, config.tokenizer), steps: 1, checkpointEvery: 1, sampleEvery: 0 };
@@ -196,15 +196,31 @@ test('a fine-tune from a run without the position head starts its prototypes fre
   await runStage(clipStage, { out: source, configPath, threads: 1, progress: 'none', report: () => undefined });
   const trained = (await readCheckpointState((await latestCheckpoint(join(source, 'checkpoints')))!)).parameters;
 
-  const withHead = await clipStage.build(parseConfig(clipStage.schema, { ...plain, initFrom: source, positionLossWeight: 1 }, 'with-head'), { device: 'cpu', threads: 1, report: () => undefined });
+  const headConfig = parseConfig(clipStage.schema, { ...plain, initFrom: source, positionLossWeight: 1 }, 'with-head');
+  const withHead = await clipStage.build(headConfig, { device: 'cpu', threads: 1, report: () => undefined });
   await withHead.release();
   assert.deepEqual(withHead.addedByFineTune, ['position_prototypes']);
-  const { parameters, keptInitial } = await readInitialParameters(source, 'clip', withHead.parameters, withHead.addedByFineTune);
+  const sourceRules = { addedByFineTune: withHead.addedByFineTune!, importModel: (directory: string) => clipStage.importModel(headConfig, directory) };
+  const { parameters, keptInitial } = await readInitialParameters(source, 'clip', withHead.parameters, sourceRules);
   assert.deepEqual(keptInitial, ['position_prototypes']);
   assert.equal(parameters['position_prototypes'], withHead.parameters['position_prototypes']);
   for (const key of Object.keys(trained)) assert.deepEqual(parameters[key], trained[key], key);
   // Without the stage's permission a missing tensor is still an error.
-  await assert.rejects(readInitialParameters(source, 'clip', withHead.parameters), /missing position_prototypes/);
+  await assert.rejects(readInitialParameters(source, 'clip', withHead.parameters, { importModel: sourceRules.importModel }), /missing position_prototypes/);
+
+  // From the exported (float16) model: the temperature is training-only, so it starts fresh too.
+  const exported = join(scratch, 'plain-export');
+  await clipStage.exportModel(parseConfig(clipStage.schema, plain, 'plain'), trained, exported);
+  const fromExport = await readInitialParameters(exported, 'clip', withHead.parameters, { ...sourceRules, trainingOnly: withHead.trainingOnly! });
+  assert.deepEqual(fromExport.keptInitial.sort(), ['logit_scale', 'position_prototypes']);
+  for (const key of Object.keys(trained).filter((name) => name !== 'logit_scale')) {
+    const values = trained[key]!.data as Float32Array;
+    const read = fromExport.parameters[key]!.data as Float32Array;
+    const worst = values.reduce((most, value, i) => Math.max(most, Math.abs(value - read[i]!) / Math.max(Math.abs(value), 1e-3)), 0);
+    assert.ok(worst < 1e-3, `${key}: float16 round trip off by ${worst}`);
+  }
+  await assert.rejects(readInitialParameters(exported, 'clip', withHead.parameters, sourceRules), /missing logit_scale/);
+  await assert.rejects(readInitialParameters(join(scratch, 'nowhere'), 'clip', withHead.parameters, sourceRules), /nowhere is neither a checkpoint folder, a run folder with checkpoints nor a 'clip' model folder/);
 });
 
 test("position labels: the single subject's position for its image, and for its caption where the caption names it", async () => {

@@ -89,7 +89,7 @@ test('initFrom starts from another run\'s parameters, and trainEncoder false tra
   );
   await assert.rejects(
     runStage(vaeStage, { out: join(scratch, 'nowhere'), configPath: await writeConfig('missing', { ...json, initFrom: join(scratch, 'missing') }), threads: 1, progress: 'none', report: () => undefined }),
-    /initFrom: .*missing is neither a checkpoint folder nor a run folder with checkpoints/,
+    /initFrom: .*missing is neither a checkpoint folder, a run folder with checkpoints nor a 'vae' model folder/,
   );
 });
 
