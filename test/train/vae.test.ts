@@ -81,6 +81,18 @@ test('initFrom starts from another run\'s parameters, and trainEncoder false tra
   }
   assert.ok(decoderChanged > 10, `only ${decoderChanged} decoder tensors changed`);
 
+  // A released (exported, float16) VAE folder is a source too, read back as float32 (the export
+  // test above checks the values).
+  const released = join(scratch, 'released-vae');
+  await vaeStage.exportModel(parseConfig(vaeStage.schema, json, tinyConfig), sourceParameters, released);
+  const fromRelease = await writeConfig('from-release', { ...json, initFrom: released, steps: 1, checkpointEvery: 1 });
+  const releaseMessages: string[] = [];
+  await runStage(vaeStage, { out: join(scratch, 'from-release'), configPath: fromRelease, threads: 1, progress: 'none', report: (m) => releaseMessages.push(m) });
+  assert.match(releaseMessages.join('\n'), /parameters initialised from .*released-vae$/m);
+  const imported = await vaeStage.importModel(parseConfig(vaeStage.schema, json, tinyConfig), released);
+  assert.deepEqual(Object.keys(imported).sort(), Object.keys(sourceParameters).sort());
+  assert.ok(Object.values(imported).every((tensor) => tensor.dtype === 'float32'));
+
   // A model of another width does not fit: the error names the tensor and both shapes.
   const wider = await writeConfig('wider', { ...json, initFrom: source, model: { ...(json['model'] as object), block_out_channels: [8, 24] } });
   await assert.rejects(
