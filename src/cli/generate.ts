@@ -183,7 +183,7 @@ export function registerGenerateCommand(program: Command): void {
       const png = await encodePng(result.images.length > 1 ? imageGrid(result.images, layout) : result.images[0]!);
       const { settings } = result;
       const sidecar = {
-        model: resolve(flags.model),
+        model: flags.model,
         pipeline: kind,
         ...settings,
         images: flags.image,
@@ -192,7 +192,7 @@ export function registerGenerateCommand(program: Command): void {
         device: pipeline.runtime.device,
         threads: pipeline.runtime.threads,
         timings: { loadMs: Math.round(loadMs), generateMs: Math.round(generateMs) },
-        output: resolve(flags.out),
+        output: flags.out,
       };
       const sidecarFile = sidecarPath(flags.out);
       await writeFileAtomic(flags.out, png);
