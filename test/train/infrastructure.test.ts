@@ -11,6 +11,7 @@ import { latestCheckpoint, listCheckpoints, pruneCheckpoints, readCheckpointStat
 import { readStepLog, StepLog, type StepRecord } from '../../src/train/log.js';
 import { lossCurveSvg } from '../../src/train/plot.js';
 import { runStage } from '../../src/train/runner.js';
+import { findStage } from '../../src/train/stages.js';
 import { vaeStage } from '../../src/train/vae.js';
 import { EVAL_SCENE_SEED } from '../../src/train/world-data.js';
 
@@ -31,6 +32,17 @@ test('the committed configs parse; defaults are filled in', async () => {
   assert.equal(config.keepCheckpoints, 2);
   assert.equal(config.data.splitSeed, 0);
   assert.equal(config.model.shift_factor, null);
+});
+
+test('every config in configs/train parses against the schema of the stage it names', async () => {
+  const folder = join(root, 'configs/train');
+  const names = (await readdir(folder)).filter((name) => name.endsWith('.json'));
+  assert.ok(names.length > 10, `only ${names.length} configs found in ${folder}`);
+  for (const name of names) {
+    const json = JSON.parse(await readFile(join(folder, name), 'utf8')) as { stage: string };
+    const config = parseConfig(findStage(json.stage).schema, json, name);
+    assert.ok(config.steps > 0, name);
+  }
 });
 
 test('config errors name the file and every offending path', () => {
