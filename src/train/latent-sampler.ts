@@ -56,10 +56,16 @@ export class LatentSampler {
   /** One image per caption (exactly `count` captions), guidance against the empty caption. */
   async generate(parameters: Readonly<Record<string, HostTensor>>, captions: readonly string[], settings: SamplerSettings): Promise<RgbaImage[]> {
     if (captions.length !== this.count) throw new Error(`the sampler was compiled for ${this.count} captions, got ${captions.length}`);
+    const hidden = await this.encoders.encodeText([...captions.map(() => ''), ...captions]); // (2n, 77, D): [uncond; cond]
+    return this.generateFromConditions(parameters, hidden, settings);
+  }
+
+  /** One image per condition from encoder_hidden_states (2·count, 77, D) = [unconditional; conditional]. */
+  async generateFromConditions(parameters: Readonly<Record<string, HostTensor>>, hidden: HostTensor, settings: SamplerSettings): Promise<RgbaImage[]> {
     const n = this.count;
+    if (hidden.shape[0] !== 2 * n) throw new Error(`the sampler was compiled for ${n} images, got ${hidden.shape[0]} conditions (expected ${2 * n})`);
     const shape = [n, ...this.encoders.latentShape];
     const perImage = shape.slice(1).reduce((p, q) => p * q, 1);
-    const hidden = await this.encoders.encodeText([...captions.map(() => ''), ...captions]); // (2n, 77, D): [uncond; cond]
     const scheduler = schedulerByName('dpm++', this.schedulerConfig);
     scheduler.setTimesteps(settings.steps);
     let latents: Float32Array = seededNoise(settings.seed, shape).map((value) => value * scheduler.initNoiseSigma);

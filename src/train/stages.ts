@@ -2,6 +2,9 @@
 import type { BaseConfig } from './config.js';
 import type { StageDefinition } from './stage.js';
 import { clipStage } from './clip.js';
+import { kosmosAlignStage } from './kosmos-align.js';
+import { kosmosInstructStage } from './kosmos-instruct.js';
+import { kosmosLmStage } from './kosmos-lm.js';
 import { unetStage } from './unet.js';
 import { vaeStage } from './vae.js';
 
@@ -9,6 +12,9 @@ export const TRAINING_STAGES: readonly StageDefinition<BaseConfig>[] = [
   vaeStage as unknown as StageDefinition<BaseConfig>,
   clipStage as unknown as StageDefinition<BaseConfig>,
   unetStage as unknown as StageDefinition<BaseConfig>,
+  kosmosLmStage as unknown as StageDefinition<BaseConfig>,
+  kosmosAlignStage as unknown as StageDefinition<BaseConfig>,
+  kosmosInstructStage as unknown as StageDefinition<BaseConfig>,
 ];
 
 export function findStage(name: string): StageDefinition<BaseConfig> {
