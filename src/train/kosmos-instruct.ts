@@ -111,10 +111,6 @@ export class InstructSampleSource {
     this.streams = Object.fromEntries(SAMPLE_KINDS.map((kind, k) => [kind, new WorldStream(world, kind, deriveSeed(seed, 0x3c + k), splits, config.data.splitSeed)])) as Record<SampleKind, WorldStream>;
   }
 
-  kindOf(step: number): SampleKind {
-    return SAMPLE_KINDS[new Random(deriveSeed(this.config.data.seed ^ 0x3d1e, step)).weighted(SAMPLE_KINDS.map((kind) => this.config.mixture[kind]))]!;
-  }
-
   /**
    * `sample` as an MLLM sequence with its images; when its tokens exceed L or its images the
    * `freeSlots` left in the batch, its caption alone (as a text-to-image sample of its target).
@@ -131,7 +127,7 @@ export class InstructSampleSource {
 
   /** The samples of 1-based `step`, all of the step's source, within N image slots (the rest give their caption alone). */
   batch(step: number): InstructSample[] {
-    const kind = this.kindOf(step);
+    const kind = stepSource(this.config, step);
     const { batchSize, imagesPerBatch } = this.config;
     let images = 0;
     return Array.from({ length: batchSize }, (_, k) => {
@@ -140,6 +136,19 @@ export class InstructSampleSource {
       return sample;
     });
   }
+}
+
+/** The one source of 1-based `step`, drawn by the mixture weights. */
+export function stepSource(config: Pick<KosmosInstructConfig, 'mixture' | 'data'>, step: number): SampleKind {
+  return SAMPLE_KINDS[new Random(deriveSeed(config.data.seed ^ 0x3d1e, step)).weighted(SAMPLE_KINDS.map((kind) => config.mixture[kind]))]!;
+}
+
+/** Which samples of `step` get the null condition (B) and their timesteps t ~ U{0 … T−1}: a pure function of (seed, step). */
+export function stepDraws(config: Pick<KosmosInstructConfig, 'seed' | 'batchSize' | 'nullConditionProbability'>, step: number, trainTimesteps: number): { useNull: Uint8Array; timesteps: number[] } {
+  const rng = new Random(deriveSeed(config.seed ^ 0x3e11, step));
+  const useNull = Uint8Array.from({ length: config.batchSize }, () => (rng.chance(config.nullConditionProbability) ? 1 : 0));
+  const timesteps = Array.from({ length: config.batchSize }, () => rng.int(trainTimesteps));
+  return { useNull, timesteps };
 }
 
 /** M(MLLM(sequences with images)) (B, 77, d) and the null condition M(MLLM([<s>])) (1, 77, d). */
@@ -210,9 +219,7 @@ export const kosmosInstructStage: StageDefinition<KosmosInstructConfig> = {
       loss: ({ graph, parameters, batch, dropoutSeed }) => instructLoss(root, contextFromValues(graph, root, parameters, dropoutSeed), batch),
       async batch(step) {
         const samples = source.batch(step);
-        const rng = new Random(deriveSeed(config.seed ^ 0x3e11, step));
-        const useNull = Uint8Array.from(samples, () => (rng.chance(config.nullConditionProbability) ? 1 : 0));
-        const timesteps = samples.map(() => rng.int(trainTimesteps));
+        const { useNull, timesteps } = stepDraws(config, step, trainTimesteps);
         const latents = await encoders.latents(samples.map((sample) => sample.target), gaussianNoise(deriveSeed(config.seed ^ 0x3e12, step), latentShape));
         const noise = gaussianNoise(deriveSeed(config.seed ^ 0x3e13, step), latentShape);
         const packed = packSequences(samples.map((sample) => sample.sequence), length);

@@ -66,6 +66,12 @@ export interface LmSample {
   images: RgbaImage[];
 }
 
+/** The kind of stage-1 sample `index`, drawn by the mixture weights. */
+export function lmSequenceKind(config: Pick<KosmosLmConfig, 'mixture' | 'data'>, index: number): SequenceKind {
+  const { mixture } = config;
+  return SEQUENCE_KINDS[new Random(deriveSeed(config.data.seed ^ 0x1a4b, index)).weighted(SEQUENCE_KINDS.map((kind) => mixture[kind]))]!;
+}
+
 /** Builds stage-1 samples: sample i is a pure function of (data seed, i). */
 export class LmSampleSource {
   private readonly scenes: CaptionedSceneStream;
@@ -84,13 +90,8 @@ export class LmSampleSource {
     return this.config.connector.latent_query_num;
   }
 
-  kindOf(index: number): SequenceKind {
-    const { mixture } = this.config;
-    return SEQUENCE_KINDS[new Random(deriveSeed(this.config.data.seed ^ 0x1a4b, index)).weighted(SEQUENCE_KINDS.map((kind) => mixture[kind]))]!;
-  }
-
   sample(index: number): LmSample {
-    const kind = this.kindOf(index);
+    const kind = lmSequenceKind(this.config, index);
     if (kind === 'interleaved') {
       const sample = this.compose.sample(index);
       return { kind, sequence: encodeSequence(sample.text, sample.images.length, this.tokenizer, this.queries), images: sample.images };
