@@ -1,5 +1,6 @@
 // kill -9 at any moment, then --resume, must continue the identical run: the resumed log must hold
-// exactly the losses of an uninterrupted run. Runs the real CLI on the tiny VAE config.
+// exactly the losses of an uninterrupted run. Runs the real CLI on the tiny VAE config and on the
+// tiny configs of the three Kosmos-G stages.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -10,10 +11,10 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readStepLog } from '../../src/train/log.js';
 import { listCheckpoints } from '../../src/train/checkpoint.js';
+import { createTinyChain } from './kosmos-g-tiny.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const cli = join(root, 'dist/src/cli/main.js');
-const tinyConfig = join(root, 'configs/train/vae-tiny.json');
 // The world tests' sprite cache: small, and rendered once per machine.
 const environment = { ...process.env, KOSMOS_G_CACHE: join(tmpdir(), 'kosmos-g-world-test-cache') };
 
@@ -28,9 +29,9 @@ interface Finished {
   stderr: string;
 }
 
-/** Runs `train vae` on the tiny config; `killWhen` is polled and the child gets SIGKILL once it holds. */
-function train(out: string, extra: string[], killWhen?: () => boolean): Promise<Finished> {
-  const child = spawn(process.execPath, [cli, 'train', 'vae', '--config', tinyConfig, '--out', out, '--threads', '1', '--progress', 'none', ...extra], { env: environment });
+/** Runs `train STAGE` on a tiny config; `killWhen` is polled and the child gets SIGKILL once it holds. */
+function train(stage: string, config: string, out: string, extra: string[], killWhen?: () => boolean): Promise<Finished> {
+  const child = spawn(process.execPath, [cli, 'train', stage, '--config', config, '--out', out, '--threads', '1', '--progress', 'none', ...extra], { env: environment });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const poll = killWhen
@@ -47,26 +48,26 @@ function train(out: string, extra: string[], killWhen?: () => boolean): Promise<
   });
 }
 
-test('a run killed with SIGKILL and resumed logs the same losses as an uninterrupted run', async () => {
-  scratch = await mkdtemp(join(tmpdir(), 'kosmos-g-resume-'));
-  const whole = join(scratch, 'whole');
-  const interrupted = join(scratch, 'interrupted');
+/** Runs a tiny config whole, then killed after its first checkpoint and resumed; both logs must agree. */
+async function checkResume(stage: string, tinyConfig: string): Promise<void> {
+  const whole = join(scratch, `${stage}-whole`);
+  const interrupted = join(scratch, `${stage}-interrupted`);
 
-  const uninterrupted = await train(whole, []);
+  const uninterrupted = await train(stage, tinyConfig, whole, []);
   assert.equal(uninterrupted.code, 0, uninterrupted.stderr);
   const expected = await readStepLog(join(whole, 'log.jsonl'));
   const steps = (JSON.parse(await readFile(tinyConfig, 'utf8')) as { steps: number }).steps;
   assert.deepEqual(expected.map((record) => record.step), Array.from({ length: steps }, (_, i) => i + 1));
 
   // Killed right after the first checkpoint folder appears, mid-way through the following steps.
-  const killed = await train(interrupted, [], () => existsSync(join(interrupted, 'checkpoints', 'step-00000002')));
+  const killed = await train(stage, tinyConfig, interrupted, [], () => existsSync(join(interrupted, 'checkpoints', 'step-00000002')));
   assert.equal(killed.signal, 'SIGKILL', `the run finished before it could be killed:\n${killed.stderr}`);
   const beforeResume = await listCheckpoints(join(interrupted, 'checkpoints'));
   assert.ok(beforeResume.length > 0 && beforeResume.at(-1)!.step < steps, 'a checkpoint short of the end must exist');
 
-  const resumed = await train(interrupted, ['--resume']);
+  const resumed = await train(stage, tinyConfig, interrupted, ['--resume']);
   assert.equal(resumed.code, 0, resumed.stderr);
-  assert.match(resumed.stderr, new RegExp(`resuming vae from step ${beforeResume.at(-1)!.step}`));
+  assert.match(resumed.stderr, new RegExp(`resuming ${stage} from step ${beforeResume.at(-1)!.step}`));
   const actual = await readStepLog(join(interrupted, 'log.jsonl'));
   assert.deepEqual(
     actual.map(({ step, loss, gradNorm, lr }) => ({ step, loss, gradNorm, lr })),
@@ -75,7 +76,18 @@ test('a run killed with SIGKILL and resumed logs the same losses as an uninterru
   for (const file of ['loss.png', 'config.json', 'sessions.jsonl']) assert.ok(existsSync(join(interrupted, file)), `${file} is written`);
 
   // A finished run resumed again has nothing left to do and changes nothing.
-  const again = await train(interrupted, ['--resume']);
+  const again = await train(stage, tinyConfig, interrupted, ['--resume']);
   assert.equal(again.code, 0, again.stderr);
   assert.deepEqual(await readStepLog(join(interrupted, 'log.jsonl')), actual);
+}
+
+test('a run killed with SIGKILL and resumed logs the same losses as an uninterrupted run', async () => {
+  scratch = await mkdtemp(join(tmpdir(), 'kosmos-g-resume-'));
+  await checkResume('vae', join(root, 'configs/train/vae-tiny.json'));
+});
+
+test('each Kosmos-G stage killed with SIGKILL and resumed logs the same losses as an uninterrupted run', { timeout: 600000 }, async () => {
+  scratch ||= await mkdtemp(join(tmpdir(), 'kosmos-g-resume-'));
+  const chain = await createTinyChain(join(scratch, 'kosmos-g'));
+  for (const stage of ['kosmos-lm', 'kosmos-align', 'kosmos-instruct'] as const) await checkResume(stage, chain.configs[stage]);
 });
