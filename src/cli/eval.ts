@@ -4,6 +4,8 @@ import type { Command } from 'commander';
 import type { Device } from '../graph/devices.js';
 import { evaluateWorldSd } from '../eval/world-sd.js';
 import { writeWorldSdReport } from '../eval/world-sd-report.js';
+import { registerEvalKosmosLmCommand } from './eval-kosmos-lm.js';
+import { registerEvalDreamBenchCommand } from './eval-dreambench.js';
 
 function count(what: string) {
   return (value: string): number => {
@@ -38,6 +40,8 @@ interface EvalFlags {
 
 export function registerEvalCommand(program: Command): void {
   const evaluate = program.command('eval').description('evaluate trained models');
+  registerEvalKosmosLmCommand(evaluate);
+  registerEvalDreamBenchCommand(evaluate);
   evaluate
     .command('world-sd')
     .description("the world's Stable Diffusion (VAE PSNR, CLIP-mini retrieval and zero-shot, U-Net-mini generations) on scenes never trained on")

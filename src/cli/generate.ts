@@ -8,6 +8,7 @@ import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import type { Device } from '../graph/devices.js';
 import { SCHEDULER_CHOICES, type SchedulerChoice, type StepInfo } from '../pipeline/diffusion.js';
+import { DEFAULT_MODEL } from '../pipeline/default_model.js';
 import { readPipelineFolder } from '../pipeline/folder.js';
 import { encodePng, gridLayout, imageGrid } from '../pipeline/image_output.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
@@ -94,7 +95,7 @@ export function registerGenerateCommand(program: Command): void {
     .command('generate')
     .description('generate images from an interleaved prompt ("<i> in the snow" + --image cat.png)')
     .showHelpAfterError(false)
-    .option('--model <dir>', 'pipeline folder (model_index.json + components)')
+    .option('--model <dir>', 'pipeline folder (model_index.json + components); default: the embedded kosmos-g-mini')
     .option('--prompt <text>', 'prompt; one <i> placeholder per --image, in order')
     .option('--image <file>', 'input image for the next <i> (repeatable)', (value: string, previous: string[]) => [...previous, value], [] as string[])
     .option('--negative <text>', 'negative prompt', '')
@@ -118,7 +119,6 @@ export function registerGenerateCommand(program: Command): void {
     .option('--lora-scale <s>', 'LoRA strength', '1')
     .option('--out <file>', 'output PNG; a JSON sidecar with every setting goes beside it')
     .action(async (flags: GenerateFlags) => {
-      if (!flags.model) throw new Error('--model is required');
       if (flags.prompt === undefined) throw new Error('--prompt is required');
       if (!flags.out) throw new Error('--out is required');
       await checkOutput(flags.out);
@@ -145,7 +145,8 @@ export function registerGenerateCommand(program: Command): void {
         : undefined;
       const lora = flags.lora ? { file: flags.lora, scale: decimal(flags.loraScale, '--lora-scale') } : undefined;
 
-      const folder = await readPipelineFolder(flags.model);
+      const model = flags.model ?? DEFAULT_MODEL;
+      const folder = await readPipelineFolder(model);
       const kind = flags.pipeline ?? (folder.className === 'KosmosGPipeline' ? 'kosmos-g' : 'clip-text');
       if (kind !== 'kosmos-g' && kind !== 'clip-text') throw new Error(`unknown pipeline '${kind}' (kosmos-g or clip-text)`);
       if (kind === 'kosmos-g') checkImageCount(flags.prompt, flags.image.length);
@@ -167,7 +168,7 @@ export function registerGenerateCommand(program: Command): void {
         lora,
       };
       const loadStart = performance.now();
-      const pipeline = kind === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(flags.model, { device, threads }) : await TextToImagePipeline.fromPretrained(flags.model, { device, threads });
+      const pipeline = kind === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(model, { device, threads }) : await TextToImagePipeline.fromPretrained(model, { device, threads });
       const loadMs = performance.now() - loadStart;
       const progress = progressReporter();
       let result: GenerationResult;
@@ -183,7 +184,7 @@ export function registerGenerateCommand(program: Command): void {
       const png = await encodePng(result.images.length > 1 ? imageGrid(result.images, layout) : result.images[0]!);
       const { settings } = result;
       const sidecar = {
-        model: flags.model,
+        model: flags.model ?? 'kosmos-g-mini',
         pipeline: kind,
         ...settings,
         images: flags.image,

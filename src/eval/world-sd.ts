@@ -8,10 +8,15 @@
 //     concepts, and whether the subject's centre (difference from the background, see
 //     subject-locator.ts) lies nearest the prompted position; for two-subject prompts, whether both concepts are among
 //     CLIP-mini's top 5. The same measures on the real scenes the prompts describe calibrate them.
+// A Kosmos-G folder is measured the same way, its text prompts going through MLLM → aligner M →
+// U-Net; it has no CLIP-mini of its own, so the judge's is the instrument (and the retrieval and
+// zero-shot figures are the judge's).
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { resolveDevice, type Device } from '../graph/devices.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
+import { readPipelineFolder } from '../pipeline/folder.js';
+import { KosmosGPipeline } from '../pipeline/kosmos_g_pipeline.js';
 import { TextToImagePipeline } from '../pipeline/text_to_image.js';
 import { CaptionedSceneStream, WORLD_FILE, type CaptionedScene, type WorldDescription } from '../train/captioned-scenes.js';
 import { EVAL_SCENE_SEED, openWorld } from '../train/world-data.js';
@@ -179,6 +184,8 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
   const device = await resolveDevice(options.device ?? 'cpu');
   const session = { executionProvider: device, ...(options.threads ? { threads: options.threads } : {}) };
   const description = await readWorldDescription(directory, `${directory} has no ${WORLD_FILE} (written by 'train export' of the CLIP stage): the evaluation needs the concepts the models were trained on`);
+  const kosmosG = (await readPipelineFolder(directory)).className === 'KosmosGPipeline';
+  if (kosmosG && !options.judge) throw new Error(`${directory} is a Kosmos-G folder without a CLIP-mini of its own; name a world-sd folder with --judge`);
   if (options.judge) await checkJudgeWorld(options.judge, description);
   const world = await openWorld({ seed: 0, splitSeed: description.splitSeed, splits: description.splits, concepts: description.concepts }, description.sceneSize, report);
   const stream = new CaptionedSceneStream(world, EVAL_SCENE_SEED, description.splits, description.splitSeed, { singleSubjectFraction: 0, shortCaptionFraction: 0 });
@@ -190,9 +197,9 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
 
   report('CLIP-mini retrieval and zero-shot classification');
   const judgeDirectory = options.judge ?? directory;
-  const probe = await ClipMiniProbe.open(directory, world, concepts, session);
+  const probe = await ClipMiniProbe.open(kosmosG ? judgeDirectory : directory, world, concepts, session);
   // A judge naming the model's own folder is the model's probe, not a second copy of it.
-  const judge = resolve(judgeDirectory) === resolve(directory) ? probe : await ClipMiniProbe.open(judgeDirectory, world, concepts, session);
+  const judge = kosmosG || resolve(judgeDirectory) === resolve(directory) ? probe : await ClipMiniProbe.open(judgeDirectory, world, concepts, session);
   try {
     const retrievalCount = options.retrievalScenes ?? 100;
     const scenes = Array.from({ length: retrievalCount }, (_, i) => stream.sample(i));
@@ -210,7 +217,8 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
     const twins = await positionTwinMatching(probe, world, description, options.twinPairs ?? 100);
 
     report('U-Net-mini generations');
-    const pipeline = await TextToImagePipeline.fromPretrained(directory, { device, ...(options.threads ? { threads: options.threads } : {}) });
+    const loadOptions = { device, ...(options.threads ? { threads: options.threads } : {}) };
+    const pipeline = kosmosG ? await KosmosGPipeline.fromPretrained(directory, loadOptions) : await TextToImagePipeline.fromPretrained(directory, loadOptions);
     const steps = options.steps ?? 25;
     let generatedImages = 0;
     const started = performance.now();

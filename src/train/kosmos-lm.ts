@@ -7,6 +7,8 @@
 //
 // Every batch has B rows of L tokens and N image slots, so one graph serves every step: a sample
 // whose images or tokens would not fit falls back to its caption alone.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { z } from 'zod';
 import type { Value } from '../graph/graph.js';
 import { cast, equal, logSoftmax, mul, not, sum, where } from '../graph/ops/elementwise.js';
@@ -24,7 +26,7 @@ import { HELD_OUT_STYLE } from '../world/catalog.js';
 import { createImage, drawOver, type RgbaImage } from '../world/image.js';
 import type { World } from '../world/world.js';
 import { baseConfigSchema, modelConfigSchema } from './config.js';
-import { CaptionedSceneStream, captionedScenesSchema, subjectCaption } from './captioned-scenes.js';
+import { CaptionedSceneStream, captionedScenesSchema, subjectCaption, WORLD_FILE, type WorldDescription } from './captioned-scenes.js';
 import { ForwardSession } from './forward.js';
 import { imageGridPng } from './images.js';
 import { clipPixels, encodeSequence, exportKosmosGComponents, KosmosGNetworks, packSequences, type SequenceValues, type TokenSequence } from './kosmos-g-networks.js';
@@ -262,10 +264,18 @@ export const kosmosLmStage: StageDefinition<KosmosLmConfig> = {
     };
   },
 
-  /** Writes `vision/`, `connector/`, `mllm/` and `tokenizer/`: the input of stage 2. */
+  /** Writes `vision/`, `connector/`, `mllm/`, `tokenizer/` and the world description: the input of stage 2. */
   async exportModel(config, parameters, directory) {
     const vision = await OpenClipVisionModel.fromPretrained(config.vision);
     await exportKosmosGComponents(directory, { vision: vision.config, connector: config.connector, mllm: config.mllm }, parameters, config.tokenizer);
+    const world = await openWorld(config.data, vision.config.vision_cfg.image_size, () => undefined);
+    const description: WorldDescription = {
+      sceneSize: vision.config.vision_cfg.image_size,
+      concepts: world.catalog.concepts.map((concept) => concept.id).sort(),
+      splits: config.data.splits,
+      splitSeed: config.data.splitSeed,
+    };
+    await writeFile(join(directory, WORLD_FILE), `${JSON.stringify(description, null, 2)}\n`);
   },
 
   async importModel(_config, directory) {
