@@ -1,12 +1,12 @@
 // `init-random`: a complete pipeline folder with random weights, so every code path (prompt
 // processing, condition encoding, guidance, sampling, decoding, the CLI) runs without trained
-// models. The `tiny` config keeps each component a few thousand parameters with consistent widths:
+// models. The `mini` config has exactly the shapes of the embedded kosmos-g-mini. The `tiny` config keeps each component a few thousand parameters with consistent widths:
 //   vision width 24 → connector 24→48 (8 queries) → MLLM width 48 → aligner 48→32 (77 queries)
 //   = U-Net cross_attention_dim 32 = CLIP-text hidden size 32
 // and a VAE with factor 8 under a two-level U-Net, so images are multiples of 16 px (default 64).
 // Each model is written by its own `save()`; the scheduler config is SD 1.5's (PNDM class with the
 // SD keys, the sampler being chosen at generation time), as SD ships it.
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { AlignerNet, parseAlignerConfig } from '../models/aligner.js';
 import { AutoencoderKL, parseAutoencoderKLConfig } from '../models/autoencoder_kl.js';
@@ -19,8 +19,10 @@ import { saveClipTokenizer, saveMiniKosmosTokenizer, trainBpe } from '../tokeniz
 import { END_OF_TEXT } from '../tokenizers/clip_bpe.js';
 import { loadKosmosTokenizer } from '../tokenizers/kosmos_tokenizer.js';
 import { Random, deriveSeed } from '../util/random.js';
+import { readConfigJson } from '../io/config-json.js';
+import { DEFAULT_MODEL } from './default_model.js';
 
-export const RANDOM_CONFIGS = ['tiny'] as const;
+export const RANDOM_CONFIGS = ['tiny', 'mini'] as const;
 export type RandomConfigName = (typeof RANDOM_CONFIGS)[number];
 
 /** The Stable Diffusion 1.5 `scheduler/scheduler_config.json`. */
@@ -135,18 +137,8 @@ export async function createRandomPipeline(directory: string, options: { config:
   }
   try {
     const random = (index: number) => new Random(deriveSeed(seed, index));
-    const vocabulary = await writeTinyTokenizers(temporary);
-    await new OpenClipVisionModel(parseOpenClipVisionConfig(TINY_CONFIGS.vision), { random: random(1) }).save(join(temporary, 'vision'));
-    await new XConnector(parseXConnectorConfig(TINY_CONFIGS.connector), { random: random(2) }).save(join(temporary, 'connector'));
-    await new KosmosGMllm(parseKosmosMllmConfig({ ...TINY_CONFIGS.mllm, vocab_size: vocabulary.mllm }), { init: random(3) }).save(join(temporary, 'mllm'));
-    await new AlignerNet(parseAlignerConfig(TINY_CONFIGS.aligner), { init: random(4), reconstruction: false }).save(join(temporary, 'aligner'));
-    await new UNet2DConditionModel(parseUNetConfig(TINY_CONFIGS.unet), random(5)).save(join(temporary, 'unet'));
-    await new AutoencoderKL(parseAutoencoderKLConfig(TINY_CONFIGS.vae), { random: random(6) }).save(join(temporary, 'vae'));
-    const textConfig = parseClipTextConfig({ ...TINY_CONFIGS.textEncoder, vocab_size: vocabulary.clip, eos_token_id: vocabulary.endOfText });
-    await new CLIPTextModel(textConfig, { random: random(7) }).save(join(temporary, 'text_encoder'));
-    await mkdir(join(temporary, 'scheduler'));
-    await writeFile(join(temporary, 'scheduler', 'scheduler_config.json'), `${JSON.stringify(SD15_SCHEDULER_CONFIG, null, 2)}\n`);
-    await writeFile(join(temporary, 'model_index.json'), `${JSON.stringify({ ...MODEL_INDEX, _init_random: { config: options.config, seed } }, null, 2)}\n`);
+    if (options.config === 'mini') await writeMiniComponents(temporary, random, seed);
+    else await writeTinyComponents(temporary, random, seed);
     await rename(temporary, directory).catch((error: NodeJS.ErrnoException) => {
       throw new Error(error.code === 'ENOTEMPTY' || error.code === 'EEXIST' ? `${directory} already exists` : `cannot create ${directory}: ${error.code ?? error.message}`);
     });
@@ -154,4 +146,41 @@ export async function createRandomPipeline(directory: string, options: { config:
     await rm(temporary, { recursive: true, force: true });
     throw error;
   }
+}
+
+const NETWORK_NAMES = ['vision', 'connector', 'mllm', 'aligner', 'unet', 'vae'] as const;
+type NetworkName = (typeof NETWORK_NAMES)[number];
+
+/** The six networks of a Kosmos-G folder from their config.json contents, each with its own random stream. */
+async function writeRandomNetworks(temporary: string, random: (index: number) => Random, configs: Record<NetworkName, unknown>): Promise<void> {
+  await new OpenClipVisionModel(parseOpenClipVisionConfig(configs.vision), { random: random(1) }).save(join(temporary, 'vision'));
+  await new XConnector(parseXConnectorConfig(configs.connector), { random: random(2) }).save(join(temporary, 'connector'));
+  await new KosmosGMllm(parseKosmosMllmConfig(configs.mllm), { init: random(3) }).save(join(temporary, 'mllm'));
+  await new AlignerNet(parseAlignerConfig(configs.aligner), { init: random(4), reconstruction: false }).save(join(temporary, 'aligner'));
+  await new UNet2DConditionModel(parseUNetConfig(configs.unet), random(5)).save(join(temporary, 'unet'));
+  await new AutoencoderKL(parseAutoencoderKLConfig(configs.vae), { random: random(6) }).save(join(temporary, 'vae'));
+}
+
+/** The tiny components: a few thousand parameters each, both tokenizers trained on TOKENIZER_CORPUS. */
+async function writeTinyComponents(temporary: string, random: (index: number) => Random, seed: number): Promise<void> {
+  const vocabulary = await writeTinyTokenizers(temporary);
+  await writeRandomNetworks(temporary, random, { ...TINY_CONFIGS, mllm: { ...TINY_CONFIGS.mllm, vocab_size: vocabulary.mllm } });
+  const textConfig = parseClipTextConfig({ ...TINY_CONFIGS.textEncoder, vocab_size: vocabulary.clip, eos_token_id: vocabulary.endOfText });
+  await new CLIPTextModel(textConfig, { random: random(7) }).save(join(temporary, 'text_encoder'));
+  await mkdir(join(temporary, 'scheduler'));
+  await writeFile(join(temporary, 'scheduler', 'scheduler_config.json'), `${JSON.stringify(SD15_SCHEDULER_CONFIG, null, 2)}\n`);
+  await writeFile(join(temporary, 'model_index.json'), `${JSON.stringify({ ...MODEL_INDEX, _init_random: { config: 'tiny', seed } }, null, 2)}\n`);
+}
+
+/**
+ * The shapes of the embedded kosmos-g-mini: each component's config.json read from
+ * `models/kosmos-g-mini`, random weights; its tokenizer, scheduler and world description copied.
+ */
+async function writeMiniComponents(temporary: string, random: (index: number) => Random, seed: number): Promise<void> {
+  const configs: Partial<Record<NetworkName, unknown>> = {};
+  for (const name of NETWORK_NAMES) configs[name] = await readConfigJson(join(DEFAULT_MODEL, name, 'config.json'));
+  await writeRandomNetworks(temporary, random, configs as Record<NetworkName, unknown>);
+  for (const name of ['tokenizer', 'scheduler', 'world.json']) await cp(join(DEFAULT_MODEL, name), join(temporary, name), { recursive: true });
+  const index = (await readConfigJson(join(DEFAULT_MODEL, 'model_index.json'))) as Record<string, unknown>;
+  await writeFile(join(temporary, 'model_index.json'), `${JSON.stringify({ ...index, _init_random: { config: 'mini', seed } }, null, 2)}\n`);
 }
