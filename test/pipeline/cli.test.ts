@@ -39,7 +39,7 @@ test('init-random refuses an existing folder and unknown configs', async () => {
   assert.notEqual(again.code, 0);
   assert.match(again.stderr, /^kosmos-g: .*cli-tiny already exists\n$/);
   const unknown = await cli('init-random', '--config', 'huge', '--out', join(scratch, 'x'));
-  assert.match(unknown.stderr, /^kosmos-g: unknown config 'huge' \(choose tiny\)\n$/);
+  assert.match(unknown.stderr, /^kosmos-g: unknown config 'huge' \(choose tiny, mini\)\n$/);
 });
 
 test('info lists every component with parameters, dtypes and sizes', async () => {
