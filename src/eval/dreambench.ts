@@ -1,0 +1,351 @@
+// `eval dreambench`: Kosmos-G's DreamBench protocol on any folder in the DreamBench layout
+// (dreambench-data.ts): generate N images per (subject, prompt) from the official prompts and
+// seeds, save each as a PNG, then score every saved image with independent judges (judges.ts):
+// DINO and CLIP-I against the subject's reference image, CLIP-T against the DreamBooth prompt.
+// Rows: the Kosmos-G pipeline (the reference image at `<i>`), `text` (a text-to-image folder, the
+// class word instead of the image), and `oracle` (no model: the subject's other photos against its
+// reference, the paper's "real images" row).
+//
+// Generation and scoring are separate passes, and scoring reads the images back from disk, so the
+// scores of a resumed run are the scores of the files. A killed run loses at most the prompt in
+// flight: images are written atomically, and `--resume` regenerates only the missing ones. Each
+// image starts from its own noise (officialSeed), so a regenerated image is the one that was lost,
+// whatever batch it is generated in (the tests check this on the CPU). out/eval.json records every
+// setting the images depend on; an --out holding another evaluation is refused.
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import sharp from 'sharp';
+import type { Device } from '../graph/devices.js';
+import { writeFileAtomic } from '../io/atomic-file.js';
+import { gaussianNoise } from '../models/gaussian_noise.js';
+import type { HostTensor } from '../onnx/dtype.js';
+import { SCHEDULER_CHOICES, type SchedulerChoice } from '../pipeline/diffusion.js';
+import { DIFFUSION_COMPONENTS, KOSMOS_G_COMPONENTS, clipTokenizerComponent, readPipelineFolder } from '../pipeline/folder.js';
+import { encodePng } from '../pipeline/image_output.js';
+import { KosmosGPipeline } from '../pipeline/kosmos_g_pipeline.js';
+import { TextToImagePipeline } from '../pipeline/text_to_image.js';
+import { type DreamBenchCase, type DreamBenchData, buildCases, readDreamBench, selectSubjects } from './dreambench-data.js';
+import { type ImageScore, type DreamBenchMetrics, summarize, writeDreamBenchReport } from './dreambench-report.js';
+import { checkJudgesFolder, cosine, loadJudges } from './judges.js';
+
+export type DreamBenchRow = 'kosmos-g' | 'text' | 'oracle';
+
+export interface DreamBenchOptions {
+  /** Pipeline folder: Kosmos-G for the main row, text-to-image for `baseline: 'text'`; unused by the oracle. */
+  model?: string;
+  data: string;
+  out: string;
+  /** Holds clip/ (CLIPModel) and dino/ (ViTModel). */
+  judges: string;
+  /** Defaults: kosmosg_eval.json's images_per_prompt, sampling steps, guidance, scheduler, seed (4, 100, 7.5, dpm++, 0 on DreamBench). */
+  imagesPerPrompt?: number;
+  steps?: number;
+  guidance?: number;
+  scheduler?: SchedulerChoice;
+  seed?: number;
+  /** Output side in pixels; default the model's. */
+  size?: number;
+  subjects?: readonly string[];
+  /** The first N prompts of each subject. */
+  prompts?: number;
+  baseline?: 'text' | 'oracle';
+  resume?: boolean;
+  force?: boolean;
+  device?: Device;
+  threads?: number;
+  /** Images per judge graph run (default 8). */
+  judgeBatchSize?: number;
+  report?: (message: string) => void;
+}
+
+/** Everything the saved images depend on: out/eval.json holds it and a resume must match it. */
+export interface EvalSettings {
+  row: DreamBenchRow;
+  model: string | null;
+  data: string;
+  subjects: string[];
+  prompts: number | null;
+  imagesPerPrompt: number | null;
+  steps: number | null;
+  guidance: number | null;
+  scheduler: SchedulerChoice | null;
+  seed: number | null;
+  size: number | null;
+  negativePrompt: string | null;
+  /** The initial-noise seed of image k of prompt p (dreambench-data.ts). */
+  seedScheme: string | null;
+}
+
+export interface DreamBenchResult {
+  metrics: DreamBenchMetrics;
+  records: ImageScore[];
+}
+
+const EVAL_FILE = 'eval.json';
+const EVAL_FORMAT = 'kosmos-g DreamBench evaluation';
+/** What an evaluation writes into --out; --force removes only these. */
+const OWN_ENTRIES = [EVAL_FILE, 'images', 'metrics.json', 'scores.csv', 'report.html'];
+
+/** The official sampler names (kosmosg_eval.json: "dpms (DPMSolverMultistep)") and ours. */
+function schedulerFromData(name: string | undefined): SchedulerChoice {
+  if (name === undefined) return 'dpm++';
+  const word = name.trim().split(/\s+/)[0]!.toLowerCase();
+  const official: Record<string, SchedulerChoice> = { dpms: 'dpm++', 'dpm-solver': 'dpm++', ddim: 'ddim', pndm: 'pndm' };
+  const choice = official[word] ?? (SCHEDULER_CHOICES as string[]).find((known) => known === word);
+  if (!choice) throw new Error(`kosmosg_eval.json names the scheduler ${JSON.stringify(name)}, which is none of dpms, ddim, pndm, ${SCHEDULER_CHOICES.join(', ')}`);
+  return choice as SchedulerChoice;
+}
+
+function positiveInteger(value: number | undefined, what: string): void {
+  if (value !== undefined && (!Number.isSafeInteger(value) || value < 1)) throw new Error(`${what} must be a positive integer, got ${value}`);
+}
+
+function resolveSettings(options: DreamBenchOptions, data: DreamBenchData, row: DreamBenchRow): EvalSettings {
+  positiveInteger(options.imagesPerPrompt, 'images per prompt');
+  positiveInteger(options.steps, 'steps');
+  positiveInteger(options.prompts, 'the number of prompts');
+  positiveInteger(options.size, 'size');
+  if (options.seed !== undefined && (!Number.isSafeInteger(options.seed) || options.seed < 0)) throw new Error(`seed must be a non-negative integer, got ${options.seed}`);
+  if (options.guidance !== undefined && !Number.isFinite(options.guidance)) throw new Error(`guidance must be a finite number, got ${options.guidance}`);
+  if (options.scheduler !== undefined && !SCHEDULER_CHOICES.includes(options.scheduler)) throw new Error(`unknown scheduler ${options.scheduler} (choose ${SCHEDULER_CHOICES.join(', ')})`);
+  const subjects = selectSubjects(data, options.subjects).map((subject) => subject.subject);
+  if (row === 'oracle') {
+    return { row, model: null, data: resolve(data.directory), subjects, prompts: null, imagesPerPrompt: null, steps: null, guidance: null, scheduler: null, seed: null, size: null, negativePrompt: null, seedScheme: null };
+  }
+  return {
+    row,
+    model: resolve(options.model!),
+    data: resolve(data.directory),
+    subjects,
+    prompts: options.prompts ?? null,
+    imagesPerPrompt: options.imagesPerPrompt ?? data.imagesPerPrompt ?? 4,
+    steps: options.steps ?? data.sampling.steps ?? 100,
+    guidance: options.guidance ?? data.sampling.guidance ?? 7.5,
+    scheduler: options.scheduler ?? schedulerFromData(data.sampling.scheduler),
+    seed: options.seed ?? data.sampling.seed ?? 0,
+    size: options.size ?? null,
+    negativePrompt: data.sampling.negativePrompt ?? '',
+    seedScheme: 'seed + 5·k + (p mod 5)',
+  };
+}
+
+/** A model folder of the wrong kind for the row fails here, before --out is touched. */
+async function checkModelKind(model: string, row: 'kosmos-g' | 'text'): Promise<void> {
+  const folder = await readPipelineFolder(model);
+  if (row === 'kosmos-g') {
+    const absent = KOSMOS_G_COMPONENTS.filter((name) => !folder.components.has(name));
+    if (absent.length) {
+      throw new Error(`--model ${model} is not a Kosmos-G pipeline folder (${folder.className}; model_index.json lists no ${absent.join(', ')}): the Kosmos-G row needs one; a text-to-image folder is evaluated with --baseline text`);
+    }
+    return;
+  }
+  const absent: string[] = [...DIFFUSION_COMPONENTS, 'text_encoder'].filter((name) => !folder.components.has(name));
+  if (!clipTokenizerComponent(folder)) absent.push('clip_tokenizer');
+  if (absent.length) {
+    throw new Error(`--model ${model} is not a text-to-image folder (${folder.className}; model_index.json lists no ${absent.join(', ')}): --baseline text needs the CLIP-text path; a Kosmos-G folder without it is evaluated without --baseline`);
+  }
+}
+
+function settingsDifferences(previous: Record<string, unknown>, current: EvalSettings): string[] {
+  const keys = new Set([...Object.keys(previous), ...Object.keys(current)]);
+  const show = (value: unknown) => (value === undefined ? 'absent' : JSON.stringify(value));
+  return [...keys].flatMap((key) => {
+    const [before, now] = [previous[key], (current as unknown as Record<string, unknown>)[key]];
+    return JSON.stringify(before) === JSON.stringify(now) ? [] : [`${key} ${show(now)} here, ${show(before)} there`];
+  });
+}
+
+/** Makes --out ready (see the file comment); returns whether a previous run of the same evaluation is continued. */
+async function prepareOut(out: string, settings: EvalSettings, resume: boolean, force: boolean): Promise<boolean> {
+  if (resume && force) throw new Error('--resume and --force exclude each other: --resume continues an evaluation, --force starts it over');
+  const entry = await stat(out).catch(() => null);
+  if (entry && !entry.isDirectory()) throw new Error(`--out ${out} is a file, not a folder`);
+  const entries = entry ? await readdir(out) : [];
+  const record = `${JSON.stringify({ format: EVAL_FORMAT, version: 1, created: new Date().toISOString(), settings }, null, 2)}\n`;
+  if (!entries.length) {
+    await mkdir(out, { recursive: true });
+    await writeFileAtomic(join(out, EVAL_FILE), record);
+    return false;
+  }
+  if (!entries.includes(EVAL_FILE)) throw new Error(`--out ${out} is not empty and holds no DreamBench evaluation (no ${EVAL_FILE}); choose a new or empty folder`);
+  let previous: Record<string, unknown>;
+  try {
+    const parsed = JSON.parse(await readFile(join(out, EVAL_FILE), 'utf8')) as { format?: unknown; settings?: unknown };
+    if (parsed.format !== EVAL_FORMAT || typeof parsed.settings !== 'object' || parsed.settings === null) throw new Error(`format is not "${EVAL_FORMAT}"`);
+    previous = parsed.settings as Record<string, unknown>;
+  } catch (error) {
+    throw new Error(`--out ${out}: ${EVAL_FILE} is not a DreamBench evaluation record (${(error as Error).message}); choose another --out`);
+  }
+  const differences = settingsDifferences(previous, settings);
+  if (force) {
+    for (const name of OWN_ENTRIES) await rm(join(out, name), { recursive: true, force: true });
+    await writeFileAtomic(join(out, EVAL_FILE), record);
+    return false;
+  }
+  if (resume && !differences.length) return true;
+  if (differences.length) {
+    throw new Error(`--out ${out} holds another DreamBench evaluation (${differences.join('; ')}); ${resume ? '--resume continues only the same one; ' : ''}pass --force to replace it, or choose another --out`);
+  }
+  throw new Error(`--out ${out} already holds this DreamBench evaluation; pass --resume to continue it (saved images are reused) or --force to start it over`);
+}
+
+/** Whether a saved image can be reused: a readable PNG (a torn file cannot exist, writes are atomic, but a user may have replaced it). */
+async function readablePng(path: string): Promise<boolean> {
+  try {
+    const { format, width, height } = await sharp(path).metadata();
+    return format === 'png' && !!width && !!height;
+  } catch {
+    return false;
+  }
+}
+
+/** A run killed mid-write leaves `.name.pid.random.tmp` beside its images (io/atomic-file.ts); they are never results. */
+async function removeStaleTemporaries(images: string): Promise<void> {
+  const entries = await readdir(images, { recursive: true }).catch(() => [] as string[]);
+  for (const entry of entries) if (/(^|[/\\])\.[^/\\]*\.tmp$/.test(entry)) await rm(join(images, entry), { force: true });
+}
+
+interface GenerationStats {
+  generated: number;
+  reused: number;
+  seconds: number;
+}
+
+/** Generates every image not yet on disk; loads the pipeline only when one is missing. */
+async function generateMissing(cases: readonly DreamBenchCase[], data: DreamBenchData, out: string, settings: EvalSettings, options: DreamBenchOptions): Promise<GenerationStats> {
+  const report = options.report ?? (() => {});
+  await removeStaleTemporaries(join(out, 'images'));
+  const pending: { item: DreamBenchCase; images: DreamBenchCase['images'] }[] = [];
+  let reused = 0;
+  for (const item of cases) {
+    const missing = [];
+    for (const image of item.images) {
+      if (await readablePng(join(out, image.file))) reused++;
+      else missing.push(image);
+    }
+    if (missing.length) pending.push({ item, images: missing });
+  }
+  const total = pending.reduce((count, entry) => count + entry.images.length, 0);
+  if (!total) return { generated: 0, reused, seconds: 0 };
+  report(`generating ${total} images (${reused} already on disk) with ${settings.model}`);
+  const load = { device: options.device, threads: options.threads };
+  const pipeline = settings.row === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(settings.model!, load) : await TextToImagePipeline.fromPretrained(settings.model!, load);
+  const start = performance.now();
+  let generated = 0;
+  let lastReport = start;
+  try {
+    const { diffusion } = pipeline;
+    const size = settings.size ?? diffusion.defaultSize;
+    const factor = diffusion.vae.model.downsamplingFactor;
+    if (!Number.isInteger(size / factor)) throw new Error(`size ${size} is not a multiple of ${diffusion.sizeMultiple}`);
+    const noiseShape = [1, diffusion.vae.model.config.latent_channels, size / factor, size / factor];
+    for (const { item, images } of pending) {
+      // Each image's own noise, batched per prompt: (n, C, h, w) = n × gaussianNoise(seed_k, (1, C, h, w)).
+      const perImage = noiseShape.reduce((p, q) => p * q, 1);
+      const noise = new Float32Array(images.length * perImage);
+      images.forEach((image, row) => noise.set(gaussianNoise(image.seed, noiseShape).data as Float32Array, row * perImage));
+      const latents: HostTensor = { dtype: 'float32', shape: [images.length, ...noiseShape.slice(1)], data: noise };
+      const sampling = {
+        steps: settings.steps!, guidanceScale: settings.guidance!, scheduler: settings.scheduler!, seed: images[0]!.seed,
+        numImages: images.length, width: size, height: size, latents, negativePrompt: settings.negativePrompt!,
+      };
+      const result = pipeline instanceof KosmosGPipeline
+        ? await pipeline.generate({ ...sampling, prompt: item.inputPrompt, images: [join(data.directory, item.reference)] })
+        : await pipeline.generate({ ...sampling, prompt: item.textPrompt });
+      for (const [row, image] of images.entries()) {
+        const path = join(out, image.file);
+        await mkdir(dirname(path), { recursive: true });
+        await writeFileAtomic(path, await encodePng(result.images[row]!));
+      }
+      generated += images.length;
+      const now = performance.now();
+      if (now - lastReport > 10_000 || generated === total) {
+        lastReport = now;
+        report(`generated ${generated}/${total} images, ${((generated * 1000) / (now - start)).toFixed(2)} images/s`);
+      }
+    }
+  } finally {
+    await pipeline.dispose();
+  }
+  return { generated, reused, seconds: (performance.now() - start) / 1000 };
+}
+
+/** The images a row scores: the generations, or (oracle) the subject's photos other than its reference. */
+function scoredImages(row: DreamBenchRow, cases: readonly DreamBenchCase[], data: DreamBenchData, subjects: readonly string[], out: string): (Omit<ImageScore, 'dino' | 'clipI' | 'clipT'> & { path: string })[] {
+  if (row === 'oracle') {
+    return selectSubjects(data, subjects).flatMap((subject) =>
+      subject.images
+        .filter((image) => image !== subject.reference)
+        .map((image, index) => ({ subject: subject.subject, class: subject.class, promptIndex: null, prompt: null, clipTPrompt: null, image: index, seed: null, file: image, source: 'data' as const, path: join(data.directory, image) })),
+    );
+  }
+  return cases.flatMap((item) =>
+    item.images.map((image) => ({
+      subject: item.subject, class: item.class, promptIndex: item.promptIndex, prompt: row === 'text' ? item.textPrompt : item.inputPrompt, clipTPrompt: item.clipTPrompt,
+      image: image.index, seed: image.seed, file: image.file, source: 'generated' as const, path: join(out, image.file),
+    })),
+  );
+}
+
+/** Runs the evaluation and writes metrics.json, scores.csv and report.html into `out`. */
+export async function evaluateDreamBench(options: DreamBenchOptions): Promise<DreamBenchResult> {
+  const report = options.report ?? (() => {});
+  const row: DreamBenchRow = options.baseline === 'oracle' ? 'oracle' : options.baseline === 'text' ? 'text' : 'kosmos-g';
+  if (options.baseline !== undefined && row !== options.baseline) throw new Error(`unknown baseline ${JSON.stringify(options.baseline)} (text or oracle)`);
+  if (row !== 'oracle' && !options.model) throw new Error('--model is required (except for --baseline oracle)');
+  // Everything that can be checked is checked before --out is touched or a model is loaded.
+  const data = await readDreamBench(options.data);
+  const settings = resolveSettings(options, data, row);
+  const cases = row === 'oracle' ? [] : buildCases(data, { subjects: settings.subjects, prompts: settings.prompts ?? undefined, imagesPerPrompt: settings.imagesPerPrompt!, seed: settings.seed! });
+  if (row !== 'oracle') await checkModelKind(options.model!, row);
+  await checkJudgesFolder(options.judges);
+  const resumed = await prepareOut(options.out, settings, options.resume ?? false, options.force ?? false);
+  if (resumed) report(`resuming the evaluation in ${options.out}`);
+
+  const generation = row === 'oracle' ? { generated: 0, reused: 0, seconds: 0 } : await generateMissing(cases, data, options.out, settings, options);
+
+  const images = scoredImages(row, cases, data, settings.subjects, options.out);
+  report(`scoring ${images.length} images with the judges in ${options.judges}`);
+  const scoringStart = performance.now();
+  const judges = await loadJudges(options.judges, { device: options.device, threads: options.threads, batchSize: options.judgeBatchSize });
+  let records: ImageScore[];
+  try {
+    const subjects = selectSubjects(data, settings.subjects);
+    const referencePaths = subjects.map((subject) => join(data.directory, subject.reference));
+    const [referenceClip, referenceDino] = [await judges.clip.embedImages(referencePaths), await judges.dino.features(referencePaths)];
+    const reference = new Map(subjects.map((subject, index) => [subject.subject, { clip: referenceClip[index]!, dino: referenceDino[index]! }]));
+    const prompts = [...new Set(images.flatMap((image) => (image.clipTPrompt === null ? [] : [image.clipTPrompt])))];
+    const promptEmbeds = new Map((await judges.clip.embedTexts(prompts)).map((embed, index) => [prompts[index]!, embed]));
+    records = [];
+    // Chunks bound the memory of decoded images; scores come from the files on disk.
+    for (let start = 0; start < images.length; start += 64) {
+      const chunk = images.slice(start, start + 64);
+      const paths = chunk.map((image) => image.path);
+      const [clip, dino] = [await judges.clip.embedImages(paths), await judges.dino.features(paths)];
+      chunk.forEach(({ path: _path, ...image }, k) => {
+        const target = reference.get(image.subject)!;
+        const text = image.clipTPrompt === null ? null : promptEmbeds.get(image.clipTPrompt)!;
+        records.push({ ...image, dino: 100 * cosine(dino[k]!, target.dino), clipI: 100 * cosine(clip[k]!, target.clip), clipT: text ? 100 * cosine(clip[k]!, text) : null });
+      });
+    }
+  } finally {
+    await judges.close();
+  }
+  const scoringSeconds = (performance.now() - scoringStart) / 1000;
+  const metrics = summarize(records, {
+    settings,
+    data,
+    judges: resolve(options.judges),
+    run: {
+      resumed,
+      generated: generation.generated,
+      reused: generation.reused,
+      generationSeconds: generation.seconds,
+      generationImagesPerSecond: generation.seconds > 0 ? generation.generated / generation.seconds : null,
+      scoringSeconds,
+      scoringImagesPerSecond: scoringSeconds > 0 ? records.length / scoringSeconds : null,
+    },
+  });
+  await writeDreamBenchReport(options.out, metrics, records, data);
+  return { metrics, records };
+}
