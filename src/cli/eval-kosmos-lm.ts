@@ -37,6 +37,6 @@ export function registerEvalKosmosLmCommand(evaluate: Command): void {
       await mkdir(flags.out, { recursive: true });
       await writeFile(join(flags.out, 'metrics.json'), `${JSON.stringify(metrics, null, 2)}\n`);
       const pct = (value: number) => `${(value * 100).toFixed(1)}%`;
-      console.log(`concept naming of ${metrics.images} held-out-style subjects: top-1 ${pct(metrics.conceptTop1)}, top-5 ${pct(metrics.conceptTop5)} (chance ${pct(1 / metrics.concepts)}); perplexity on ${metrics.sequences} sequences: validation ${metrics.validationPerplexity.toFixed(2)}, held-out split ${metrics.heldOutPerplexity.toFixed(2)}`);
+      console.log(`concept naming of ${metrics.images} held-out-style subjects: top-1 ${pct(metrics.conceptTop1)}, top-5 ${pct(metrics.conceptTop5)}, calibrated by the caption prior ${pct(metrics.calibratedConceptTop1)} / ${pct(metrics.calibratedConceptTop5)} (chance ${pct(1 / metrics.concepts)}); perplexity on ${metrics.sequences} sequences: validation ${metrics.validationPerplexity.toFixed(2)}, held-out split ${metrics.heldOutPerplexity.toFixed(2)}`);
     });
 }

@@ -1,7 +1,8 @@
 // `eval kosmos-lm`: what Kosmos-G's stage-1 MLLM reads from images and text, on data it never
 // trained on (the evaluation seed, held-out split):
 //   - concept naming: for single subjects in the held-out style (OpenMoji), the world's concepts
-//     ranked by the likelihood of `<s> <image> a {concept} </s>`; top-1 and top-5 (chance 1/32 and 5/32);
+//     ranked by the likelihood of `<s> <image> a {concept} </s>`, plain and less the caption's own
+//     likelihood without the image; top-1 and top-5 (chance 1/32 and 5/32);
 //   - perplexity: exp of the mean next-token cross-entropy on the text of evaluation-seed
 //     sequences in the stage-1 mixture (captions, image → caption, interleaved), on the held-out
 //     split (new style and concept words) and on the train split (validation).
@@ -38,6 +39,9 @@ export interface KosmosLmMetrics {
   images: number;
   conceptTop1: number;
   conceptTop5: number;
+  /** Ranked by the log-likelihood less the caption's own without the image (pointwise mutual information). */
+  calibratedConceptTop1: number;
+  calibratedConceptTop5: number;
   /** Sequences per split in each perplexity. */
   sequences: number;
   /** The held-out split: the held-out style and concepts, whose words stage 1 never read. */
@@ -65,12 +69,14 @@ export async function evaluateKosmosLm(directory: string, options: KosmosLmEvalO
   const scenes = { singleSubjectFraction: 0.5, shortCaptionFraction: 0.5 };
   const probes = heldOutStyleSubjects(world, { data: { seed: EVAL_SCENE_SEED, splitSeed: description.splitSeed, splits: ['heldout'] }, scenes }, options.images ?? 200);
   const ranker = await CaptionRanker.create(networks, world, tokenizer, session);
-  let [top1, top5] = [0, 0];
+  let [top1, top5, calibratedTop1, calibratedTop5] = [0, 0, 0, 0];
   try {
     for (const probe of probes) {
-      const ranking = await ranker.rank(parameters, probe.image);
-      if (ranking[0] === probe.concept) top1++;
-      if (ranking.slice(0, 5).includes(probe.concept)) top5++;
+      const { likelihood, calibrated } = await ranker.rank(parameters, probe.image);
+      if (likelihood[0] === probe.concept) top1++;
+      if (likelihood.slice(0, 5).includes(probe.concept)) top5++;
+      if (calibrated[0] === probe.concept) calibratedTop1++;
+      if (calibrated.slice(0, 5).includes(probe.concept)) calibratedTop5++;
     }
   } finally {
     await ranker.release();
@@ -88,6 +94,8 @@ export async function evaluateKosmosLm(directory: string, options: KosmosLmEvalO
     images: probes.length,
     conceptTop1: top1 / probes.length,
     conceptTop5: top5 / probes.length,
+    calibratedConceptTop1: calibratedTop1 / probes.length,
+    calibratedConceptTop5: calibratedTop5 / probes.length,
     sequences: batches * ROWS,
     heldOutCrossEntropy: heldOut,
     heldOutPerplexity: Math.exp(heldOut),

@@ -12,11 +12,11 @@ import { writeSafetensors } from '../io/safetensors.js';
 import { ALIGNER_PREFIX, AlignerNet, type AlignerConfig } from '../models/aligner.js';
 import { KOSMOS_MLLM_PREFIX, KosmosGMllm, PAD_INDEX, type KosmosMllmConfig } from '../models/kosmos_mllm.js';
 import { KOSMOS_G_PREFIX, OpenClipVisionModel, type OpenClipVisionConfig } from '../models/openclip_vision.js';
+import { imagesToClipPixels } from './clip-model.js';
 import { XCONNECTOR_PREFIX, XConnector, type XConnectorConfig } from '../models/xconnector.js';
 import type { UniformSource } from '../nn/layers.js';
 import { Module, type TraceContext } from '../nn/module.js';
 import type { HostTensor } from '../onnx/dtype.js';
-import { CLIP_MEAN, CLIP_STD } from '../pipeline/images.js';
 import { buildInterleavedPrompt } from '../pipeline/prompt.js';
 import type { KosmosTokenizer } from '../tokenizers/kosmos_tokenizer.js';
 import { resizeImage, type RgbaImage } from '../world/image.js';
@@ -146,20 +146,9 @@ export function packSequences(sequences: readonly TokenSequence[], length: numbe
  */
 export function clipPixels(images: readonly RgbaImage[], slots: number, size: number): HostTensor<'float32'> {
   if (images.length > slots) throw new Error(`${images.length} images do not fit ${slots} image slots`);
-  const plane = size * size;
-  const data = new Float32Array(slots * 3 * plane);
-  images.forEach((original, n) => {
-    const image = original.width === size && original.height === size ? original : resizeImage(original, size, size);
-    for (let p = 0; p < plane; p++) {
-      for (let c = 0; c < 3; c++) data[(n * 3 + c) * plane + p] = (image.data[p * 4 + c]! / 255 - CLIP_MEAN[c]!) / CLIP_STD[c]!;
-    }
-  });
+  const data = new Float32Array(slots * 3 * size * size);
+  if (images.length) data.set(imagesToClipPixels(images.map((image) => (image.width === size && image.height === size ? image : resizeImage(image, size, size)))).data);
   return { dtype: 'float32', shape: [slots, 3, size, size], data };
-}
-
-/** Parameters under `prefix` with it removed. */
-export function underPrefix(parameters: Readonly<Record<string, HostTensor>>, prefix: string): Record<string, HostTensor> {
-  return Object.fromEntries(Object.entries(parameters).filter(([key]) => key.startsWith(prefix)).map(([key, tensor]) => [key.slice(prefix.length), tensor]));
 }
 
 /** A component folder: config.json and model.safetensors (fp16) with the tensors' keys as given. */

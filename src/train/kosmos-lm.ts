@@ -153,49 +153,79 @@ function rowLogLikelihood(model: KosmosGNetworks, context: TraceContext, batch: 
   return sum(mul(picked, cast(valid, 'float32')), [1]); // (B)
 }
 
+/** One candidate set compiled for scoring: its packed rows and the session that scores them. */
+interface ScoredRows {
+  session: ForwardSession;
+  rows: ReturnType<typeof packSequences>;
+}
+
+async function scoringSession(model: KosmosGNetworks, sequences: TokenSequence[], images: number, session: SessionOptions): Promise<ScoredRows> {
+  const length = Math.max(...sequences.map((sequence) => sequence.tokens.length));
+  const size = model.configs.vision.vision_cfg.image_size;
+  const forward = await ForwardSession.create(
+    model,
+    {
+      tokens: { dtype: 'int64', shape: [sequences.length, length] },
+      targets: { dtype: 'int64', shape: [sequences.length, length] },
+      image_mask: { dtype: 'bool', shape: [sequences.length, length] },
+      pixel_values: { dtype: 'float32', shape: [images, 3, size, size] },
+    },
+    (context, inputs) => ({ log_likelihood: rowLogLikelihood(model, context, inputs) }),
+    session,
+  );
+  return { session: forward, rows: packSequences(sequences, length) };
+}
+
+export interface ConceptRankings {
+  /** By the likelihood of `<s> <image> a {concept} </s>`. */
+  likelihood: string[];
+  /**
+   * By that log-likelihood less the caption's own, `<s> a {concept} </s>` without the image
+   * (pointwise mutual information): what the image adds, free of the captions' prior.
+   */
+  calibrated: string[];
+}
+
 /**
  * Ranks the world's concepts for images by the MLLM's likelihood of `<s> <image> a {concept} </s>`
- * (chance 1 / concepts): stage 1's measure of what the MLLM reads from an image.
+ * (chance 1 / concepts), plain and calibrated by the caption prior: stage 1's measure of what the
+ * MLLM reads from an image.
  */
 export class CaptionRanker {
+  /** The prior of the captions for the parameters last asked about. */
+  private prior: { parameters: Readonly<Record<string, HostTensor>>; scores: Float32Array } | null = null;
+
   private constructor(
-    private readonly session: ForwardSession,
-    private readonly candidates: TokenSequence[],
+    private readonly withImage: ScoredRows,
+    private readonly textOnly: ScoredRows,
     readonly concepts: readonly string[],
-    private readonly length: number,
     private readonly imageSize: number,
   ) {}
 
   static async create(model: KosmosGNetworks, world: World, tokenizer: KosmosTokenizer, session: SessionOptions): Promise<CaptionRanker> {
     const concepts = [...world.catalog.concepts.map((concept) => concept.id)].sort();
-    const candidates = concepts.map((concept) => encodeSequence(`${IMAGE_TOKEN} ${subjectCaption(world, concept)}`, 1, tokenizer, model.queries));
-    const length = Math.max(...candidates.map((candidate) => candidate.tokens.length));
-    const size = model.configs.vision.vision_cfg.image_size;
-    const rows = candidates.length;
-    const forward = await ForwardSession.create(
-      model,
-      {
-        tokens: { dtype: 'int64', shape: [rows, length] },
-        targets: { dtype: 'int64', shape: [rows, length] },
-        image_mask: { dtype: 'bool', shape: [rows, length] },
-        pixel_values: { dtype: 'float32', shape: [rows, 3, size, size] },
-      },
-      (context, inputs) => ({ log_likelihood: rowLogLikelihood(model, context, inputs) }),
-      session,
-    );
-    return new CaptionRanker(forward, candidates, concepts, length, size);
+    const captions = concepts.map((concept) => subjectCaption(world, concept));
+    const withImage = await scoringSession(model, captions.map((caption) => encodeSequence(`${IMAGE_TOKEN} ${caption}`, 1, tokenizer, model.queries)), concepts.length, session);
+    const textOnly = await scoringSession(model, captions.map((caption) => encodeSequence(caption, 0, tokenizer, model.queries)), 1, session);
+    return new CaptionRanker(withImage, textOnly, concepts, model.configs.vision.vision_cfg.image_size);
   }
 
   /** Concepts ranked for one image, best first. */
-  async rank(parameters: Readonly<Record<string, HostTensor>>, image: RgbaImage): Promise<string[]> {
-    const packed = packSequences(this.candidates, this.length);
-    const pixels = clipPixels(Array.from({ length: this.candidates.length }, () => image), this.candidates.length, this.imageSize);
-    const scores = (await this.session.run(parameters, { ...packed, pixel_values: pixels }))['log_likelihood']!.data as Float32Array;
-    return this.concepts.map((concept, i) => [concept, scores[i]!] as const).sort((a, b) => b[1] - a[1]).map(([concept]) => concept);
+  async rank(parameters: Readonly<Record<string, HostTensor>>, image: RgbaImage): Promise<ConceptRankings> {
+    const count = this.concepts.length;
+    const pixels = clipPixels(Array.from({ length: count }, () => image), count, this.imageSize);
+    const scores = (await this.withImage.session.run(parameters, { ...this.withImage.rows, pixel_values: pixels }))['log_likelihood']!.data as Float32Array;
+    if (this.prior?.parameters !== parameters) {
+      const blank = clipPixels([], 1, this.imageSize);
+      this.prior = { parameters, scores: (await this.textOnly.session.run(parameters, { ...this.textOnly.rows, pixel_values: blank }))['log_likelihood']!.data as Float32Array };
+    }
+    const prior = this.prior.scores;
+    const order = (score: (i: number) => number) => this.concepts.map((concept, i) => [concept, score(i)] as const).sort((a, b) => b[1] - a[1]).map(([concept]) => concept);
+    return { likelihood: order((i) => scores[i]!), calibrated: order((i) => scores[i]! - prior[i]!) };
   }
 
   async release(): Promise<void> {
-    await this.session.release();
+    await Promise.all([this.withImage.session.release(), this.textOnly.session.release()]);
   }
 }
 
@@ -252,7 +282,7 @@ export const kosmosLmStage: StageDefinition<KosmosLmConfig> = {
         ranker ??= await CaptionRanker.create(model, world, tokenizer, session);
         const rows: RgbaImage[][] = [];
         for (const probe of probes) {
-          const best = (await ranker.rank(parameters, probe.image))[0]!;
+          const best = (await ranker.rank(parameters, probe.image)).likelihood[0]!;
           // Each row: the probe image, then the sprite of the concept ranked first (right or wrong).
           rows.push([probe.image, conceptThumbnail(world, best, imageSize)]);
         }
