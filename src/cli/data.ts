@@ -11,6 +11,7 @@ import { makeSplits, parseSplit } from '../world/splits.js';
 import { buildSpriteCache, DEFAULT_SPRITE_SIZE } from '../world/sprites.js';
 import { datasetStats } from '../world/stats.js';
 import { DEFAULT_SCENE_SIZE, World } from '../world/world.js';
+import { buildDreamBench, dreamBenchBuildOptions, type DreamBenchBuildFlags } from './data-dreambench.js';
 
 interface WorldFlags {
   size: string;
@@ -120,18 +121,20 @@ export function registerDataCommands(program: Command): void {
       for (const [key, reason] of report.fallbacks) process.stdout.write(`  ${key}: rendered with sharp (${reason})\n`);
     });
 
-  worldOptions(
+  dreamBenchBuildOptions(worldOptions(
     data
       .command('build')
-      .description('write a dataset of samples as shards (PNG images + JSONL)')
-      .requiredOption('--kind <kind>', 't2i | edit | compose | mix (stage-3 mixture 1:2:2)')
-      .requiredOption('--n <count>', 'number of samples')
+      .description('write a dataset of samples as shards (PNG images + JSONL), or a world DreamBench')
+      .requiredOption('--kind <kind>', 't2i | edit | compose | mix (stage-3 mixture 1:2:2) | dreambench (docs/world/dreambench.md)')
+      .option('--n <count>', 'number of samples (all kinds but dreambench)')
       .requiredOption('--out <dir>', 'output folder (must not hold a dataset yet)')
       .option('--split <split>', 'train | heldout', 'train')
       .option('--seed <n>', 'sample stream seed', '0')
       .option('--split-seed <n>', 'seed of the held-out concept choice', '0')
       .option('--shard-size <n>', 'samples per shard', '1000'),
-  ).action(async (flags: WorldFlags & { kind: string; n: string; out: string; split: string; seed: string; splitSeed: string; shardSize: string }) => {
+  )).action(async (flags: WorldFlags & DreamBenchBuildFlags & { kind: string; n?: string; split: string; shardSize: string }) => {
+    if (flags.kind === 'dreambench') return buildDreamBench(flags, (concepts) => openWorld({ ...flags, concepts }));
+    if (flags.n === undefined) throw new Error(`--n is required for --kind ${flags.kind}`);
     const options = {
       kind: parseStreamKind(flags.kind),
       split: parseSplit(flags.split),

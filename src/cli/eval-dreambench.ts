@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { Device } from '../graph/devices.js';
 import { SCHEDULER_CHOICES, type SchedulerChoice } from '../pipeline/diffusion.js';
-import { evaluateDreamBench } from '../eval/dreambench.js';
+import { BASELINES, evaluateDreamBench } from '../eval/dreambench.js';
 
 function integer(flag: string, minimum: number) {
   return (value: string): number => {
@@ -55,7 +55,7 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
   evaluate
     .command('dreambench')
     .description("Kosmos-G's DreamBench protocol: DINO, CLIP-I and CLIP-T of generations from each subject's reference image, by independent judges")
-    .option('--model <dir>', 'pipeline folder: Kosmos-G, or text-to-image with --baseline text (not needed for --baseline oracle)')
+    .option('--model <dir>', 'pipeline folder: Kosmos-G, or text-to-image with --baseline text or text-style (not needed for --baseline oracle)')
     .requiredOption('--data <dir>', 'a folder in the DreamBench layout (subjects.json, prompts.json, kosmosg_eval.json, images/), e.g. ../shared/dreambench')
     .requiredOption('--out <dir>', 'evaluation folder: images/, eval.json, metrics.json, scores.csv, report.html')
     .requiredOption('--judges <dir>', 'holds clip/ (a transformers CLIPModel folder) and dino/ (a transformers ViTModel folder)')
@@ -66,14 +66,14 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
     .option('--seed <n>', 'base seed; image k of prompt p starts from seed + 5·k + (p mod 5) (default 0)', integer('--seed', 0))
     .option('--size <px>', "output side in pixels (default the model's)", integer('--size', 1))
     .option('--subjects <a,b>', 'only these subjects', subjectList)
-    .option('--prompts <n>', 'only the first N prompts of each subject', integer('--prompts', 1))
-    .option('--baseline <row>', 'text: the class word instead of the image, through a text-to-image folder; oracle: the subject\'s other photos')
+    .option('--prompts <n>', 'only the first N prompts of each subject (world data: and of the two-subject prompts and edits)', integer('--prompts', 1))
+    .option('--baseline <row>', "text: the class word instead of the image, through a text-to-image folder; text-style (world data): the style and class words; oracle: the subject's other photos (world data: the true scene of each prompt)")
     .option('--resume', 'continue the evaluation in --out: saved images are reused, scores recomputed')
     .option('--force', 'replace the evaluation in --out')
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
     .option('--threads <n>', 'CPU threads per graph', integer('--threads', 1))
     .action(async (flags: DreamBenchFlags) => {
-      if (flags.baseline !== undefined && flags.baseline !== 'text' && flags.baseline !== 'oracle') throw new Error(`unknown --baseline '${flags.baseline}' (text or oracle)`);
+      if (flags.baseline !== undefined && !(BASELINES as readonly string[]).includes(flags.baseline)) throw new Error(`unknown --baseline '${flags.baseline}' (${BASELINES.join(', ')})`);
       if (flags.scheduler !== undefined && !(SCHEDULER_CHOICES as string[]).includes(flags.scheduler)) throw new Error(`unknown scheduler '${flags.scheduler}' (choose ${SCHEDULER_CHOICES.join(', ')})`);
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device '${flags.device}' (cpu, webgpu or auto)`);
       if (flags.baseline !== 'oracle' && !flags.model) throw new Error('--model is required (except for --baseline oracle)');
@@ -90,7 +90,7 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
         ...(flags.size !== undefined ? { size: flags.size } : {}),
         ...(flags.subjects !== undefined ? { subjects: flags.subjects } : {}),
         ...(flags.prompts !== undefined ? { prompts: flags.prompts } : {}),
-        ...(flags.baseline !== undefined ? { baseline: flags.baseline as 'text' | 'oracle' } : {}),
+        ...(flags.baseline !== undefined ? { baseline: flags.baseline as (typeof BASELINES)[number] } : {}),
         resume: flags.resume ?? false,
         force: flags.force ?? false,
         device: flags.device as Device,
@@ -102,5 +102,13 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
         `DreamBench ${metrics.row}: DINO ${fixed(overall.dino)}, CLIP-I ${fixed(overall.clipI)}, CLIP-T ${fixed(overall.clipT)} over ${metrics.images} images of ${metrics.subjects} subject${metrics.subjects === 1 ? '' : 's'} ` +
           `(paper: ${metrics.row === 'oracle' ? 'real images 77.4 / 88.5 / –' : 'Kosmos-G 69.4 / 84.7 / 28.7'}); ${run.generated} generated, ${run.reused} reused; report in ${join(flags.out, 'report.html')}`,
       );
+      const world = metrics.world;
+      if (world) {
+        const rate = (r: { rate: number | null }) => (r.rate === null ? '–' : `${(100 * r.rate).toFixed(0)} %`);
+        console.log(
+          `world measures: concept ${rate(world.prompts.concept)}, style ${rate(world.prompts.style)}, background ${rate(world.prompts.background)}, position ${rate(world.prompts.position)}; ` +
+            `two subjects present ${rate(world.multi.bothPresentTop5)}; edits: subject kept ${rate(world.edits.subjectKept)}, background changed as asked ${rate(world.edits.backgroundToTarget)}`,
+        );
+      }
     });
 }

@@ -99,7 +99,7 @@ function oneLine(file: string, error: z.ZodError): string {
   return `${file}: ${error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; ')}`;
 }
 
-async function kindOf(path: string): Promise<'file' | 'directory' | null> {
+export async function kindOf(path: string): Promise<'file' | 'directory' | null> {
   const entry = await stat(path).catch(() => null);
   return entry?.isFile() ? 'file' : entry?.isDirectory() ? 'directory' : null;
 }
@@ -110,7 +110,7 @@ export function listSome(items: readonly string[], shown = 5): string {
 }
 
 /** A relative path that stays inside the folder ("images/cat/00.jpg"), or null. */
-function insideFolder(path: string): string | null {
+export function insideFolder(path: string): string | null {
   if (isAbsolute(path)) return null;
   const normalized = normalize(path);
   return normalized === '..' || normalized.startsWith(`..${sep}`) ? null : normalized;
@@ -130,6 +130,19 @@ const placeholders = (template: string) => template.split('{}').length - 1;
 
 // ---- reading ---------------------------------------------------------------------------------------
 
+/** A JSON file checked against `schema`; a problem is an Error with a one-line message naming the file. */
+export async function readJsonFile<S extends z.ZodType>(path: string, schema: S): Promise<z.output<S>> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch (error) {
+    throw new Error(`${path}: not valid JSON (${(error as Error).message.replace(/\s+/g, ' ')})`);
+  }
+  const result = schema.safeParse(json);
+  if (!result.success) throw new Error(oneLine(path, result.error));
+  return result.data;
+}
+
 /** Reads and checks a DreamBench-layout folder; every problem is an Error with a one-line message. */
 export async function readDreamBench(directory: string): Promise<DreamBenchData> {
   const where = `DreamBench folder ${directory}`;
@@ -139,18 +152,7 @@ export async function readDreamBench(directory: string): Promise<DreamBenchData>
   if ((await kindOf(join(directory, 'images'))) !== 'directory') missing.push('images/');
   if (missing.length) throw new Error(`${where} is missing ${missing.join(', ')}`);
 
-  const parse = async <S extends z.ZodType>(file: string, schema: S): Promise<z.output<S>> => {
-    const path = join(directory, file);
-    let json: unknown;
-    try {
-      json = JSON.parse(await readFile(path, 'utf8'));
-    } catch (error) {
-      throw new Error(`${path}: not valid JSON (${(error as Error).message.replace(/\s+/g, ' ')})`);
-    }
-    const result = schema.safeParse(json);
-    if (!result.success) throw new Error(oneLine(path, result.error));
-    return result.data;
-  };
+  const parse = <S extends z.ZodType>(file: string, schema: S) => readJsonFile(join(directory, file), schema);
   const subjectsJson = await parse('subjects.json', subjectsSchema);
   const dreamboothPrompts = await parse('prompts.json', promptLists);
   const evaluation = await parse('kosmosg_eval.json', evalSchema);

@@ -12,6 +12,8 @@ import { escapeUTF8 } from 'entities';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import type { DreamBenchData } from './dreambench-data.js';
 import type { DreamBenchRow, EvalSettings } from './dreambench.js';
+import type { WorldMeasuresReport } from './world-measures.js';
+import { worldMeasuresHtml } from './world-measures-report.js';
 
 /** One scored image. */
 export interface ImageScore {
@@ -74,6 +76,8 @@ export interface DreamBenchMetrics {
   byPrompt: (Scores & { index: number; prompts: string[] })[];
   paper: typeof PAPER_TABLE;
   run: RunInfo;
+  /** World data only: the world-exact measures (world-measures.ts). */
+  world?: WorldMeasuresReport;
 }
 
 const mean = (values: readonly number[]) => values.reduce((sum, value) => sum + value, 0) / values.length;
@@ -139,19 +143,23 @@ export function scoresCsv(records: readonly ImageScore[]): string {
   return `${[CSV_COLUMNS.join(','), ...rows].join('\n')}\n`;
 }
 
-const fixed = (value: number | null) => (value === null ? '–' : value.toFixed(1));
-const html = (text: string) => escapeUTF8(text);
+export const fixed = (value: number | null) => (value === null ? '–' : value.toFixed(1));
+export const html = (text: string) => escapeUTF8(text);
 
 /** A file path as a relative URL from the report's folder. */
-function link(from: string, path: string): string {
+export function link(from: string, path: string): string {
   return relative(resolve(from), resolve(path)).split(sep).map(encodeURIComponent).join('/');
 }
 
-const ROW_NAMES: Record<DreamBenchRow, string> = { 'kosmos-g': 'Kosmos-G (this model)', text: 'text baseline (class word, no image)', oracle: 'real images (oracle)' };
+const ROW_NAMES: Record<DreamBenchRow, string> = {
+  'kosmos-g': 'Kosmos-G (this model)', text: 'text baseline (class word, no image)', 'text-style': 'text baseline (style and class words, no image)', oracle: 'real images (oracle)',
+};
+/** The row's name; the world oracle scores true scenes, not photos. */
+const rowName = (metrics: DreamBenchMetrics) => (metrics.row === 'oracle' && metrics.world ? 'true scenes (oracle)' : ROW_NAMES[metrics.row]);
 
 function comparisonTable(metrics: DreamBenchMetrics): string {
   const rows = [
-    `<tr class="ours"><td>${html(ROW_NAMES[metrics.row])}</td><td>${fixed(metrics.overall.dino)}</td><td>${fixed(metrics.overall.clipI)}</td><td>${fixed(metrics.overall.clipT)}</td></tr>`,
+    `<tr class="ours"><td>${html(rowName(metrics))}</td><td>${fixed(metrics.overall.dino)}</td><td>${fixed(metrics.overall.clipI)}</td><td>${fixed(metrics.overall.clipT)}</td></tr>`,
     ...metrics.paper.map((row) => `<tr><td>${html(row.method)} (paper)</td><td>${fixed(row.dino)}</td><td>${fixed(row.clipI)}</td><td>${fixed(row.clipT)}</td></tr>`),
   ];
   return `<table><tr><th>method</th><th>DINO</th><th>CLIP-I</th><th>CLIP-T</th></tr>\n${rows.join('\n')}\n</table>`;
@@ -187,7 +195,7 @@ function promptTable(metrics: DreamBenchMetrics): string {
   return `<h2>Per prompt</h2>\n<table><tr><th>#</th><th>prompt</th><th>images</th><th>DINO</th><th>CLIP-I</th><th>CLIP-T</th></tr>\n${rows.join('\n')}\n</table>`;
 }
 
-function figure(src: string, caption: string): string {
+export function figure(src: string, caption: string): string {
   return `<figure><img src="${src}" loading="lazy" alt=""><figcaption>${caption}</figcaption></figure>`;
 }
 
@@ -210,7 +218,7 @@ export function reportHtml(out: string, metrics: DreamBenchMetrics, records: rea
   const { settings, run } = metrics;
   const sampling =
     settings.row === 'oracle'
-      ? 'No generation: each subject\'s photos other than its reference.'
+      ? `No generation: ${metrics.world ? 'the true scene of each prompt, rendered by the world' : "each subject's photos other than its reference"}.`
       : `${settings.imagesPerPrompt} images per prompt, ${settings.steps} ${settings.scheduler} steps, guidance ${settings.guidance}, seed ${settings.seed} (image k of prompt p from seed + 5·k + p mod 5, as the official batches of 5 prompts re-seed), ${settings.size === null ? "the model's default size" : `${settings.size} px`}.`;
   const speed = [
     run.generated ? `generated ${run.generated} images in ${run.generationSeconds.toFixed(1)} s (${run.generationImagesPerSecond!.toFixed(2)} images/s)` : '',
@@ -218,12 +226,12 @@ export function reportHtml(out: string, metrics: DreamBenchMetrics, records: rea
     `scored ${metrics.images} images in ${run.scoringSeconds.toFixed(1)} s (${(run.scoringImagesPerSecond ?? 0).toFixed(2)} images/s)`,
   ].filter(Boolean);
   return `<!doctype html>
-<html><head><meta charset="utf-8"><title>DreamBench: ${html(ROW_NAMES[metrics.row])}</title>
+<html><head><meta charset="utf-8"><title>DreamBench: ${html(rowName(metrics))}</title>
 <style>body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
 tr.ours{font-weight:bold}.chart{display:flex;gap:2em;margin:1em 0}.bar{display:flex;align-items:center;gap:.4em;font-size:.85em}.bar span{width:9em}.bar i{display:inline-block;height:.9em}
 .grid{display:flex;flex-wrap:wrap;align-items:flex-start;gap:.3em;margin:.4em 0}.grid p{width:100%;margin:.2em 0}figure{margin:0;text-align:center;font-size:.7em}figure img{width:96px;height:96px;object-fit:cover;display:block}</style></head>
 <body>
-<h1>DreamBench: ${html(ROW_NAMES[metrics.row])}</h1>
+<h1>DreamBench: ${html(rowName(metrics))}</h1>
 <p>Model: ${html(metrics.model ?? '–')}<br>Data: ${html(metrics.data)} (${metrics.subjects} subjects, ${metrics.images} images scored)<br>Judges: ${html(metrics.judges)}<br>${html(sampling)}<br>${html(speed.join('; '))}.</p>
 <p>Each score is max(100 · mean cosine, 0) over the images: DINO (CLS features) and CLIP-I (projected image embeddings) against the subject's one reference image, CLIP-T against the DreamBooth prompt with the class word. The paper's numbers come from its judges (DINO ViT-S/16, CLIP ViT-B/32) on 512 px generations and full-resolution photos; they compare with this run only where the same judges were used.</p>
 ${comparisonTable(metrics)}
@@ -231,6 +239,7 @@ ${chart(metrics)}
 <h2>Per subject</h2>
 ${subjectTable(metrics)}
 ${promptTable(metrics)}
+${metrics.world ? worldMeasuresHtml(out, data.directory, metrics.world) : ''}
 <h2>Images</h2>
 <p>Under each image: DINO / CLIP-I / CLIP-T (100 · cosine). Reference photos are linked from the data folder, not copied.</p>
 ${grids(out, records, data)}

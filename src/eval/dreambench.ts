@@ -3,8 +3,11 @@
 // seeds, save each as a PNG, then score every saved image with independent judges (judges.ts):
 // DINO and CLIP-I against the subject's reference image, CLIP-T against the DreamBooth prompt.
 // Rows: the Kosmos-G pipeline (the reference image at `<i>`), `text` (a text-to-image folder, the
-// class word instead of the image), and `oracle` (no model: the subject's other photos against its
-// reference, the paper's "real images" row).
+// class word instead of the image), `text-style` (world data only: the style word and the class
+// word, "openmoji cat", all the world's words for what the reference shows), and `oracle` (no model:
+// the subject's other photos against its reference, the paper's "real images" row; on world data
+// the true scene of each prompt, world-dreambench.ts). On world data the rows also run the
+// two-subject prompts and edits and are scored with the world-exact measures (world-measures.ts).
 //
 // Generation and scoring are separate passes, and scoring reads the images back from disk, so the
 // scores of a resumed run are the scores of the files. A killed run loses at most the prompt in
@@ -24,14 +27,17 @@ import { DIFFUSION_COMPONENTS, KOSMOS_G_COMPONENTS, clipTokenizerComponent, read
 import { encodePng } from '../pipeline/image_output.js';
 import { KosmosGPipeline } from '../pipeline/kosmos_g_pipeline.js';
 import { TextToImagePipeline } from '../pipeline/text_to_image.js';
-import { type DreamBenchCase, type DreamBenchData, buildCases, readDreamBench, selectSubjects } from './dreambench-data.js';
+import { type CaseImage, type DreamBenchCase, type DreamBenchData, buildCases, readDreamBench, selectSubjects } from './dreambench-data.js';
 import { type ImageScore, type DreamBenchMetrics, summarize, writeDreamBenchReport } from './dreambench-report.js';
 import { checkJudgesFolder, cosine, loadJudges } from './judges.js';
+import { type WorldDreamBench, type WorldJob, buildWorldJobs, readWorldDreamBench, withStyleWords } from './world-dreambench.js';
+import { measureWorld } from './world-measures.js';
 
-export type DreamBenchRow = 'kosmos-g' | 'text' | 'oracle';
+export type DreamBenchRow = 'kosmos-g' | 'text' | 'text-style' | 'oracle';
+export const BASELINES = ['text', 'text-style', 'oracle'] as const;
 
 export interface DreamBenchOptions {
-  /** Pipeline folder: Kosmos-G for the main row, text-to-image for `baseline: 'text'`; unused by the oracle. */
+  /** Pipeline folder: Kosmos-G for the main row, text-to-image for the text baselines; unused by the oracle. */
   model?: string;
   data: string;
   out: string;
@@ -46,9 +52,9 @@ export interface DreamBenchOptions {
   /** Output side in pixels; default the model's. */
   size?: number;
   subjects?: readonly string[];
-  /** The first N prompts of each subject. */
+  /** The first N prompts of each subject (and of the world's two-subject prompts and edits). */
   prompts?: number;
-  baseline?: 'text' | 'oracle';
+  baseline?: (typeof BASELINES)[number];
   resume?: boolean;
   force?: boolean;
   device?: Device;
@@ -84,7 +90,7 @@ export interface DreamBenchResult {
 const EVAL_FILE = 'eval.json';
 const EVAL_FORMAT = 'kosmos-g DreamBench evaluation';
 /** What an evaluation writes into --out; --force removes only these. */
-const OWN_ENTRIES = [EVAL_FILE, 'images', 'metrics.json', 'scores.csv', 'report.html'];
+const OWN_ENTRIES = [EVAL_FILE, 'images', 'multi', 'edits', 'metrics.json', 'scores.csv', 'report.html'];
 
 /** The official sampler names (kosmosg_eval.json: "dpms (DPMSolverMultistep)") and ours. */
 function schedulerFromData(name: string | undefined): SchedulerChoice {
@@ -110,7 +116,7 @@ function resolveSettings(options: DreamBenchOptions, data: DreamBenchData, row: 
   if (options.scheduler !== undefined && !SCHEDULER_CHOICES.includes(options.scheduler)) throw new Error(`unknown scheduler ${options.scheduler} (choose ${SCHEDULER_CHOICES.join(', ')})`);
   const subjects = selectSubjects(data, options.subjects).map((subject) => subject.subject);
   if (row === 'oracle') {
-    return { row, model: null, data: resolve(data.directory), subjects, prompts: null, imagesPerPrompt: null, steps: null, guidance: null, scheduler: null, seed: null, size: null, negativePrompt: null, seedScheme: null };
+    return { row, model: null, data: resolve(data.directory), subjects, prompts: options.prompts ?? null, imagesPerPrompt: null, steps: null, guidance: null, scheduler: null, seed: null, size: null, negativePrompt: null, seedScheme: null };
   }
   return {
     row,
@@ -130,7 +136,7 @@ function resolveSettings(options: DreamBenchOptions, data: DreamBenchData, row: 
 }
 
 /** A model folder of the wrong kind for the row fails here, before --out is touched. */
-async function checkModelKind(model: string, row: 'kosmos-g' | 'text'): Promise<void> {
+async function checkModelKind(model: string, row: Exclude<DreamBenchRow, 'oracle'>): Promise<void> {
   const folder = await readPipelineFolder(model);
   if (row === 'kosmos-g') {
     const absent = KOSMOS_G_COMPONENTS.filter((name) => !folder.components.has(name));
@@ -142,7 +148,7 @@ async function checkModelKind(model: string, row: 'kosmos-g' | 'text'): Promise<
   const absent: string[] = [...DIFFUSION_COMPONENTS, 'text_encoder'].filter((name) => !folder.components.has(name));
   if (!clipTokenizerComponent(folder)) absent.push('clip_tokenizer');
   if (absent.length) {
-    throw new Error(`--model ${model} is not a text-to-image folder (${folder.className}; model_index.json lists no ${absent.join(', ')}): --baseline text needs the CLIP-text path; a Kosmos-G folder without it is evaluated without --baseline`);
+    throw new Error(`--model ${model} is not a text-to-image folder (${folder.className}; model_index.json lists no ${absent.join(', ')}): --baseline ${row} needs the CLIP-text path; a Kosmos-G folder without it is evaluated without --baseline`);
   }
 }
 
@@ -211,13 +217,21 @@ interface GenerationStats {
   seconds: number;
 }
 
+/** What one prompt generates: the Kosmos-G input and its images (absolute paths), the text rows' input, the images to save. */
+interface GenerationJob {
+  inputPrompt: string;
+  inputImages: string[];
+  textPrompt: string;
+  images: CaseImage[];
+}
+
 /** Generates every image not yet on disk; loads the pipeline only when one is missing. */
-async function generateMissing(cases: readonly DreamBenchCase[], data: DreamBenchData, out: string, settings: EvalSettings, options: DreamBenchOptions): Promise<GenerationStats> {
+async function generateMissing(jobs: readonly GenerationJob[], out: string, settings: EvalSettings, options: DreamBenchOptions): Promise<GenerationStats> {
   const report = options.report ?? (() => {});
-  await removeStaleTemporaries(join(out, 'images'));
-  const pending: { item: DreamBenchCase; images: DreamBenchCase['images'] }[] = [];
+  for (const folder of ['images', 'multi', 'edits']) await removeStaleTemporaries(join(out, folder));
+  const pending: { item: GenerationJob; images: CaseImage[] }[] = [];
   let reused = 0;
-  for (const item of cases) {
+  for (const item of jobs) {
     const missing = [];
     for (const image of item.images) {
       if (await readablePng(join(out, image.file))) reused++;
@@ -250,7 +264,7 @@ async function generateMissing(cases: readonly DreamBenchCase[], data: DreamBenc
         numImages: images.length, width: size, height: size, latents, negativePrompt: settings.negativePrompt!,
       };
       const result = pipeline instanceof KosmosGPipeline
-        ? await pipeline.generate({ ...sampling, prompt: item.inputPrompt, images: [join(data.directory, item.reference)] })
+        ? await pipeline.generate({ ...sampling, prompt: item.inputPrompt, images: item.inputImages })
         : await pipeline.generate({ ...sampling, prompt: item.textPrompt });
       for (const [row, image] of images.entries()) {
         const path = join(out, image.file);
@@ -270,8 +284,14 @@ async function generateMissing(cases: readonly DreamBenchCase[], data: DreamBenc
   return { generated, reused, seconds: (performance.now() - start) / 1000 };
 }
 
-/** The images a row scores: the generations, or (oracle) the subject's photos other than its reference. */
-function scoredImages(row: DreamBenchRow, cases: readonly DreamBenchCase[], data: DreamBenchData, subjects: readonly string[], out: string): (Omit<ImageScore, 'dino' | 'clipI' | 'clipT'> & { path: string })[] {
+/** The images a row scores: the generations, or (oracle) the subject's photos other than its reference, or on world data the true scene of each prompt. */
+function scoredImages(row: DreamBenchRow, cases: readonly DreamBenchCase[], data: DreamBenchData, world: WorldDreamBench | null, subjects: readonly string[], out: string): (Omit<ImageScore, 'dino' | 'clipI' | 'clipT'> & { path: string })[] {
+  if (row === 'oracle' && world) {
+    return cases.map((item) => {
+      const file = world.file.subjects[item.subject]!.scenes[item.promptIndex]!;
+      return { subject: item.subject, class: item.class, promptIndex: item.promptIndex, prompt: item.clipTPrompt, clipTPrompt: item.clipTPrompt, image: 0, seed: null, file, source: 'data' as const, path: join(data.directory, file) };
+    });
+  }
   if (row === 'oracle') {
     return selectSubjects(data, subjects).flatMap((subject) =>
       subject.images
@@ -281,7 +301,7 @@ function scoredImages(row: DreamBenchRow, cases: readonly DreamBenchCase[], data
   }
   return cases.flatMap((item) =>
     item.images.map((image) => ({
-      subject: item.subject, class: item.class, promptIndex: item.promptIndex, prompt: row === 'text' ? item.textPrompt : item.inputPrompt, clipTPrompt: item.clipTPrompt,
+      subject: item.subject, class: item.class, promptIndex: item.promptIndex, prompt: row === 'kosmos-g' ? item.inputPrompt : item.textPrompt, clipTPrompt: item.clipTPrompt,
       image: image.index, seed: image.seed, file: image.file, source: 'generated' as const, path: join(out, image.file),
     })),
   );
@@ -290,25 +310,33 @@ function scoredImages(row: DreamBenchRow, cases: readonly DreamBenchCase[], data
 /** Runs the evaluation and writes metrics.json, scores.csv and report.html into `out`. */
 export async function evaluateDreamBench(options: DreamBenchOptions): Promise<DreamBenchResult> {
   const report = options.report ?? (() => {});
-  const row: DreamBenchRow = options.baseline === 'oracle' ? 'oracle' : options.baseline === 'text' ? 'text' : 'kosmos-g';
-  if (options.baseline !== undefined && row !== options.baseline) throw new Error(`unknown baseline ${JSON.stringify(options.baseline)} (text or oracle)`);
+  const row: DreamBenchRow = options.baseline ?? 'kosmos-g';
+  if (!(['kosmos-g', ...BASELINES] as string[]).includes(row)) throw new Error(`unknown baseline ${JSON.stringify(options.baseline)} (${BASELINES.join(', ')})`);
   if (row !== 'oracle' && !options.model) throw new Error('--model is required (except for --baseline oracle)');
   // Everything that can be checked is checked before --out is touched or a model is loaded.
   const data = await readDreamBench(options.data);
+  const world = await readWorldDreamBench(data);
+  if (row === 'text-style' && !world) throw new Error(`--baseline text-style needs a world DreamBench (data build --kind dreambench): ${data.directory} has no world-dreambench.json, so its subjects have no style names`);
   const settings = resolveSettings(options, data, row);
-  const cases = row === 'oracle' ? [] : buildCases(data, { subjects: settings.subjects, prompts: settings.prompts ?? undefined, imagesPerPrompt: settings.imagesPerPrompt!, seed: settings.seed! });
+  const selection = { subjects: settings.subjects, prompts: settings.prompts ?? undefined, imagesPerPrompt: settings.imagesPerPrompt ?? 1, seed: settings.seed ?? 0 };
+  // The oracle scores no cases on real data (its photos have no prompts), one true scene per case on world data.
+  const plain = row === 'oracle' && !world ? [] : buildCases(data, selection);
+  const cases = row === 'text-style' ? withStyleWords(plain, data, world!) : plain;
+  const worldJobs = world ? buildWorldJobs(world, data, { ...selection, prompts: settings.prompts, styled: row === 'text-style' }) : [];
   if (row !== 'oracle') await checkModelKind(options.model!, row);
   await checkJudgesFolder(options.judges);
   const resumed = await prepareOut(options.out, settings, options.resume ?? false, options.force ?? false);
   if (resumed) report(`resuming the evaluation in ${options.out}`);
 
-  const generation = row === 'oracle' ? { generated: 0, reused: 0, seconds: 0 } : await generateMissing(cases, data, options.out, settings, options);
+  const jobs = [...cases.map((item) => ({ ...item, inputImages: [join(data.directory, item.reference)] })), ...worldJobs];
+  const generation = row === 'oracle' ? { generated: 0, reused: 0, seconds: 0 } : await generateMissing(jobs, options.out, settings, options);
 
-  const images = scoredImages(row, cases, data, settings.subjects, options.out);
+  const images = scoredImages(row, cases, data, world, settings.subjects, options.out);
   report(`scoring ${images.length} images with the judges in ${options.judges}`);
   const scoringStart = performance.now();
   const judges = await loadJudges(options.judges, { device: options.device, threads: options.threads, batchSize: options.judgeBatchSize });
-  let records: ImageScore[];
+  const records: ImageScore[] = [];
+  let worldReport: DreamBenchMetrics['world'];
   try {
     const subjects = selectSubjects(data, settings.subjects);
     const referencePaths = subjects.map((subject) => join(data.directory, subject.reference));
@@ -316,7 +344,8 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
     const reference = new Map(subjects.map((subject, index) => [subject.subject, { clip: referenceClip[index]!, dino: referenceDino[index]! }]));
     const prompts = [...new Set(images.flatMap((image) => (image.clipTPrompt === null ? [] : [image.clipTPrompt])))];
     const promptEmbeds = new Map((await judges.clip.embedTexts(prompts)).map((embed, index) => [prompts[index]!, embed]));
-    records = [];
+    // The world measures classify the same CLIP embeddings.
+    const embeds: Float32Array[] = [];
     // Chunks bound the memory of decoded images; scores come from the files on disk.
     for (let start = 0; start < images.length; start += 64) {
       const chunk = images.slice(start, start + 64);
@@ -326,26 +355,44 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
         const target = reference.get(image.subject)!;
         const text = image.clipTPrompt === null ? null : promptEmbeds.get(image.clipTPrompt)!;
         records.push({ ...image, dino: 100 * cosine(dino[k]!, target.dino), clipI: 100 * cosine(clip[k]!, target.clip), clipT: text ? 100 * cosine(clip[k]!, text) : null });
+        embeds.push(clip[k]!);
+      });
+    }
+    if (world) {
+      report(`world measures of ${images.length} images, ${worldJobs.length} two-subject prompts and edits`);
+      worldReport = await measureWorld(judges.clip, world, new Map(data.subjects.map((subject) => [subject.subject, subject.live ? 'live' : 'object'])), {
+        records: records.map((record, k) => ({ ...record, path: images[k]!.path, embed: embeds[k]! })),
+        jobs: worldJobs.map((job) => ({ job, prompt: row === 'oracle' ? job.clipTPrompt : row === 'kosmos-g' ? job.inputPrompt : job.textPrompt, images: worldJobImages(row, job, data, options.out) })),
       });
     }
   } finally {
     await judges.close();
   }
   const scoringSeconds = (performance.now() - scoringStart) / 1000;
-  const metrics = summarize(records, {
-    settings,
-    data,
-    judges: resolve(options.judges),
-    run: {
-      resumed,
-      generated: generation.generated,
-      reused: generation.reused,
-      generationSeconds: generation.seconds,
-      generationImagesPerSecond: generation.seconds > 0 ? generation.generated / generation.seconds : null,
-      scoringSeconds,
-      scoringImagesPerSecond: scoringSeconds > 0 ? records.length / scoringSeconds : null,
-    },
-  });
+  const scored = records.length + (worldReport ? worldReport.multi.images + worldReport.edits.images : 0);
+  const metrics = {
+    ...summarize(records, {
+      settings,
+      data,
+      judges: resolve(options.judges),
+      run: {
+        resumed,
+        generated: generation.generated,
+        reused: generation.reused,
+        generationSeconds: generation.seconds,
+        generationImagesPerSecond: generation.seconds > 0 ? generation.generated / generation.seconds : null,
+        scoringSeconds,
+        scoringImagesPerSecond: scoringSeconds > 0 ? scored / scoringSeconds : null,
+      },
+    }),
+    ...(worldReport ? { world: worldReport } : {}),
+  };
   await writeDreamBenchReport(options.out, metrics, records, data);
   return { metrics, records };
+}
+
+/** A world job's scored images: the generations, or the oracle's one true scene. */
+function worldJobImages(row: DreamBenchRow, job: WorldJob, data: DreamBenchData, out: string): { path: string; file: string; source: 'generated' | 'data' }[] {
+  if (row === 'oracle') return [{ path: join(data.directory, job.truth), file: job.truth, source: 'data' }];
+  return job.images.map((image) => ({ path: join(out, image.file), file: image.file, source: 'generated' }));
 }

@@ -1,0 +1,176 @@
+// The world-exact measures: their logic with a judge whose embeddings say exactly what each image
+// shows, then a world DreamBench evaluated end to end with a tiny random pipeline and tiny random
+// judges — the Kosmos-G row (two-subject prompts with two reference images, edits with the source),
+// the text-style row, and the oracle row on the true scenes.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import sharp from 'sharp';
+import { buildCases, officialSeed, readDreamBench, type DreamBenchData } from '../../src/eval/dreambench-data.js';
+import { evaluateDreamBench, type DreamBenchOptions } from '../../src/eval/dreambench.js';
+import type { DreamBenchMetrics } from '../../src/eval/dreambench-report.js';
+import { buildWorldJobs, readWorldDreamBench, type WorldDreamBench } from '../../src/eval/world-dreambench.js';
+import { measureWorld, type ClipEmbedder } from '../../src/eval/world-measures.js';
+import { KosmosGPipeline } from '../../src/pipeline/kosmos_g_pipeline.js';
+import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
+import { buildTestDreamBench } from '../world/dreambench-fixture.js';
+import { writeTinyJudges } from './tiny-judges.js';
+
+const scratch = await mkdtemp(join(tmpdir(), 'world-measures-test-'));
+process.on('exit', () => rmSync(scratch, { recursive: true, force: true }));
+const bench = join(scratch, 'bench');
+await buildTestDreamBench(bench);
+const data = await readDreamBench(bench);
+const world = (await readWorldDreamBench(data))!;
+const names = data.subjects.map((subject) => subject.subject);
+
+/** A judge whose text embeddings are one-hot per text and whose image of `path` shows exactly the texts `shows(path)` gives. */
+function knowingJudge(shows: (path: string) => string[]): ClipEmbedder {
+  const ids = new Map<string, number>();
+  const embed = (texts: readonly string[]) => {
+    const vector = new Float32Array(4096);
+    for (const text of texts) vector[ids.get(text) ?? ids.set(text, ids.size).get(text)!] += 1 / Math.sqrt(texts.length);
+    return vector;
+  };
+  return { embedTexts: async (texts) => texts.map((text) => embed([text])), embedImages: async (paths) => paths.map((path) => embed(shows(path as string))) };
+}
+
+/** The oracle's images as measureWorld receives them: every true scene and each multi and edit item's `image`. */
+async function oracleImages(judge: ClipEmbedder, editImage: 'source' | 'target') {
+  const records = await Promise.all(buildCases(data, { imagesPerPrompt: 1, seed: 0 }).map(async (item) => {
+    const file = world.file.subjects[item.subject]!.scenes[item.promptIndex]!;
+    const path = join(bench, file);
+    const [embed] = await judge.embedImages([path]);
+    return { subject: item.subject, class: item.class, promptIndex: item.promptIndex, prompt: item.clipTPrompt, clipTPrompt: item.clipTPrompt, image: 0, seed: null, file, source: 'data' as const, dino: 0, clipI: 0, clipT: 0, path, embed: embed! };
+  }));
+  const jobs = buildWorldJobs(world, data, { subjects: names, prompts: null, imagesPerPrompt: 1, seed: 0, styled: false }).map((job) => {
+    const file = job.group === 'edits' ? world.edits[job.index]![editImage] : job.truth;
+    return { job, prompt: job.clipTPrompt, images: [{ path: join(bench, file), file, source: 'data' as const }] };
+  });
+  return { records, jobs };
+}
+
+const kinds = (bench: DreamBenchData) => new Map(bench.subjects.map((subject) => [subject.subject, subject.live ? ('live' as const) : ('object' as const)]));
+
+/** What each true scene shows in the world's words: its concepts, its subject's style, its background. */
+function truthOf(bench: WorldDreamBench): (path: string) => string[] {
+  const { concepts, subjects } = bench.file;
+  const at = (file: string) => join(data.directory, file);
+  const shows = new Map<string, string[]>();
+  const said = (concept: string) => concepts[concept]!.prompt;
+  for (const subject of data.subjects) {
+    const entry = subjects[subject.subject]!;
+    entry.scenes.forEach((file, p) => {
+      const background = bench.file.prompts[subject.live ? 'live' : 'object'][p]!.background ?? 'on a plain white background';
+      shows.set(at(file), [said(entry.concept), entry.style_prompts[entry.style]!, `${said(entry.concept)} ${background}`]);
+    });
+  }
+  for (const item of bench.multi) {
+    const pair = item.subjects.map((name) => said(subjects[name]!.concept));
+    shows.set(at(item.scene), [...pair, `${pair.join(' and ')} ${item.background}`]);
+  }
+  for (const item of bench.edits) {
+    const subject = said(subjects[item.subject]!.concept);
+    shows.set(at(item.source), [subject, `${subject} ${item.source_background}`]);
+    shows.set(at(item.target), [subject, `${subject} ${item.background}`]);
+  }
+  return (path) => shows.get(path) ?? [];
+}
+
+test('a judge that sees exactly what the true scenes show scores every measure 100 %, and an unchanged edit as unchanged', async () => {
+  const judge = knowingJudge(truthOf(world));
+  const report = await measureWorld(judge, world, kinds(data), await oracleImages(judge, 'target'));
+  const { prompts, multi, edits } = report;
+  assert.deepEqual(report.classes, { concepts: 6, backgrounds: world.file.background_phrases.length });
+  assert.equal(prompts.images, 75);
+  assert.deepEqual([prompts.concept, prompts.style], [{ measured: 75, hits: 75, rate: 1 }, { measured: 75, hits: 75, rate: 1 }]);
+  // 20 of each subject's 25 prompts name a background, 5 a position (where the locator finds the true subject).
+  assert.deepEqual([prompts.background, prompts.position], [{ measured: 60, hits: 60, rate: 1 }, { measured: 15, hits: 15, rate: 1 }]);
+  assert.equal(prompts.byPrompt.length, 25);
+  assert.deepEqual(prompts.byPrompt[20]!.position, { measured: 3, hits: 3, rate: 1 });
+  assert.equal(prompts.byPrompt[20]!.background.measured, 0);
+  assert.deepEqual([multi.bothPresentTop5.rate, multi.background.rate, multi.prompts], [1, 1, 2]);
+  assert.deepEqual([edits.subjectKept.rate, edits.backgroundToTarget.rate, edits.backgroundUnchanged.rate, edits.edited.rate], [1, 1, 0, 1]);
+  assert.deepEqual(multi.items[0]!.images[0]!.concepts.slice(0, 2).sort(), multi.items[0]!.subjects.map((name) => world.file.subjects[name]!.concept).sort());
+
+  // Handing back the source is no edit: the subject is kept, the background is the old one.
+  const unchanged = await measureWorld(judge, world, kinds(data), await oracleImages(judge, 'source'));
+  assert.deepEqual([unchanged.edits.subjectKept.rate, unchanged.edits.backgroundToTarget.rate, unchanged.edits.backgroundUnchanged.rate, unchanged.edits.edited.rate], [1, 0, 1, 0]);
+
+  // A judge that sees every image as the first subject's reference gets concepts wrong for the others.
+  const first = world.file.subjects[names[0]!]!;
+  const blind = knowingJudge(() => [world.file.concepts[first.concept]!.prompt, first.style_prompts[first.style]!]);
+  const blindReport = await measureWorld(blind, world, kinds(data), await oracleImages(blind, 'target'));
+  assert.deepEqual(blindReport.prompts.concept, { measured: 75, hits: 25, rate: 25 / 75 });
+});
+
+const tiny = join(scratch, 'tiny');
+const judges = join(scratch, 'judges');
+await createRandomPipeline(tiny, { config: 'tiny', seed: 0 });
+await writeTinyJudges(judges);
+const run = { model: tiny, data: bench, judges, imagesPerPrompt: 1, steps: 2, guidance: 3, threads: 1 } satisfies Partial<DreamBenchOptions>;
+const rgb = async (path: string) => Uint8Array.from(await sharp(path).raw().toBuffer());
+
+test('end to end on a world DreamBench: the Kosmos-G row runs the two-subject prompts with both references and the edits with the source', async () => {
+  const out = join(scratch, 'kosmos');
+  const { metrics } = await evaluateDreamBench({ ...run, out });
+  assert.deepEqual([metrics.images, metrics.run.generated], [75, 79]);
+  const measures = metrics.world!;
+  assert.deepEqual([measures.prompts.images, measures.prompts.position.measured, measures.prompts.background.measured, measures.multi.images, measures.edits.images], [75, 15, 60, 2, 2]);
+  for (const rate of [measures.prompts.concept, measures.prompts.style, measures.multi.bothPresentTop5, measures.edits.subjectKept]) assert.ok(rate.rate !== null && rate.rate >= 0 && rate.rate <= 1);
+  const reported = JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8')) as DreamBenchMetrics;
+  assert.deepEqual(reported.world, JSON.parse(JSON.stringify(measures)));
+  const html = await readFile(join(out, 'report.html'), 'utf8');
+  for (const heading of ['World-exact measures', 'Two-subject prompts', 'Edits']) assert.ok(html.includes(`${heading}</h`), heading);
+  assert.match(html, /src="multi\/00-0\.png"/);
+
+  const [multi, edit] = [world.multi[0]!, world.edits[1]!];
+  const reference = (name: string) => join(bench, data.subjects.find((subject) => subject.subject === name)!.reference);
+  assert.deepEqual(measures.multi.items[0]!.inputs, multi.subjects.map(reference));
+  assert.equal(measures.edits.items[1]!.prompt, `<i> ${edit.instruction}`);
+  const pipeline = await KosmosGPipeline.fromPretrained(tiny, { threads: 1 });
+  try {
+    const pair = await pipeline.generate({ prompt: multi.prompt, images: multi.subjects.map(reference), seed: officialSeed(0, 0, 0), steps: 2, guidanceScale: 3 });
+    assert.deepEqual(new Uint8Array(pair.images[0]!.data), await rgb(join(out, 'multi/00-0.png')));
+    const edited = await pipeline.generate({ prompt: edit.prompt, images: [join(bench, edit.source)], seed: officialSeed(0, 1, 0), steps: 2, guidanceScale: 3 });
+    assert.deepEqual(new Uint8Array(edited.images[0]!.data), await rgb(join(out, 'edits/01-0.png')));
+  } finally {
+    await pipeline.dispose();
+  }
+  const again = await evaluateDreamBench({ ...run, out, resume: true });
+  assert.deepEqual([again.metrics.run.generated, again.metrics.run.reused], [0, 79]);
+  assert.deepEqual(again.metrics.world, measures);
+});
+
+test('the text-style row writes the style and class words where the images were; the real DreamBench has no style names', async () => {
+  const { metrics, records } = await evaluateDreamBench({ ...run, out: join(scratch, 'text-style'), baseline: 'text-style', prompts: 1 });
+  const word = (name: string) => `openmoji ${data.subjects.find((subject) => subject.subject === name)!.class}`;
+  assert.deepEqual(records.map((r) => r.prompt), names.map((name) => `${word(name)} in the snowy mountains`));
+  assert.deepEqual(records.map((r) => r.clipTPrompt), data.subjects.map((subject) => `a ${subject.class} in the snowy mountains`));
+  const [multi, edit] = [metrics.world!.multi.items[0]!, metrics.world!.edits.items[0]!];
+  assert.equal(multi.prompt, `${word(multi.subjects[0]!)} and ${word(multi.subjects[1]!)} ${world.multi[0]!.background}`);
+  assert.equal(edit.prompt, `${word(edit.subjects[0]!)} ${world.edits[0]!.background}`);
+  assert.equal(metrics.row, 'text-style');
+
+  const out = join(scratch, 'never-made');
+  await assert.rejects(evaluateDreamBench({ ...run, data: resolve('../shared/dreambench'), out, baseline: 'text-style' }), /--baseline text-style needs a world DreamBench .*has no world-dreambench\.json/);
+  await assert.rejects(stat(out), /ENOENT/);
+});
+
+test('the oracle row measures the true scenes: DreamBench scores, and the world measures that calibrate the others', async () => {
+  const { metrics, records } = await evaluateDreamBench({ data: bench, judges, out: join(scratch, 'oracle'), baseline: 'oracle', threads: 1 });
+  assert.equal(records.length, 75);
+  assert.ok(records.every((r) => r.source === 'data' && r.file === world.file.subjects[r.subject]!.scenes[r.promptIndex!] && r.clipT !== null));
+  const measures = metrics.world!;
+  assert.deepEqual([measures.prompts.images, measures.multi.images, measures.edits.images], [75, 2, 2]);
+  // The locator on true scenes: every subject where its prompt put it.
+  assert.deepEqual(measures.prompts.position, { measured: 15, hits: 15, rate: 1 });
+  assert.ok(measures.prompts.concept.rate !== null && measures.prompts.background.rate !== null);
+  assert.deepEqual(measures.multi.items.map((item) => item.images.map((image) => [image.file, image.source])), world.multi.map((item) => [[item.scene, 'data']]));
+  assert.deepEqual(measures.edits.items.map((item) => item.images[0]!.file), world.edits.map((item) => item.target));
+  assert.equal(metrics.run.generated, 0);
+  assert.match(await readFile(join(scratch, 'oracle', 'report.html'), 'utf8'), /<h1>DreamBench: true scenes \(oracle\)<\/h1>/);
+});
