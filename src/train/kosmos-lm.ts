@@ -49,6 +49,15 @@ export const kosmosLmConfigSchema = baseConfigSchema.extend({
   sequenceLength: z.number().int().positive(),
   /** N: image slots per batch. */
   imagesPerBatch: z.number().int().positive(),
+  /**
+   * Gain of the connector's `dense` at initialisation: U(±gain/√in) instead of PyTorch's U(±1/√in).
+   * The vision tokens are L2-normalised, so with gain 1 `dense` gives them norm ≈ 0.7 against the
+   * √D of the torch.randn latent queries they are attended with: the connector's output then
+   * hardly depends on the image, and the MLLM learns to read images very slowly (measured: after
+   * 150 image → caption steps, true against shuffled images lowered the caption loss by 0.03 nats
+   * per token at gain 1 and by 0.46 at gain 20).
+   */
+  connectorDenseInitGain: z.number().positive().optional(),
   /** Relative frequency of each sequence kind per sample. */
   mixture: z.strictObject({ caption: weight, imageCaption: weight, interleaved: weight }).default({ caption: 1, imageCaption: 2, interleaved: 2 }),
   data: worldDataSchema,
@@ -257,6 +266,10 @@ export const kosmosLmStage: StageDefinition<KosmosLmConfig> = {
     const vision = await OpenClipVisionModel.fromPretrained(config.vision);
     const model = buildNetworks(config, vision.config);
     model.img_model.loadStateDict(vision.stateDict());
+    if (config.connectorDenseInitGain !== undefined) {
+      const weight = model.img_connector.dense.weight.data.data as Float32Array;
+      for (let i = 0; i < weight.length; i++) weight[i]! *= config.connectorDenseInitGain;
+    }
     const imageSize = vision.config.vision_cfg.image_size;
     const world = await openWorld(config.data, imageSize, environment.report);
     const source = new LmSampleSource(world, config, tokenizer);

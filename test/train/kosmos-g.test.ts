@@ -105,6 +105,20 @@ test('stage 1: the LM loss is the cross-entropy of the text targets; only the ML
   assert.ok(instance.trainable!.some((key) => key.startsWith('img_model.visual.ln_post.')) && !instance.trainable!.includes('img_model.visual.conv1.weight'));
 });
 
+test('stage 1 scales the initial connector dense weight by connectorDenseInitGain, and nothing else', { timeout: 60000 }, async () => {
+  const config = await configOf(kosmosLmStage);
+  const plain = await kosmosLmStage.build(config, environment);
+  const scaled = await kosmosLmStage.build({ ...config, connectorDenseInitGain: 4 }, environment);
+  try {
+    for (const [key, tensor] of Object.entries(plain.parameters)) {
+      const expected = key === 'img_connector.dense.weight' ? floats(tensor).map((value) => Math.fround(value * 4)) : floats(tensor);
+      assert.deepEqual(floats(scaled.parameters[key]!), expected, key);
+    }
+  } finally {
+    await Promise.all([plain.release(), scaled.release()]);
+  }
+});
+
 test('stage 1 mixes captions, image → caption and interleaved sequences 1 : 2 : 2', async () => {
   const config = await configOf(kosmosLmStage);
   const counts = { caption: 0, imageCaption: 0, interleaved: 0 };
