@@ -1,14 +1,10 @@
 // `kosmos-g train <stage>`: runs a training stage with the generic runner (resumable checkpoints,
 // JSONL log, loss curve, sample grids, wall-clock budget); `train export` turns a run's newest
 // checkpoint into a loadable model folder.
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { Device } from '../graph/devices.js';
-import { parseConfig } from '../train/config.js';
-import { latestCheckpoint, readCheckpointState } from '../train/checkpoint.js';
-import { runStage } from '../train/runner.js';
-import { findStage, TRAINING_STAGES } from '../train/stages.js';
+import { exportRun, runStage } from '../train/runner.js';
+import { TRAINING_STAGES } from '../train/stages.js';
 
 interface TrainFlags {
   config?: string;
@@ -63,18 +59,11 @@ export function registerTrainCommand(program: Command): void {
   }
   train
     .command('export')
-    .description("write a run's newest checkpoint as a model folder (e.g. diffusers layout, fp16)")
+    .description("write a run's newest checkpoint (its EMA weights when the run keeps an EMA) as a model folder (e.g. diffusers layout, fp16)")
     .requiredOption('--run <dir>', 'run folder')
     .requiredOption('--to <dir>', 'model folder to write')
     .action(async (flags: { run: string; to: string }) => {
-      const configPath = join(flags.run, 'config.json');
-      const json = JSON.parse(await readFile(configPath, 'utf8')) as { stage?: unknown };
-      const stage = findStage(String(json.stage));
-      const config = parseConfig(stage.schema, json, configPath);
-      const checkpoint = await latestCheckpoint(join(flags.run, 'checkpoints'));
-      if (!checkpoint) throw new Error(`${flags.run} has no checkpoint yet`);
-      const state = await readCheckpointState(checkpoint);
-      await stage.exportModel(config, state.parameters, flags.to);
-      console.log(`exported ${stage.name} at step ${state.step} to ${flags.to}`);
+      const { stage, step } = await exportRun(flags.run, flags.to);
+      console.log(`exported ${stage} at step ${step} to ${flags.to}`);
     });
 }

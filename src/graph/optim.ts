@@ -1,8 +1,9 @@
 // Optimizers emitted into the training graph: one ONNX run computes the loss, the gradients, the
 // global-norm clipping and the parameter/state update. Semantics follow torch.optim (SGD with
 // L2 weight decay and momentum; AdamW with decoupled weight decay and bias correction) and
-// torch.nn.utils.clip_grad_norm_. Learning rate and bias corrections are scalar graph inputs
-// computed on the host each step, so schedules never force a recompile.
+// torch.nn.utils.clip_grad_norm_; the optional weight EMA follows diffusers' EMAModel. Learning
+// rate, bias corrections and EMA decay are scalar graph inputs computed on the host each step, so
+// schedules never force a recompile.
 import type { DType } from '../onnx/dtype.js';
 import type { Graph, Value } from './graph.js';
 import { add, clip, div, mul, sqrt, sub, sumSquares } from './ops/elementwise.js';
@@ -146,3 +147,37 @@ export function learningRateAt(schedule: ScheduleConfig, step: number): number {
   return final + (schedule.learningRate - final) * (1 - progress) ** power;
 }
 
+// ---- weight EMA (diffusers' EMAModel; the decay is fed as the ema_decay input) ---------------
+
+export interface EmaConfig {
+  /** The decay the warm-up rises to, e.g. 0.999 (an average over about 1 / (1 − decay) steps). */
+  decay: number;
+  /** Steps during which the average only copies the parameters (diffusers' update_after_step). */
+  warmupSteps?: number;
+}
+
+/**
+ * Decay of 1-based `step`, as diffusers' EMAModel.get_decay without `use_ema_warmup`: with
+ * k = step − warmupSteps − 1, 0 while k ≤ 0 (the average is the parameters), then
+ * min(decay, (1 + k) / (10 + k)), so early averages do not hold on to the initial weights.
+ */
+export function emaDecayAt(config: EmaConfig, step: number): number {
+  const k = step - (config.warmupSteps ?? 0) - 1;
+  return k <= 0 ? 0 : Math.min(config.decay, (1 + k) / (10 + k));
+}
+
+export interface EmaInputs {
+  decay: Value;
+  oneMinusDecay: Value;
+}
+
+/** The `ema_decay` scalar input, and 1 − decay computed once for every parameter's update. */
+export function emaInputs(graph: Graph, dtype: DType = 'float32'): EmaInputs {
+  const decay = graph.input('ema_decay', dtype, []);
+  return { decay, oneMinusDecay: sub(1, decay) };
+}
+
+/** The updated average of one parameter: decay · average + (1 − decay) · the updated parameter. */
+export function applyEma(average: Value, updatedParameter: Value, inputs: EmaInputs): Value {
+  return add(mul(average, inputs.decay), mul(updatedParameter, inputs.oneMinusDecay));
+}

@@ -2,13 +2,17 @@
 // optimizer update. Parameters and optimizer state stay where the step runs between steps: host
 // memory on the CPU provider, GPU buffers on WebGPU (each step's updated tensors feed the next
 // step without leaving the device). `state()` reads them back for checkpoints; `loadState`
-// restores them exactly.
+// restores them exactly. An optional weight EMA is updated in the same graph, after the optimizer:
+// on the host it would cost a download of every parameter per step on WebGPU, in the graph it is
+// three elementwise passes per parameter wherever the parameters live; its averages are optimizer
+// state (`ema.<key>`), so checkpoints and resume carry them with no code of their own.
 import { type DType, type HostTensor, allocate, elementCount, isFloat } from '../onnx/dtype.js';
 import { encodeModel } from '../onnx/proto.js';
 import { grad } from './autodiff.js';
 import { Graph, type Shape, type Value, formatShape } from './graph.js';
 import {
-  type OptimizerConfig, type ScheduleConfig, applyOptimizer, clipByGlobalNorm, globalNorm, learningRateAt, optimizerStateNames, scalarInputs, stepScalars,
+  type EmaConfig, type OptimizerConfig, type ScheduleConfig, applyEma, applyOptimizer, clipByGlobalNorm, emaDecayAt, emaInputs, globalNorm, learningRateAt,
+  optimizerStateNames, scalarInputs, stepScalars,
 } from './optim.js';
 import { DeviceDownloader, DeviceTensor, GraphSession, type SessionOptions, type Tensor } from './session.js';
 
@@ -39,6 +43,8 @@ export interface TrainingStepOptions {
   maxGradNorm?: number;
   /** Parameters exempt from weight decay (e.g. biases and norm scales). Default: none exempt. */
   noWeightDecay?: (key: string) => boolean;
+  /** Keep an exponential moving average of the trainable parameters (none when omitted). */
+  ema?: EmaConfig;
   /** Seed of the per-step dropout seeds. */
   seed?: number;
   session?: SessionOptions;
@@ -55,12 +61,24 @@ export interface StepResult {
 export interface TrainingState {
   step: number;
   parameters: Record<string, HostTensor>;
-  /** `${stateName}.${parameterKey}`, e.g. `exp_avg.layers.0.weight`. */
+  /**
+   * `${stateName}.${parameterKey}`, e.g. `exp_avg.layers.0.weight`; with `ema`, also
+   * `ema.${parameterKey}`, the average of each trainable parameter.
+   */
   optimizer: Record<string, HostTensor>;
 }
 
 const updatedName = (key: string) => `updated/${key}`;
 const stateInputName = (stateName: string, key: string) => `${stateName}.${key}`;
+const EMA_STATE = 'ema';
+
+/**
+ * The weights a run shows and exports: each trainable parameter's EMA where the run keeps one,
+ * the live value otherwise (frozen parameters, which never change, and runs without `ema`).
+ */
+export function averagedParameters(state: TrainingState): Record<string, HostTensor> {
+  return Object.fromEntries(Object.entries(state.parameters).map(([key, tensor]) => [key, state.optimizer[stateInputName(EMA_STATE, key)] ?? tensor]));
+}
 
 export class TrainingStep {
   private stepCount = 0;
@@ -108,7 +126,9 @@ export class TrainingStep {
       const norm = gradients.length ? globalNorm(gradients) : graph.scalar(0, loss.dtype);
       outputs['grad_norm'] = norm;
       if (options.maxGradNorm !== undefined) gradients = clipByGlobalNorm(gradients, norm, options.maxGradNorm);
-      const scalars = scalarInputs(graph, trainableValues[0]?.dtype ?? 'float32');
+      const scalarType = trainableValues[0]?.dtype ?? 'float32';
+      const scalars = scalarInputs(graph, scalarType);
+      const ema = options.ema ? emaInputs(graph, scalarType) : null;
       trainable.forEach((key, index) => {
         const parameter = parameterValues[key]!;
         const state = stateNames.map((stateName) => {
@@ -119,6 +139,12 @@ export class TrainingStep {
         const update = applyOptimizer(options.optimizer, parameter, gradients[index]!, state, scalars, decay);
         outputs[updatedName(key)] = update.parameter;
         stateNames.forEach((stateName, i) => (outputs[updatedName(stateInputName(stateName, key))] = update.state[i]!));
+        if (ema) {
+          // The average starts at the initial parameters, as EMAModel copies them when created.
+          const name = stateInputName(EMA_STATE, key);
+          optimizerState[name] = cloneTensor(options.parameters[key]!);
+          outputs[updatedName(name)] = applyEma(graph.input(name, parameter.dtype, parameter.shape), update.parameter, ema);
+        }
       });
     });
     // A graph output named after its value needs no Identity node, which would copy every
@@ -156,6 +182,7 @@ export class TrainingStep {
     feeds['learning_rate'] = scalar(scalars.learningRate, scalarType);
     feeds['step_size'] = scalar(scalars.stepSize, scalarType);
     feeds['bias_correction2_sqrt'] = scalar(scalars.biasCorrection2Sqrt, scalarType);
+    if (this.options.ema) feeds['ema_decay'] = scalar(emaDecayAt(this.options.ema, step), scalarType);
     feeds['dropout_seed'] = { dtype: 'int64', shape: [], data: BigInt64Array.of(BigInt(dropoutSeedFor(this.options.seed ?? 0, step))) };
     const updatedKeys = [...this.trainable, ...Object.keys(this.optimizerState)];
     const current = (key: string): Tensor => this.parameters[key] ?? this.optimizerState[key]!;

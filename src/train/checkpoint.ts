@@ -1,12 +1,13 @@
 // Training checkpoints: one folder per checkpoint (`step-00001200/`) holding the parameters and
 // the optimizer state as safetensors and `state.json` (step, seed, config hash, data cursor,
-// elapsed time). The folder is assembled under a temporary name, every file fsynced, then renamed
-// into place in one step, so a kill -9 at any moment leaves only complete checkpoints behind.
+// elapsed time); a run with weight EMA keeps its averages in the optimizer state (`ema.<key>`).
+// The folder is assembled under a temporary name, every file fsynced, then renamed into place in
+// one step, so a kill -9 at any moment leaves only complete checkpoints behind.
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { z } from 'zod';
-import type { TrainingState } from '../graph/train-step.js';
+import { averagedParameters, type TrainingState } from '../graph/train-step.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { syncDirectory, writeFileAtomic } from '../io/atomic-file.js';
@@ -117,7 +118,9 @@ export interface InitialParameterSource {
 
 /**
  * The parameters `initFrom` names: a run folder's newest checkpoint, one checkpoint folder, or a
- * model folder that `train export` wrote (a released model; it holds no optimizer state). They are
+ * model folder that `train export` wrote (a released model; it holds no optimizer state). A
+ * checkpoint with weight EMA gives its averages, the weights `train export` would write, so a
+ * fine-tune with a frozen encoder keeps the latents of the exported one. They are
  * checked against `expected`: every key present with the same dtype and shape, no extra keys. Keys
  * the source may lack (`addedByFineTune`, and `trainingOnly` for a model folder) keep their
  * `expected` value and are listed in `keptInitial`.
@@ -137,7 +140,7 @@ export async function readInitialParameters(
     const checkpoint = isCheckpoint ? { path, metadata: await readCheckpointMetadata(path) } : await latestCheckpoint(join(path, 'checkpoints'));
     if (!checkpoint) throw new Error(`initFrom: ${path} is a run folder without checkpoints yet`);
     if (checkpoint.metadata.stage !== stage) throw new Error(`initFrom: ${checkpoint.path} is a '${checkpoint.metadata.stage}' checkpoint, not '${stage}'`);
-    parameters = (await readCheckpointState(checkpoint)).parameters;
+    parameters = averagedParameters(await readCheckpointState(checkpoint));
     origin = checkpoint.path;
   } else {
     try {

@@ -1,7 +1,8 @@
 // Training configuration files: the settings every stage shares (seed, steps, batch, optimizer,
-// schedule, clipping, checkpoint/plot/sample cadence), validated with zod and extended by each
-// stage with its own model, data and loss sections. Unknown keys are errors, so a typo never
-// silently falls back to a default. The hash of the parsed config ties checkpoints to their run.
+// schedule, clipping, weight EMA, checkpoint/plot/sample cadence), validated with zod and
+// extended by each stage with its own model, data and loss sections. Unknown keys are errors, so a
+// typo never silently falls back to a default. The hash of the parsed config ties checkpoints to
+// their run.
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { readConfigJson } from '../io/config-json.js';
@@ -39,6 +40,12 @@ const scheduleSchema = z
     }
   });
 
+/** Weight EMA (diffusers' EMAModel schedule, see emaDecayAt in src/graph/optim.ts). */
+const emaSchema = z.strictObject({
+  decay: z.number().gt(0).lt(1),
+  warmupSteps: nonNegativeInteger.optional(),
+});
+
 /**
  * A model section checked by the model's own config parser (the one `fromPretrained` uses): its
  * error becomes a zod issue at that path, its result the section's parsed value.
@@ -65,6 +72,12 @@ export const baseConfigSchema = z.strictObject({
   schedule: scheduleSchema,
   /** Clip gradients to this global L2 norm. */
   maxGradNorm: z.number().positive().optional(),
+  /**
+   * Keep an exponential moving average of the trainable parameters; sample grids, `train export`
+   * and `initFrom` of this run then use it. Optional with no default, so configs without it keep
+   * their hash.
+   */
+  ema: emaSchema.optional(),
   /** Write a checkpoint every this many steps (and at the end, at the budget, and on SIGINT/SIGTERM). */
   checkpointEvery: positiveInteger,
   /** Also write one when this many minutes passed since the last, whatever the step. */

@@ -1,7 +1,8 @@
 // The stage runner behind every `train` command: reads and checks the config, resumes from the
 // newest complete checkpoint, runs training steps with a progress bar, appends the JSONL log,
 // rewrites the loss curve, writes sample grids and checkpoints, and stops cleanly at the end, at
-// the wall-clock budget or on SIGINT/SIGTERM (a final checkpoint each time).
+// the wall-clock budget or on SIGINT/SIGTERM (a final checkpoint each time). Sample grids and
+// `exportRun` show the run's EMA weights when its config keeps an `ema`.
 //
 // Run folder:
 //   config.json          the parsed config (defaults filled in) the run started with
@@ -14,12 +15,13 @@ import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import { checkThreads, defaultThreads, type Device, resolveDevice } from '../graph/devices.js';
-import { TrainingStep } from '../graph/train-step.js';
+import { averagedParameters, TrainingStep } from '../graph/train-step.js';
 import { configHash, parseConfig, readConfig, type BaseConfig } from './config.js';
 import { type Checkpoint, latestCheckpoint, listCheckpoints, pruneCheckpoints, readCheckpointState, readInitialParameters, writeCheckpoint } from './checkpoint.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import { StepLog } from './log.js';
 import { renderLossCurve } from './plot.js';
+import { findStage } from './stages.js';
 import type { StageDefinition } from './stage.js';
 
 export interface RunOptions {
@@ -120,6 +122,7 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
     optimizer: config.optimizer,
     schedule: config.schedule,
     ...(config.maxGradNorm !== undefined ? { maxGradNorm: config.maxGradNorm } : {}),
+    ...(config.ema ? { ema: config.ema } : {}),
     seed: config.seed,
     session: { executionProvider: device, threads },
   });
@@ -166,7 +169,7 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
   const writePlot = async () =>
     writeFileAtomic(join(options.out, 'loss.png'), await renderLossCurve(log.records, `${stage.name}: loss, step ${training.step}`));
   const writeSamples = async () =>
-    writeFileAtomic(join(options.out, 'samples', `step-${String(training.step).padStart(8, '0')}.png`), await instance.sampleGrid((await training.state()).parameters));
+    writeFileAtomic(join(options.out, 'samples', `step-${String(training.step).padStart(8, '0')}.png`), await instance.sampleGrid(averagedParameters(await training.state())));
   const timed = async (work: () => Promise<unknown>) => {
     const start = performance.now();
     await work();
@@ -242,6 +245,19 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
     await training.release();
     await instance.release();
   }
+}
+
+/** `train export`: writes the newest checkpoint of `run` (its EMA weights, if it keeps them) as a model folder. */
+export async function exportRun(run: string, to: string): Promise<{ stage: string; step: number }> {
+  const configPath = join(run, RUN_CONFIG);
+  const json = JSON.parse(await readFile(configPath, 'utf8')) as { stage?: unknown };
+  const stage = findStage(String(json.stage));
+  const config = parseConfig(stage.schema, json, configPath);
+  const checkpoint = await latestCheckpoint(join(run, 'checkpoints'));
+  if (!checkpoint) throw new Error(`${run} has no checkpoint yet`);
+  const state = await readCheckpointState(checkpoint);
+  await stage.exportModel(config, averagedParameters(state), to);
+  return { stage: stage.name, step: state.step };
 }
 
 interface Progress {

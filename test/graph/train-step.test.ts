@@ -1,7 +1,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import type { HostTensor } from '../../src/onnx/dtype.js';
-import { TrainingStep, type TrainingStepOptions } from '../../src/graph/train-step.js';
+import { averagedParameters, TrainingStep, type TrainingStepOptions } from '../../src/graph/train-step.js';
 import { learningRateAt, type OptimizerConfig, type ScheduleConfig } from '../../src/graph/optim.js';
 import { add, matmul } from '../../src/graph/ops/elementwise.js';
 import { mseLoss } from '../../src/graph/ops/nn.js';
@@ -156,6 +156,39 @@ test('state() and loadState() resume a run exactly; mismatched state is rejected
   const reshaped = { ...snapshot, parameters: { ...snapshot.parameters, b: { dtype: 'float64', shape: [4], data: new Float64Array(4) } as HostTensor } };
   assert.throws(() => resumed.loadState(reshaped), /parameter b: expected float64\[3\], got float64\[4\]/);
   await Promise.all([uninterrupted.release(), first.release(), resumed.release()]);
+});
+
+test('weight EMA: the average after each step equals the host computation; training and frozen parameters are unchanged; resume is exact', async () => {
+  // Decay 0.25 with 2 warm-up steps: 0 for steps 1–3, 2/11 at step 4, then capped at 0.25.
+  const ema = { decay: 0.25, warmupSteps: 2 };
+  const hostDecay = (t: number) => (t - 3 <= 0 ? 0 : Math.min(0.25, (1 + (t - 3)) / (10 + (t - 3))));
+  const options: TrainingStepOptions = { ...regressionOptions({ kind: 'adamw' }, { kind: 'constant', learningRate: 0.05 }), trainable: ['w'] };
+  const plain = await TrainingStep.create(options);
+  const averaged = await TrainingStep.create({ ...options, ema });
+  const average = initialW.slice();
+  let snapshot = await averaged.state();
+  for (let t = 1; t <= 7; t++) {
+    const [plainResult, averagedResult] = [await plain.run(regressionBatch), await averaged.run(regressionBatch)];
+    assert.deepEqual(averagedResult, plainResult, `step ${t} trains as without EMA`);
+    const w = (await plain.state()).parameters['w']!.data as Float64Array;
+    const decay = hostDecay(t);
+    for (let i = 0; i < average.length; i++) average[i] = decay * average[i]! + (1 - decay) * w[i]!;
+    const state = await averaged.state();
+    assertClose(state.optimizer['ema.w']!.data as Float64Array, average, 1e-12, `ema.w at step ${t}`);
+    if (t === 4) snapshot = state;
+  }
+  const final = await averaged.state();
+  assert.deepEqual(final.parameters, (await plain.state()).parameters);
+  assert.deepEqual(Object.keys(final.optimizer).sort(), ['ema.w', 'exp_avg.w', 'exp_avg_sq.w']);
+  assert.deepEqual(averagedParameters(final), { w: final.optimizer['ema.w'], b: final.parameters['b'] }, 'frozen b keeps its live value');
+  const plainState = await plain.state();
+  assert.deepEqual(averagedParameters(plainState), plainState.parameters, 'without EMA the live parameters');
+
+  const resumed = await TrainingStep.create({ ...options, ema });
+  resumed.loadState(snapshot);
+  for (let t = 5; t <= 7; t++) await resumed.run(regressionBatch);
+  assert.deepEqual(await resumed.state(), final);
+  await Promise.all([plain.release(), averaged.release(), resumed.release()]);
 });
 
 test('a batch of the wrong shape or type is rejected before running', async () => {
