@@ -6,3 +6,4 @@ export { encodePng, imageGrid, gridLayout } from './pipeline/image_output.js';
 export { SCHEDULER_CHOICES, type SchedulerChoice, type GeneratedImage, type StepInfo, type SamplingOptions } from './pipeline/diffusion.js';
 export { describePipeline, type PipelineInfo } from './pipeline/info.js';
 export { createRandomPipeline, RANDOM_CONFIGS } from './pipeline/random_pipeline.js';
+export { convertKosmosG, type ConvertOptions, type ConversionReport } from './convert/kosmos_g.js';

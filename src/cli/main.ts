@@ -9,6 +9,7 @@
 // steps. Marked concurrently, that collection runs on helper threads that take cores from ONNX
 // Runtime's intra-op threads; marked on the main thread, it runs while ORT is idle.
 import { Command } from 'commander';
+import { registerConvertCommand } from './convert.js';
 import { registerDataCommands } from './data.js';
 import { registerParityCommand } from './parity.js';
 import { registerDoctorCommand } from './doctor.js';
@@ -30,6 +31,7 @@ registerParityCommand(program);
 registerGenerateCommand(program);
 registerInfoCommand(program);
 registerInitRandomCommand(program);
+registerConvertCommand(program);
 registerTrainTokenizerCommand(program);
 registerTrainCommand(program);
 registerEvalCommand(program);

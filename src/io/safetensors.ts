@@ -3,8 +3,9 @@
 // Typed arrays are filled and read in host byte order; that is little-endian, as the format is, on
 // every platform onnxruntime-node ships for.
 
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { replaceFileAtomically } from './atomic-file.js';
+import { type ByteSource, bufferSource, openFileSource } from './byte-source.js';
 import {
   elementCount,
   float16BitsToFloat32,
@@ -57,45 +58,6 @@ export interface SafetensorsReader {
   read(name: string, options?: ReadOptions): Promise<HostTensor>;
   readAll(options?: ReadOptions): Promise<Map<string, HostTensor>>;
   close(): Promise<void>;
-}
-
-interface ByteSource {
-  size: number;
-  /** Returns a fresh, exclusively owned array starting at offset 0 of its own ArrayBuffer. */
-  read(position: number, length: number): Promise<Uint8Array>;
-  close(): Promise<void>;
-}
-
-function bufferSource(buffer: Uint8Array): ByteSource {
-  return {
-    size: buffer.byteLength,
-    // A copy rather than Buffer#slice, which would share (and misalign) the caller's memory.
-    async read(position, length) {
-      const bytes = new Uint8Array(length);
-      bytes.set(buffer.subarray(position, position + length));
-      return bytes;
-    },
-    close: async () => {},
-  };
-}
-
-function fileSource(handle: FileHandle, size: number, path: string): ByteSource {
-  return {
-    size,
-    async read(position, length) {
-      const bytes = new Uint8Array(length);
-      let filled = 0;
-      while (filled < length) {
-        const { bytesRead } = await handle.read(bytes, filled, length - filled, position + filled);
-        if (bytesRead === 0) {
-          throw new Error(`${path}: file ended at byte ${position + filled} while reading bytes ${position}..${position + length} (was it truncated after opening?)`);
-        }
-        filled += bytesRead;
-      }
-      return bytes;
-    },
-    close: () => handle.close(),
-  };
 }
 
 interface ParsedHeader {
@@ -183,7 +145,8 @@ export function describeAvailable(wanted: string, available: string[]): string {
   return `available: ${closest.map((n) => `"${n}"`).join(', ')}${more}`;
 }
 
-function decodeTensor(dtype: SafetensorsDType, shape: number[], bytes: Uint8Array, options: ReadOptions): HostTensor {
+/** Little-endian tensor bytes (a fresh array at offset 0 of its own buffer) as a host tensor; also used by the torch checkpoint reader. */
+export function decodeTensor(dtype: SafetensorsDType, shape: number[], bytes: Uint8Array, options: ReadOptions): HostTensor {
   const buffer = bytes.buffer as ArrayBuffer;
   const count = elementCount(shape);
   switch (dtype) {
@@ -232,19 +195,11 @@ export class SafetensorsFile implements SafetensorsReader {
   ) {}
 
   static async open(path: string): Promise<SafetensorsFile> {
-    const handle = await open(path, 'r');
-    try {
-      const { size } = await handle.stat();
-      const source = fileSource(handle, size, path);
-      return await SafetensorsFile.fromSource(path, source);
-    } catch (error) {
-      await handle.close();
-      throw error;
-    }
+    return openFileSource(path, (source) => SafetensorsFile.fromSource(path, source));
   }
 
   static fromBuffer(buffer: Uint8Array, label = 'in-memory safetensors'): SafetensorsFile {
-    const source = bufferSource(buffer);
+    const source = bufferSource(buffer, label);
     const headerLength = checkHeaderLength(label, buffer.subarray(0, 8), buffer.byteLength);
     const header = parseHeader(label, buffer.subarray(8, 8 + headerLength), buffer.byteLength - 8 - headerLength);
     return new SafetensorsFile(label, header.metadata, header, 8 + headerLength, source);
@@ -349,45 +304,43 @@ const arrayTypeOf: { [K in DType]: new (length: number) => TypedArrayOf[K] } = {
   bool: Uint8Array,
 };
 
-interface PlannedTensor {
-  name: string;
-  tensor: HostTensor;
-  dtype: SafetensorsDType;
+/** What the header needs of a tensor: its element type and shape. */
+interface TensorLayout {
+  dtype: DType;
+  shape: number[];
+}
+
+/** A tensor written by `writeSafetensorsDeferred`: declared up front, its data produced only when its turn comes. */
+export interface DeferredTensor extends TensorLayout {
+  read(): Promise<HostTensor>;
 }
 
 interface Layout {
   header: Uint8Array;
-  tensors: PlannedTensor[];
+  /** Names in file order with their stored element types. */
+  order: { name: string; dtype: SafetensorsDType }[];
 }
 
-/** Validates every tensor before anything is written, so a bad tensor never leaves a partial file. */
-function planLayout(tensors: Record<string, HostTensor> | Map<string, HostTensor>, options: WriteOptions): Layout {
-  const entries = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
-  entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+/** Checks the header fields of every tensor and lays them out, so a bad tensor never leaves a partial file. */
+function planLayout(tensors: Iterable<[string, TensorLayout]>, options: WriteOptions): Layout {
+  const entries = [...tensors].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const metadata = { format: 'pt', ...options.metadata };
   for (const [key, value] of Object.entries(metadata)) {
     if (typeof value !== 'string') throw new Error(`safetensors metadata "${key}" must be a string, got ${typeof value}`);
   }
   const header: Record<string, unknown> = { __metadata__: metadata };
-  const planned: PlannedTensor[] = [];
+  const order: Layout['order'] = [];
   let offset = 0;
-  for (const [name, tensor] of entries) {
+  for (const [name, { dtype: elementType, shape }] of entries) {
     if (name === '__metadata__') throw new Error('"__metadata__" is reserved and cannot name a tensor');
-    const { shape, data } = tensor;
-    if (!Object.hasOwn(storedDtype, tensor.dtype)) throw new Error(`tensor "${name}" has unsupported dtype ${JSON.stringify(tensor.dtype)}`);
-    if (!(data instanceof arrayTypeOf[tensor.dtype])) {
-      throw new Error(`tensor "${name}" is ${tensor.dtype} but its data is a ${data?.constructor?.name ?? typeof data}`);
-    }
+    if (!Object.hasOwn(storedDtype, elementType)) throw new Error(`tensor "${name}" has unsupported dtype ${JSON.stringify(elementType)}`);
     if (!Array.isArray(shape) || !shape.every(isSafeNonNegativeInteger)) {
       throw new Error(`tensor "${name}" has shape ${JSON.stringify(shape)}, expected non-negative integers`);
     }
-    if (data.length !== elementCount(shape)) {
-      throw new Error(`tensor "${name}" has ${data.length} elements but shape [${shape.join(', ')}] needs ${elementCount(shape)}`);
-    }
-    const dtype = tensor.dtype === 'float32' && options.dtype === 'F16' ? 'F16' : storedDtype[tensor.dtype];
-    const byteLength = data.length * dtypeSize[dtype];
+    const dtype = elementType === 'float32' && options.dtype === 'F16' ? 'F16' : storedDtype[elementType];
+    const byteLength = elementCount(shape) * dtypeSize[dtype];
     header[name] = { dtype, shape, data_offsets: [offset, offset + byteLength] };
-    planned.push({ name, tensor, dtype });
+    order.push({ name, dtype });
     offset += byteLength;
   }
   // Padding to a multiple of 8 keeps the data buffer 8-byte aligned, as the Rust writer does.
@@ -397,10 +350,29 @@ function planLayout(tensors: Record<string, HostTensor> | Map<string, HostTensor
   const prefixed = Buffer.alloc(8 + padded.length);
   prefixed.writeBigUInt64LE(BigInt(padded.length), 0);
   padded.copy(prefixed, 8);
-  return { header: prefixed, tensors: planned };
+  return { header: prefixed, order };
 }
 
-function storedBytes({ tensor, dtype }: PlannedTensor): Uint8Array {
+/** The data must be the typed array of its dtype with as many elements as the shape needs. */
+function checkData(name: string, tensor: HostTensor): void {
+  const { data, shape } = tensor;
+  if (!(data instanceof arrayTypeOf[tensor.dtype])) {
+    throw new Error(`tensor "${name}" is ${tensor.dtype} but its data is a ${data?.constructor?.name ?? typeof data}`);
+  }
+  if (data.length !== elementCount(shape)) {
+    throw new Error(`tensor "${name}" has ${data.length} elements but shape [${shape.join(', ')}] needs ${elementCount(shape)}`);
+  }
+}
+
+function entriesOf(tensors: Record<string, HostTensor> | Map<string, HostTensor>): Map<string, HostTensor> {
+  const entries = tensors instanceof Map ? tensors : new Map(Object.entries(tensors));
+  for (const [name, tensor] of entries) {
+    if (Object.hasOwn(storedDtype, tensor.dtype)) checkData(name, tensor);
+  }
+  return entries;
+}
+
+function storedBytes(tensor: HostTensor, dtype: SafetensorsDType): Uint8Array {
   if (tensor.dtype === 'float32' && dtype === 'F16') {
     const values = tensor.data as Float32Array;
     const bits = new Uint16Array(values.length);
@@ -413,8 +385,9 @@ function storedBytes({ tensor, dtype }: PlannedTensor): Uint8Array {
 
 /** The whole file in memory. */
 export function encodeSafetensors(tensors: Record<string, HostTensor> | Map<string, HostTensor>, options: WriteOptions = {}): Buffer {
-  const layout = planLayout(tensors, options);
-  return Buffer.concat([layout.header, ...layout.tensors.map(storedBytes)]);
+  const entries = entriesOf(tensors);
+  const layout = planLayout(entries, options);
+  return Buffer.concat([layout.header, ...layout.order.map(({ name, dtype }) => storedBytes(entries.get(name)!, dtype))]);
 }
 
 /**
@@ -426,10 +399,31 @@ export async function writeSafetensors(
   tensors: Record<string, HostTensor> | Map<string, HostTensor>,
   options: WriteOptions = {},
 ): Promise<void> {
-  const layout = planLayout(tensors, options);
+  const entries = entriesOf(tensors);
+  await writeLayout(path, planLayout(entries, options), async (name) => entries.get(name)!);
+}
+
+/**
+ * Like `writeSafetensors`, but each tensor's data is produced by its `read()` only when it is
+ * written and dropped right after, so the peak memory is one tensor, not the whole file. A tensor
+ * whose data does not match its declared dtype and shape fails the write (and leaves no file).
+ */
+export async function writeSafetensorsDeferred(path: string, tensors: Map<string, DeferredTensor>, options: WriteOptions = {}): Promise<void> {
+  await writeLayout(path, planLayout(tensors, options), async (name) => {
+    const declared = tensors.get(name)!;
+    const tensor = await declared.read();
+    if (tensor.dtype !== declared.dtype || tensor.shape.join() !== declared.shape.join()) {
+      throw new Error(`tensor "${name}" was declared ${declared.dtype} [${declared.shape.join(', ')}] but read as ${tensor.dtype} [${tensor.shape.join(', ')}]`);
+    }
+    checkData(name, tensor);
+    return tensor;
+  });
+}
+
+async function writeLayout(path: string, layout: Layout, tensor: (name: string) => Promise<HostTensor>): Promise<void> {
   await replaceFileAtomically(path, async (handle) => {
     let position = await writeFully(handle, layout.header, 0);
-    for (const tensor of layout.tensors) position = await writeFully(handle, storedBytes(tensor), position);
+    for (const { name, dtype } of layout.order) position = await writeFully(handle, storedBytes(await tensor(name), dtype), position);
   });
 }
 

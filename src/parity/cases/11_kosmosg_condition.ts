@@ -47,7 +47,6 @@ export async function runCase(fixture: FixtureCase): Promise<ParityRow[]> {
   const weights = join(fixture.directory, 'model.safetensors');
   // Every parameter is bound to checkpoint bytes; this draw only gives the modules their shapes.
   const unused = checkpointInitialized;
-  const tokens = fixtureInput(fixture, 'src_tokens');
   // The fixture's config leaves the vocabulary to the dictionary, as torchscale does: the embedding decides.
   const reader = await openSafetensors(weights);
   let vocab: number;
@@ -75,18 +74,24 @@ export async function runCase(fixture: FixtureCase): Promise<ParityRow[]> {
       },
       runtime,
     );
-    const latents = await model.imageLatents(fixtureInput(fixture, 'pixel_values'));
-    const maskBytes = fixtureInput(fixture, 'img_gpt_input_mask');
-    const { hidden, condition } = await model.encodeTokens(tokens, { mask: { dtype: 'bool', shape: maskBytes.shape, data: maskBytes.data as Uint8Array }, latents });
-    const nullCondition = (await model.encodeTokens({ dtype: 'int64', shape: [1, 1], data: BigInt64Array.of(0n) })).condition;
-    return compareOutputs(fixture, {
-      image_latents: latents,
-      mllm_hidden: hidden,
-      condition,
-      null_condition: nullCondition,
-      cfg_condition_batch: guidanceConditionBatch(nullCondition, condition),
-    });
+    return compareOutputs(fixture, await conditionOutputs(model, fixture));
   } finally {
     await runtime.dispose();
   }
+}
+
+/** The case's outputs computed by `model` from its inputs (case 12 runs the same on converted checkpoints). */
+export async function conditionOutputs(model: KosmosGConditionModel, fixture: FixtureCase): Promise<Record<string, HostTensor>> {
+  const latents = await model.imageLatents(fixtureInput(fixture, 'pixel_values'));
+  const maskBytes = fixtureInput(fixture, 'img_gpt_input_mask');
+  const mask: HostTensor = { dtype: 'bool', shape: maskBytes.shape, data: maskBytes.data as Uint8Array };
+  const { hidden, condition } = await model.encodeTokens(fixtureInput(fixture, 'src_tokens'), { mask, latents });
+  const nullCondition = (await model.encodeTokens({ dtype: 'int64', shape: [1, 1], data: BigInt64Array.of(0n) })).condition;
+  return {
+    image_latents: latents,
+    mllm_hidden: hidden,
+    condition,
+    null_condition: nullCondition,
+    cfg_condition_batch: guidanceConditionBatch(nullCondition, condition),
+  };
 }
