@@ -6,14 +6,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { Device } from '../graph/devices.js';
 import { evaluateKosmosLm } from '../eval/kosmos-lm.js';
-
-function positive(what: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new Error(`${what} must be a positive integer, got '${value}'`);
-    return n;
-  };
-}
+import { positiveInteger } from './arguments.js';
 
 export function registerEvalKosmosLmCommand(evaluate: Command): void {
   evaluate
@@ -21,10 +14,10 @@ export function registerEvalKosmosLmCommand(evaluate: Command): void {
     .description("Kosmos-G's MLLM on held-out data: concept naming of held-out-style subjects by caption likelihood, perplexity")
     .requiredOption('--model <dir>', 'Kosmos-G folder (tokenizer, vision, connector, mllm, world.json)')
     .option('--out <dir>', 'folder for metrics.json', 'eval/kosmos-lm')
-    .option('--images <n>', 'held-out-style subjects to name', positive('--images'), 200)
-    .option('--batches <n>', 'batches of 16 held-out sequences for the perplexity', positive('--batches'), 16)
+    .option('--images <n>', 'held-out-style subjects to name', positiveInteger('--images'), 200)
+    .option('--batches <n>', 'batches of 16 held-out sequences for the perplexity', positiveInteger('--batches'), 16)
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
-    .option('--threads <n>', 'intra-op CPU threads', positive('--threads'))
+    .option('--threads <n>', 'intra-op CPU threads', positiveInteger('--threads'))
     .action(async (flags: { model: string; out: string; images: number; batches: number; device: string; threads?: number }) => {
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device ${flags.device} (cpu, webgpu or auto)`);
       const metrics = await evaluateKosmosLm(flags.model, {

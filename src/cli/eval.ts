@@ -4,16 +4,10 @@ import type { Command } from 'commander';
 import type { Device } from '../graph/devices.js';
 import { evaluateWorldSd } from '../eval/world-sd.js';
 import { writeWorldSdReport } from '../eval/world-sd-report.js';
+import { positiveInteger } from './arguments.js';
 import { registerEvalKosmosLmCommand } from './eval-kosmos-lm.js';
 import { registerEvalDreamBenchCommand } from './eval-dreambench.js';
 
-function count(what: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new Error(`${what} must be a positive integer, got '${value}'`);
-    return n;
-  };
-}
 
 function guidanceList(value: string): number[] {
   const scales = value.split(',').map(Number);
@@ -47,18 +41,18 @@ export function registerEvalCommand(program: Command): void {
     .description("the world's Stable Diffusion (VAE PSNR, CLIP-mini retrieval and zero-shot, U-Net-mini generations) on scenes never trained on")
     .requiredOption('--model <dir>', 'pipeline folder (vae, text_encoder, vision, clip_tokenizer, unet, scheduler, world.json)')
     .option('--out <dir>', 'report folder', 'eval/world-sd')
-    .option('--steps <n>', 'DPM-Solver++ steps', count('--steps'), 25)
+    .option('--steps <n>', 'DPM-Solver++ steps', positiveInteger('--steps'), 25)
     .option('--guidance <list>', 'guidance scales to tune over (comma-separated)', guidanceList, [2, 3, 4, 5, 7])
-    .option('--retrieval-scenes <n>', 'scenes in the retrieval pool', count('--retrieval-scenes'), 100)
-    .option('--zero-shot-scenes <n>', 'single-subject scenes classified zero-shot', count('--zero-shot-scenes'), 200)
+    .option('--retrieval-scenes <n>', 'scenes in the retrieval pool', positiveInteger('--retrieval-scenes'), 100)
+    .option('--zero-shot-scenes <n>', 'single-subject scenes classified zero-shot', positiveInteger('--zero-shot-scenes'), 200)
     .option('--judge <dir>', "pipeline folder whose CLIP-mini scores the generations (default: the model's own)")
-    .option('--twin-pairs <n>', 'single-subject position-twin pairs CLIP-mini must tell apart', count('--twin-pairs'), 100)
-    .option('--single-prompts <n>', 'single-subject prompts generated', count('--single-prompts'), 100)
-    .option('--two-subject-prompts <n>', 'two-subject prompts generated', count('--two-subject-prompts'), 40)
-    .option('--tuning-prompts <n>', 'prompts per guidance scale when tuning', count('--tuning-prompts'), 24)
-    .option('--vae-scenes <n>', 'scenes per split for the VAE PSNR', count('--vae-scenes'), 64)
+    .option('--twin-pairs <n>', 'single-subject position-twin pairs CLIP-mini must tell apart', positiveInteger('--twin-pairs'), 100)
+    .option('--single-prompts <n>', 'single-subject prompts generated', positiveInteger('--single-prompts'), 100)
+    .option('--two-subject-prompts <n>', 'two-subject prompts generated', positiveInteger('--two-subject-prompts'), 40)
+    .option('--tuning-prompts <n>', 'prompts per guidance scale when tuning', positiveInteger('--tuning-prompts'), 24)
+    .option('--vae-scenes <n>', 'scenes per split for the VAE PSNR', positiveInteger('--vae-scenes'), 64)
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
-    .option('--threads <n>', 'intra-op CPU threads', count('--threads'))
+    .option('--threads <n>', 'intra-op CPU threads', positiveInteger('--threads'))
     .action(async (flags: EvalFlags) => {
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device ${flags.device} (cpu, webgpu or auto)`);
       const result = await evaluateWorldSd(flags.model, {

@@ -21,7 +21,7 @@ import { UNet2DConditionModel, parseUNetConfig, perBlockValues } from '../models
 import { XCONNECTOR_PREFIX, XConnector, parseXConnectorConfig } from '../models/xconnector.js';
 import type { Module } from '../nn/module.js';
 import { checkpointInitialized } from '../nn/layers.js';
-import { KOSMOS_G_COMPONENTS, SCHEDULER_CLASSES, readPipelineFolder, requireComponents } from '../pipeline/folder.js';
+import { KOSMOS_G_COMPONENTS, KOSMOS_G_NETWORK_ENTRIES, SCHEDULER_CLASSES, readPipelineFolder, requireComponents } from '../pipeline/folder.js';
 import { SD15_SCHEDULER_CONFIG } from '../pipeline/random_pipeline.js';
 import { DICTIONARY_FILE, SENTENCEPIECE_MODEL_FILE, SentencePieceKosmosTokenizer } from '../tokenizers/kosmos_tokenizer.js';
 import { type ArchitectureOverrides, alignerConfig, connectorConfig, diffusionConfigs, mllmConfig, visionConfig } from './architecture.js';
@@ -178,15 +178,7 @@ async function checkOutput(options: ConvertOptions): Promise<string> {
   return out;
 }
 
-const MODEL_INDEX_ENTRIES: Record<string, [string, string]> = {
-  tokenizer: ['kosmos_g', 'SentencePieceKosmosTokenizer'],
-  vision: ['kosmos_g', 'OpenClipVisionModel'],
-  connector: ['kosmos_g', 'XConnector'],
-  mllm: ['kosmos_g', 'KosmosGMllm'],
-  aligner: ['kosmos_g', 'AlignerNet'],
-  unet: ['diffusers', 'UNet2DConditionModel'],
-  vae: ['diffusers', 'AutoencoderKL'],
-};
+const MODEL_INDEX_ENTRIES = { tokenizer: ['kosmos_g', 'SentencePieceKosmosTokenizer'], ...KOSMOS_G_NETWORK_ENTRIES };
 
 export async function convertKosmosG(options: ConvertOptions): Promise<ConversionReport> {
   const out = await checkOutput(options);

@@ -32,6 +32,16 @@ const componentRules: Record<string, ComponentRule> = {
   tokenizer: { kind: 'tokenizer', classes: [] },
 };
 
+/** model_index.json entries of a Kosmos-G folder's networks; the tokenizer's and scheduler's depend on the folder. */
+export const KOSMOS_G_NETWORK_ENTRIES: Readonly<Record<string, readonly [string, string]>> = {
+  vision: ['kosmos_g', 'OpenClipVisionModel'],
+  connector: ['kosmos_g', 'XConnector'],
+  mllm: ['kosmos_g', 'KosmosGMllm'],
+  aligner: ['kosmos_g', 'AlignerNet'],
+  unet: ['diffusers', 'UNet2DConditionModel'],
+  vae: ['diffusers', 'AutoencoderKL'],
+};
+
 /** The components each pipeline reads. */
 export const KOSMOS_G_COMPONENTS = ['tokenizer', 'vision', 'connector', 'mllm', 'aligner', 'unet', 'vae', 'scheduler'] as const;
 export const DIFFUSION_COMPONENTS = ['unet', 'vae', 'scheduler'] as const;

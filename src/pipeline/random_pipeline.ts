@@ -21,6 +21,7 @@ import { loadKosmosTokenizer } from '../tokenizers/kosmos_tokenizer.js';
 import { Random, deriveSeed } from '../util/random.js';
 import { readConfigJson } from '../io/config-json.js';
 import { DEFAULT_MODEL } from './default_model.js';
+import { KOSMOS_G_NETWORK_ENTRIES } from './folder.js';
 
 export const RANDOM_CONFIGS = ['tiny', 'mini'] as const;
 export type RandomConfigName = (typeof RANDOM_CONFIGS)[number];
@@ -81,12 +82,7 @@ export const TINY_CONFIGS = {
 const MODEL_INDEX = {
   _class_name: 'KosmosGPipeline',
   tokenizer: ['kosmos_g', 'MiniKosmosTokenizer'],
-  vision: ['kosmos_g', 'OpenClipVisionModel'],
-  connector: ['kosmos_g', 'XConnector'],
-  mllm: ['kosmos_g', 'KosmosGMllm'],
-  aligner: ['kosmos_g', 'AlignerNet'],
-  unet: ['diffusers', 'UNet2DConditionModel'],
-  vae: ['diffusers', 'AutoencoderKL'],
+  ...KOSMOS_G_NETWORK_ENTRIES,
   scheduler: ['diffusers', 'PNDMScheduler'],
   text_encoder: ['transformers', 'CLIPTextModel'],
   clip_tokenizer: ['transformers', 'CLIPTokenizer'],

@@ -4,17 +4,13 @@
 // loads like any other pipeline folder.
 import { access, cp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { KOSMOS_G_NETWORK_ENTRIES } from '../pipeline/folder.js';
 
 /** The components of a Kosmos-G folder, as `model_index.json` names them. */
 export const KOSMOS_G_MODEL_INDEX = {
   _class_name: 'KosmosGPipeline',
   tokenizer: ['kosmos_g', 'MiniKosmosTokenizer'],
-  vision: ['kosmos_g', 'OpenClipVisionModel'],
-  connector: ['kosmos_g', 'XConnector'],
-  mllm: ['kosmos_g', 'KosmosGMllm'],
-  aligner: ['kosmos_g', 'AlignerNet'],
-  unet: ['diffusers', 'UNet2DConditionModel'],
-  vae: ['diffusers', 'AutoencoderKL'],
+  ...KOSMOS_G_NETWORK_ENTRIES,
   scheduler: ['diffusers', 'PNDMScheduler'],
 };
 
