@@ -11,6 +11,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { DEFAULT_MODEL } from '../../src/pipeline/default_model.js';
+import { describePipeline } from '../../src/pipeline/info.js';
+import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 let scratch = '';
@@ -30,6 +32,13 @@ test('the default model is the embedded kosmos-g-mini, a Kosmos-G pipeline folde
   assert.equal(DEFAULT_MODEL, join(root, 'models', 'kosmos-g-mini'));
   const index = JSON.parse(await readFile(join(DEFAULT_MODEL, 'model_index.json'), 'utf8')) as { _class_name: string };
   assert.equal(index._class_name, 'KosmosGPipeline');
+});
+
+test('init-random --config mini writes every component in exactly the default model\'s shapes', { timeout: 120000 }, async () => {
+  const random = join(scratch, 'mini-random');
+  await createRandomPipeline(random, { config: 'mini', seed: 1 });
+  const counts = async (directory: string) => (await describePipeline(directory)).components.map(({ name, className, parameters }) => ({ name, className, parameters }));
+  assert.deepEqual(await counts(random), await counts(DEFAULT_MODEL));
 });
 
 test('generate without --model uses kosmos-g-mini from another working directory', { timeout: 120000 }, async () => {
