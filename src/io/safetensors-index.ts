@@ -2,9 +2,10 @@
 // and the one entry point that opens whatever a model folder holds.
 
 import { readdir, readFile, stat } from 'node:fs/promises';
+import { writeFileAtomic } from './atomic-file.js';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import type { HostTensor } from '../onnx/dtype.js';
-import { describeAvailable, isPlainObject, SafetensorsFile, type ReadOptions, type SafetensorsReader, type TensorInfo } from './safetensors.js';
+import { elementCount, type HostTensor } from '../onnx/dtype.js';
+import { describeAvailable, isPlainObject, SafetensorsFile, writeSafetensors, type ReadOptions, type SafetensorsReader, type TensorInfo, type WriteOptions } from './safetensors.js';
 
 /** Single-file names that diffusers and transformers save, in the order they are looked for. */
 const SINGLE_FILE_NAMES = ['model.safetensors', 'diffusion_pytorch_model.safetensors'];
@@ -125,4 +126,40 @@ export async function openSafetensors(pathOrDirectory: string): Promise<Safetens
     throw new Error(`${pathOrDirectory}: several safetensors indexes (${indexes.join(', ')}); open the one you mean directly`);
   }
   throw new Error(`${pathOrDirectory}: no ${SINGLE_FILE_NAMES.join(' or ')} and no *${INDEX_SUFFIX} in this folder`);
+}
+
+/** Stored bytes of a tensor under `options.dtype` (float32 as F16 halves; other types keep theirs). */
+function storedBytes(tensor: HostTensor, options: WriteOptions): number {
+  const elementBytes = tensor.dtype === 'float32' && options.dtype === 'F16' ? 2 : tensor.data.BYTES_PER_ELEMENT;
+  return elementCount(tensor.shape) * elementBytes;
+}
+
+/**
+ * Writes `tensors` into `directory` as transformers does: one `model.safetensors` when they fit
+ * `maxShardBytes`, else `model-0000k-of-0000n.safetensors` shards (tensors in key order, a new
+ * shard when the next would pass the limit) and `model.safetensors.index.json`.
+ */
+export async function writeSafetensorsShards(directory: string, tensors: Record<string, HostTensor>, options: WriteOptions & { maxShardBytes: number }): Promise<void> {
+  const names = Object.keys(tensors).sort();
+  const total = names.reduce((bytes, name) => bytes + storedBytes(tensors[name]!, options), 0);
+  if (total <= options.maxShardBytes) return writeSafetensors(join(directory, SINGLE_FILE_NAMES[0]!), tensors, options);
+  const shards: string[][] = [[]];
+  let used = 0;
+  for (const name of names) {
+    const bytes = storedBytes(tensors[name]!, options);
+    if (used > 0 && used + bytes > options.maxShardBytes) {
+      shards.push([]);
+      used = 0;
+    }
+    shards.at(-1)!.push(name);
+    used += bytes;
+  }
+  const pad = (n: number) => String(n).padStart(5, '0');
+  const weightMap: Record<string, string> = {};
+  for (const [index, shard] of shards.entries()) {
+    const file = `model-${pad(index + 1)}-of-${pad(shards.length)}.safetensors`;
+    await writeSafetensors(join(directory, file), Object.fromEntries(shard.map((name) => [name, tensors[name]!])), options);
+    for (const name of shard) weightMap[name] = file;
+  }
+  await writeFileAtomic(join(directory, `${SINGLE_FILE_NAMES[0]}.index.json`), `${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`);
 }

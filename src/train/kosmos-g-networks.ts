@@ -8,7 +8,7 @@ import { cp, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Value } from '../graph/graph.js';
 import { reshape } from '../graph/ops/shape.js';
-import { writeSafetensors } from '../io/safetensors.js';
+import { writeSafetensorsShards } from '../io/safetensors-index.js';
 import { ALIGNER_PREFIX, AlignerNet, type AlignerConfig } from '../models/aligner.js';
 import { KOSMOS_MLLM_PREFIX, KosmosGMllm, PAD_INDEX, type KosmosMllmConfig } from '../models/kosmos_mllm.js';
 import { KOSMOS_G_PREFIX, OpenClipVisionModel, type OpenClipVisionConfig } from '../models/openclip_vision.js';
@@ -151,11 +151,14 @@ export function clipPixels(images: readonly RgbaImage[], slots: number, size: nu
   return { dtype: 'float32', shape: [slots, 3, size, size], data };
 }
 
-/** A component folder: config.json and model.safetensors (fp16) with the tensors' keys as given. */
+/** Largest weight file a component is written as; bigger ones are split (as transformers shards). */
+const MAX_SHARD_BYTES = 16 * 1024 * 1024;
+
+/** A component folder: config.json and fp16 safetensors with the tensors' keys as given, sharded above 16 MiB. */
 export async function writeComponent(directory: string, config: unknown, tensors: Readonly<Record<string, HostTensor>>): Promise<void> {
   await mkdir(directory, { recursive: true });
   await writeFile(join(directory, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
-  await writeSafetensors(join(directory, 'model.safetensors'), tensors, { dtype: 'F16' });
+  await writeSafetensorsShards(directory, { ...tensors }, { dtype: 'F16', maxShardBytes: MAX_SHARD_BYTES });
 }
 
 /**

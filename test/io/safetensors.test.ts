@@ -14,7 +14,7 @@ import {
   writeSafetensors,
   type SafetensorsDType,
 } from '../../src/io/safetensors.js';
-import { openSafetensors, ShardedSafetensors } from '../../src/io/safetensors-index.js';
+import { openSafetensors, ShardedSafetensors, writeSafetensorsShards } from '../../src/io/safetensors-index.js';
 
 // The compiled test lives in dist/test/io/, three levels below the repository root.
 const fixtures = fileURLToPath(new URL('../../../../shared/fixtures/', import.meta.url));
@@ -375,4 +375,20 @@ describe('reference fixtures written by PyTorch safetensors', { skip: noFixtures
     assert.ok((timesteps.data as BigInt64Array).every((t) => t >= 0n && t < 1000n));
     assert.equal(outputs.get('ddim.n10.init_noise_sigma')!.dtype, 'float64');
   });
+});
+
+test('writeSafetensorsShards splits above the shard limit and reads back through the index', async () => {
+  const tensors = Object.fromEntries(['a', 'b', 'c'].map((name, i) => [name, hostTensor('float32', [4, 8], Float32Array.from({ length: 32 }, (_, k) => i * 32 + k))]));
+  const sharded = await scratchDir();
+  // Each tensor is 64 bytes in F16: a 100-byte limit puts one per shard.
+  await writeSafetensorsShards(sharded, tensors, { dtype: 'F16', maxShardBytes: 100 });
+  assert.deepEqual((await readdir(sharded)).sort(), ['model-00001-of-00003.safetensors', 'model-00002-of-00003.safetensors', 'model-00003-of-00003.safetensors', 'model.safetensors.index.json']);
+  const single = await scratchDir();
+  await writeSafetensorsShards(single, tensors, { dtype: 'F16', maxShardBytes: 1000 });
+  assert.deepEqual(await readdir(single), ['model.safetensors']);
+  for (const directory of [sharded, single]) {
+    const reader = await openSafetensors(directory);
+    for (const [name, tensor] of Object.entries(tensors)) assert.deepEqual((await reader.read(name, { asFloat32: true })).data, tensor.data);
+    await reader.close();
+  }
 });
