@@ -24,6 +24,7 @@ import { deriveSeed, Random } from '../util/random.js';
 import { SAMPLE_KINDS, STAGE3_MIXTURE } from '../world/generate.js';
 import { createImage, type RgbaImage } from '../world/image.js';
 import type { InterleavedSample, SampleKind } from '../world/instruct.js';
+import type { World } from '../world/world.js';
 import { baseConfigSchema } from './config.js';
 import { ForwardSession } from './forward.js';
 import { imageGridPng } from './images.js';
@@ -101,7 +102,7 @@ export class InstructSampleSource {
   private readonly streams: Record<SampleKind, WorldStream>;
 
   constructor(
-    world: ConstructorParameters<typeof WorldStream>[0],
+    world: World,
     private readonly config: KosmosInstructConfig,
     private readonly tokenizer: KosmosTokenizer,
     private readonly queries: number,
@@ -275,7 +276,7 @@ class InstructPreview {
 
   static async create(
     root: InstructRoot,
-    world: ConstructorParameters<typeof WorldStream>[0],
+    world: World,
     config: KosmosInstructConfig,
     tokenizer: KosmosTokenizer,
     decoder: Pick<Awaited<ReturnType<typeof openDecoder>>, 'encoders' | 'scheduler'> & { session: SessionOptions },
