@@ -4,6 +4,7 @@
 // checked by the evaluation before anything is generated.
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { DEFAULT_JUDGES } from '../eval/clip-judge-probe.js';
 import type { Device } from '../graph/devices.js';
 import { SCHEDULER_CHOICES, type SchedulerChoice } from '../pipeline/diffusion.js';
 import { BASELINES, evaluateDreamBench } from '../eval/dreambench.js';
@@ -55,10 +56,10 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
   evaluate
     .command('dreambench')
     .description("Kosmos-G's DreamBench protocol: DINO, CLIP-I and CLIP-T of generations from each subject's reference image, by independent judges")
-    .option('--model <dir>', 'pipeline folder: Kosmos-G, or text-to-image with --baseline text or text-style (not needed for --baseline oracle)')
+    .option('--model <dir>', 'pipeline folder: Kosmos-G, or text-to-image with --baseline text or text-style (not needed for --baseline oracle or random)')
     .requiredOption('--data <dir>', 'a folder in the DreamBench layout (subjects.json, prompts.json, kosmosg_eval.json, images/), e.g. ../shared/dreambench')
     .requiredOption('--out <dir>', 'evaluation folder: images/, eval.json, metrics.json, scores.csv, report.html')
-    .requiredOption('--judges <dir>', 'holds clip/ (a transformers CLIPModel folder) and dino/ (a transformers ViTModel folder)')
+    .option('--judges <dir>', 'holds clip/ (a transformers CLIPModel folder) and dino/ (a transformers ViTModel folder); default the embedded models/judges', DEFAULT_JUDGES)
     .option('--images-per-prompt <n>', "images per prompt (default kosmosg_eval.json's, 4)", integer('--images-per-prompt', 1))
     .option('--steps <n>', "denoising steps (default kosmosg_eval.json's, 100)", integer('--steps', 1))
     .option('--guidance <g>', "guidance scale (default kosmosg_eval.json's, 7.5)", decimal)
@@ -67,7 +68,7 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
     .option('--size <px>', "output side in pixels (default the model's)", integer('--size', 1))
     .option('--subjects <a,b>', 'only these subjects', subjectList)
     .option('--prompts <n>', 'only the first N prompts of each subject (world data: and of the two-subject prompts and edits)', integer('--prompts', 1))
-    .option('--baseline <row>', "text: the class word instead of the image, through a text-to-image folder; text-style (world data): the style and class words; oracle: the subject's other photos (world data: the true scene of each prompt)")
+    .option('--baseline <row>', "text: the class word instead of the image, through a text-to-image folder; text-style (world data): the style and class words; oracle: the subject's other photos (world data: the true scene of each prompt); random: as many images of other subjects (world data: their true scene of the prompt)")
     .option('--resume', 'continue the evaluation in --out: saved images are reused, scores recomputed')
     .option('--force', 'replace the evaluation in --out')
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
@@ -76,7 +77,7 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
       if (flags.baseline !== undefined && !(BASELINES as readonly string[]).includes(flags.baseline)) throw new Error(`unknown --baseline '${flags.baseline}' (${BASELINES.join(', ')})`);
       if (flags.scheduler !== undefined && !(SCHEDULER_CHOICES as string[]).includes(flags.scheduler)) throw new Error(`unknown scheduler '${flags.scheduler}' (choose ${SCHEDULER_CHOICES.join(', ')})`);
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device '${flags.device}' (cpu, webgpu or auto)`);
-      if (flags.baseline !== 'oracle' && !flags.model) throw new Error('--model is required (except for --baseline oracle)');
+      if (flags.baseline !== 'oracle' && flags.baseline !== 'random' && !flags.model) throw new Error('--model is required (except for --baseline oracle and random)');
       const { metrics } = await evaluateDreamBench({
         ...(flags.model !== undefined ? { model: flags.model } : {}),
         data: flags.data,

@@ -7,6 +7,7 @@ import { writeWorldSdReport } from '../eval/world-sd-report.js';
 import { positiveInteger } from './arguments.js';
 import { registerEvalKosmosLmCommand } from './eval-kosmos-lm.js';
 import { registerEvalDreamBenchCommand } from './eval-dreambench.js';
+import { registerEvalJudgesCommand } from './eval-judges.js';
 
 
 function guidanceList(value: string): number[] {
@@ -36,6 +37,7 @@ export function registerEvalCommand(program: Command): void {
   const evaluate = program.command('eval').description('evaluate trained models');
   registerEvalKosmosLmCommand(evaluate);
   registerEvalDreamBenchCommand(evaluate);
+  registerEvalJudgesCommand(evaluate);
   evaluate
     .command('world-sd')
     .description("the world's Stable Diffusion (VAE PSNR, CLIP-mini retrieval and zero-shot, U-Net-mini generations) on scenes never trained on")
@@ -45,7 +47,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--guidance <list>', 'guidance scales to tune over (comma-separated)', guidanceList, [2, 3, 4, 5, 7])
     .option('--retrieval-scenes <n>', 'scenes in the retrieval pool', positiveInteger('--retrieval-scenes'), 100)
     .option('--zero-shot-scenes <n>', 'single-subject scenes classified zero-shot', positiveInteger('--zero-shot-scenes'), 200)
-    .option('--judge <dir>', "pipeline folder whose CLIP-mini scores the generations (default: the model's own)")
+    .option('--judge <dir>', 'what scores the generations: a judges folder, a CLIPModel folder, or a pipeline folder with a CLIP-mini such as the model itself (default: the embedded models/judges)')
     .option('--twin-pairs <n>', 'single-subject position-twin pairs CLIP-mini must tell apart', positiveInteger('--twin-pairs'), 100)
     .option('--single-prompts <n>', 'single-subject prompts generated', positiveInteger('--single-prompts'), 100)
     .option('--two-subject-prompts <n>', 'two-subject prompts generated', positiveInteger('--two-subject-prompts'), 40)

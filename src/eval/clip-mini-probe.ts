@@ -19,6 +19,13 @@ export function dot(a: Float32Array, b: Float32Array): number {
   return total;
 }
 
+/** `names` ranked by the dot product of their embeddings with `embed`, best first. */
+export function rankByDot(embed: Float32Array, candidates: readonly Float32Array[], names: readonly string[]): string[] {
+  const scores = candidates.map((candidate, index) => [dot(embed, candidate), index] as const);
+  scores.sort((a, b) => b[0] - a[0]);
+  return scores.map(([, index]) => names[index]!);
+}
+
 export class ClipMiniProbe {
   private conceptEmbeds: Float32Array[] = [];
 
@@ -68,9 +75,7 @@ export class ClipMiniProbe {
 
   /** Concepts ranked by similarity to an image embedding, best first. */
   rankConcepts(imageEmbed: Float32Array): string[] {
-    const scores = this.conceptEmbeds.map((embed, index) => [dot(imageEmbed, embed), index] as const);
-    scores.sort((a, b) => b[0] - a[0]);
-    return scores.map(([, index]) => this.concepts[index]!);
+    return rankByDot(imageEmbed, this.conceptEmbeds, this.concepts);
   }
 
   async release(): Promise<void> {

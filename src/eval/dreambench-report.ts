@@ -153,9 +153,11 @@ export function link(from: string, path: string): string {
 
 const ROW_NAMES: Record<DreamBenchRow, string> = {
   'kosmos-g': 'Kosmos-G (this model)', text: 'text baseline (class word, no image)', 'text-style': 'text baseline (style and class words, no image)', oracle: 'real images (oracle)',
+  random: "random images (other subjects' photos)",
 };
 /** The row's name; the world oracle scores true scenes, not photos. */
-const rowName = (metrics: DreamBenchMetrics) => (metrics.row === 'oracle' && metrics.world ? 'true scenes (oracle)' : ROW_NAMES[metrics.row]);
+const rowName = (metrics: DreamBenchMetrics) =>
+  metrics.world && metrics.row === 'oracle' ? 'true scenes (oracle)' : metrics.world && metrics.row === 'random' ? "random images (other subjects' true scenes)" : ROW_NAMES[metrics.row];
 
 function comparisonTable(metrics: DreamBenchMetrics): string {
   const rows = [
@@ -219,6 +221,8 @@ export function reportHtml(out: string, metrics: DreamBenchMetrics, records: rea
   const sampling =
     settings.row === 'oracle'
       ? `No generation: ${metrics.world ? 'the true scene of each prompt, rendered by the world' : "each subject's photos other than its reference"}.`
+      : settings.row === 'random'
+        ? `No generation: in place of each ${metrics.world ? 'true scene, the true scene of the same prompt for another subject' : 'photo, a photo of another subject'}, drawn with seed ${settings.seed}.`
       : `${settings.imagesPerPrompt} images per prompt, ${settings.steps} ${settings.scheduler} steps, guidance ${settings.guidance}, seed ${settings.seed} (image k of prompt p from seed + 5·k + p mod 5, as the official batches of 5 prompts re-seed), ${settings.size === null ? "the model's default size" : `${settings.size} px`}.`;
   const speed = [
     run.generated ? `generated ${run.generated} images in ${run.generationSeconds.toFixed(1)} s (${run.generationImagesPerSecond!.toFixed(2)} images/s)` : '',

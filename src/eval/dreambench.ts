@@ -6,7 +6,10 @@
 // class word instead of the image), `text-style` (world data only: the style word and the class
 // word, "openmoji cat", all the world's words for what the reference shows), and `oracle` (no model:
 // the subject's other photos against its reference, the paper's "real images" row; on world data
-// the true scene of each prompt, world-dreambench.ts). On world data the rows also run the
+// the true scene of each prompt, world-dreambench.ts), and `random` (no model: the same number of
+// images taken at random from the *other* subjects — their photos, or on world data their true
+// scene of the same prompt — the floor a score must clear to say anything about the subject). On
+// world data the model rows also run the
 // two-subject prompts and edits and are scored with the world-exact measures (world-measures.ts).
 //
 // Generation and scoring are separate passes, and scoring reads the images back from disk, so the
@@ -32,12 +35,17 @@ import { type ImageScore, type DreamBenchMetrics, summarize, writeDreamBenchRepo
 import { checkJudgesFolder, cosine, loadJudges } from './judges.js';
 import { type WorldDreamBench, type WorldJob, buildWorldJobs, readWorldDreamBench, withStyleWords } from './world-dreambench.js';
 import { measureWorld } from './world-measures.js';
+import { deriveSeed, hashString, Random } from '../util/random.js';
 
-export type DreamBenchRow = 'kosmos-g' | 'text' | 'text-style' | 'oracle';
-export const BASELINES = ['text', 'text-style', 'oracle'] as const;
+export type DreamBenchRow = 'kosmos-g' | 'text' | 'text-style' | 'oracle' | 'random';
+export const BASELINES = ['text', 'text-style', 'oracle', 'random'] as const;
+type ModelRow = Exclude<DreamBenchRow, 'oracle' | 'random'>;
+
+/** Rows that score images of the data folder rather than generations. */
+export const usesModel = (row: DreamBenchRow): row is ModelRow => row !== 'oracle' && row !== 'random';
 
 export interface DreamBenchOptions {
-  /** Pipeline folder: Kosmos-G for the main row, text-to-image for the text baselines; unused by the oracle. */
+  /** Pipeline folder: Kosmos-G for the main row, text-to-image for the text baselines; unused by the oracle and random rows. */
   model?: string;
   data: string;
   out: string;
@@ -115,8 +123,9 @@ function resolveSettings(options: DreamBenchOptions, data: DreamBenchData, row: 
   if (options.guidance !== undefined && !Number.isFinite(options.guidance)) throw new Error(`guidance must be a finite number, got ${options.guidance}`);
   if (options.scheduler !== undefined && !SCHEDULER_CHOICES.includes(options.scheduler)) throw new Error(`unknown scheduler ${options.scheduler} (choose ${SCHEDULER_CHOICES.join(', ')})`);
   const subjects = selectSubjects(data, options.subjects).map((subject) => subject.subject);
-  if (row === 'oracle') {
-    return { row, model: null, data: resolve(data.directory), subjects, prompts: options.prompts ?? null, imagesPerPrompt: null, steps: null, guidance: null, scheduler: null, seed: null, size: null, negativePrompt: null, seedScheme: null };
+  if (!usesModel(row)) {
+    const seed = row === 'random' ? (options.seed ?? data.sampling.seed ?? 0) : null;
+    return { row, model: null, data: resolve(data.directory), subjects, prompts: options.prompts ?? null, imagesPerPrompt: null, steps: null, guidance: null, scheduler: null, seed, size: null, negativePrompt: null, seedScheme: null };
   }
   return {
     row,
@@ -136,7 +145,7 @@ function resolveSettings(options: DreamBenchOptions, data: DreamBenchData, row: 
 }
 
 /** A model folder of the wrong kind for the row fails here, before --out is touched. */
-async function checkModelKind(model: string, row: Exclude<DreamBenchRow, 'oracle'>): Promise<void> {
+async function checkModelKind(model: string, row: ModelRow): Promise<void> {
   const folder = await readPipelineFolder(model);
   if (row === 'kosmos-g') {
     const absent = KOSMOS_G_COMPONENTS.filter((name) => !folder.components.has(name));
@@ -284,19 +293,35 @@ async function generateMissing(jobs: readonly GenerationJob[], out: string, sett
   return { generated, reused, seconds: (performance.now() - start) / 1000 };
 }
 
-/** The images a row scores: the generations, or (oracle) the subject's photos other than its reference, or on world data the true scene of each prompt. */
-function scoredImages(row: DreamBenchRow, cases: readonly DreamBenchCase[], data: DreamBenchData, world: WorldDreamBench | null, subjects: readonly string[], out: string): (Omit<ImageScore, 'dino' | 'clipI' | 'clipT'> & { path: string })[] {
-  if (row === 'oracle' && world) {
+/** Another subject than `subject`, drawn from (seed, subject, index) alone. */
+function otherSubject(data: DreamBenchData, subject: string, seed: number, index: number): DreamBenchData['subjects'][number] {
+  const others = data.subjects.filter((candidate) => candidate.subject !== subject);
+  if (!others.length) throw new Error('the random row needs a data folder with at least two subjects');
+  return others[new Random(deriveSeed(deriveSeed(seed, hashString(subject)), index)).int(others.length)]!;
+}
+
+/**
+ * The images a row scores: the generations; (oracle) the subject's photos other than its
+ * reference, or on world data the true scene of each prompt; (random) as many images of other
+ * subjects, drawn with the seed: a photo, or on world data that subject's true scene of the prompt.
+ */
+function scoredImages(row: DreamBenchRow, cases: readonly DreamBenchCase[], data: DreamBenchData, world: WorldDreamBench | null, subjects: readonly string[], out: string, seed: number): (Omit<ImageScore, 'dino' | 'clipI' | 'clipT'> & { path: string })[] {
+  if (!usesModel(row) && world) {
     return cases.map((item) => {
-      const file = world.file.subjects[item.subject]!.scenes[item.promptIndex]!;
+      const shown = row === 'random' ? otherSubject(data, item.subject, seed, item.promptIndex).subject : item.subject;
+      const file = world.file.subjects[shown]!.scenes[item.promptIndex]!;
       return { subject: item.subject, class: item.class, promptIndex: item.promptIndex, prompt: item.clipTPrompt, clipTPrompt: item.clipTPrompt, image: 0, seed: null, file, source: 'data' as const, path: join(data.directory, file) };
     });
   }
-  if (row === 'oracle') {
+  if (!usesModel(row)) {
     return selectSubjects(data, subjects).flatMap((subject) =>
       subject.images
         .filter((image) => image !== subject.reference)
-        .map((image, index) => ({ subject: subject.subject, class: subject.class, promptIndex: null, prompt: null, clipTPrompt: null, image: index, seed: null, file: image, source: 'data' as const, path: join(data.directory, image) })),
+        .map((own, index) => {
+          const other = row === 'random' ? otherSubject(data, subject.subject, seed, index) : null;
+          const image = other ? other.images[new Random(deriveSeed(seed, hashString(`${subject.subject}/${index}`))).int(other.images.length)]! : own;
+          return { subject: subject.subject, class: subject.class, promptIndex: null, prompt: null, clipTPrompt: null, image: index, seed: null, file: image, source: 'data' as const, path: join(data.directory, image) };
+        }),
     );
   }
   return cases.flatMap((item) =>
@@ -312,26 +337,27 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
   const report = options.report ?? (() => {});
   const row: DreamBenchRow = options.baseline ?? 'kosmos-g';
   if (!(['kosmos-g', ...BASELINES] as string[]).includes(row)) throw new Error(`unknown baseline ${JSON.stringify(options.baseline)} (${BASELINES.join(', ')})`);
-  if (row !== 'oracle' && !options.model) throw new Error('--model is required (except for --baseline oracle)');
+  if (usesModel(row) && !options.model) throw new Error('--model is required (except for --baseline oracle and random)');
   // Everything that can be checked is checked before --out is touched or a model is loaded.
   const data = await readDreamBench(options.data);
   const world = await readWorldDreamBench(data);
   if (row === 'text-style' && !world) throw new Error(`--baseline text-style needs a world DreamBench (data build --kind dreambench): ${data.directory} has no world-dreambench.json, so its subjects have no style names`);
   const settings = resolveSettings(options, data, row);
   const selection = { subjects: settings.subjects, prompts: settings.prompts ?? undefined, imagesPerPrompt: settings.imagesPerPrompt ?? 1, seed: settings.seed ?? 0 };
-  // The oracle scores no cases on real data (its photos have no prompts), one true scene per case on world data.
-  const plain = row === 'oracle' && !world ? [] : buildCases(data, selection);
+  // The oracle and random rows score no cases on real data (its photos have no prompts), one true scene per case on world data.
+  const plain = !usesModel(row) && !world ? [] : buildCases(data, selection);
   const cases = row === 'text-style' ? withStyleWords(plain, data, world!) : plain;
-  const worldJobs = world ? buildWorldJobs(world, data, { ...selection, prompts: settings.prompts, styled: row === 'text-style' }) : [];
-  if (row !== 'oracle') await checkModelKind(options.model!, row);
+  // Two-subject prompts and edits have no random counterpart: the random row gives the protocol's floor only.
+  const worldJobs = world && row !== 'random' ? buildWorldJobs(world, data, { ...selection, prompts: settings.prompts, styled: row === 'text-style' }) : [];
+  if (usesModel(row)) await checkModelKind(options.model!, row);
   await checkJudgesFolder(options.judges);
   const resumed = await prepareOut(options.out, settings, options.resume ?? false, options.force ?? false);
   if (resumed) report(`resuming the evaluation in ${options.out}`);
 
   const jobs = [...cases.map((item) => ({ ...item, inputImages: [join(data.directory, item.reference)] })), ...worldJobs];
-  const generation = row === 'oracle' ? { generated: 0, reused: 0, seconds: 0 } : await generateMissing(jobs, options.out, settings, options);
+  const generation = usesModel(row) ? await generateMissing(jobs, options.out, settings, options) : { generated: 0, reused: 0, seconds: 0 };
 
-  const images = scoredImages(row, cases, data, world, settings.subjects, options.out);
+  const images = scoredImages(row, cases, data, world, settings.subjects, options.out, settings.seed ?? 0);
   report(`scoring ${images.length} images with the judges in ${options.judges}`);
   const scoringStart = performance.now();
   const judges = await loadJudges(options.judges, { device: options.device, threads: options.threads, batchSize: options.judgeBatchSize });

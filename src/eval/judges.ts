@@ -16,13 +16,12 @@
 //         R = round(S · 256/224): 256 → 224 for ViT-S/16 as the protocol says, scaled alike for small judges.
 // The DINO folder's own preprocessor_config.json (a plain 224 resize on the Hub) is not used: the
 // protocol's transform is torch.hub DINO's.
-import { mkdir, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import type { Device } from '../graph/devices.js';
 import { Graph } from '../graph/graph.js';
 import { Runtime } from '../graph/runtime.js';
-import { writeSafetensors } from '../io/safetensors.js';
 import { CLIPTextModel, parseClipTextConfig } from '../models/clip_text.js';
 import { CLIPVisionModel, parseClipVisionConfig } from '../models/clip_vision.js';
 import { ViTModel, parseViTConfig, vitCheckpointLayout } from '../models/vit.js';
@@ -30,13 +29,11 @@ import { checkpointInitialized } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { externalBindings } from '../nn/weights.js';
 import type { HostTensor } from '../onnx/dtype.js';
-import { CLIP_MEAN, CLIP_STD, type ImageSource, readImageBytes } from '../pipeline/images.js';
+import { CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, type ImageSource, readImageBytes } from '../pipeline/images.js';
 import { BoundModel } from '../pipeline/weights.js';
 import { ClipTokenizer } from '../tokenizers/clip_bpe.js';
-import { writeFileAtomic } from '../io/atomic-file.js';
 
-export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
-export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
+export { IMAGENET_MEAN, IMAGENET_STD };
 
 // ---- preprocessing ---------------------------------------------------------------------------------
 
@@ -380,18 +377,4 @@ export async function loadJudges(directory: string, options: JudgeOptions = {}):
     await runtime.dispose();
     throw error;
   }
-}
-
-/**
- * Writes a CLIPModel folder (config.json with text_config / vision_config, one model.safetensors)
- * from the two towers with their projections; the tokenizer files are the caller's.
- */
-export async function saveClipModel(directory: string, text: CLIPTextModel, vision: CLIPVisionModel, logitScale = Math.log(1 / 0.07)): Promise<void> {
-  if (!text.text_projection || !vision.visual_projection) throw new Error('a CLIPModel needs both projections');
-  const projection = text.config.projection_dim;
-  if (projection === undefined || projection !== vision.config.projection_dim) throw new Error(`the towers' projection_dim differ (${projection}, ${vision.config.projection_dim})`);
-  const config = { architectures: ['CLIPModel'], model_type: 'clip', projection_dim: projection, logit_scale_init_value: logitScale, text_config: { ...text.config, model_type: 'clip_text_model' }, vision_config: { ...vision.config, model_type: 'clip_vision_model' } };
-  await mkdir(directory, { recursive: true });
-  await writeFileAtomic(join(directory, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
-  await writeSafetensors(join(directory, 'model.safetensors'), { ...text.stateDict(), ...vision.stateDict(), logit_scale: { dtype: 'float32', shape: [], data: Float32Array.of(logitScale) } });
 }

@@ -8,10 +8,13 @@
 //     concepts, and whether the subject's centre (difference from the background, see
 //     subject-locator.ts) lies nearest the prompted position; for two-subject prompts, whether both concepts are among
 //     CLIP-mini's top 5. The same measures on the real scenes the prompts describe calibrate them.
-// A Kosmos-G folder is measured the same way, its text prompts going through MLLM → aligner M →
-// U-Net; it has no CLIP-mini of its own, so the judge's is the instrument (and the retrieval and
-// zero-shot figures are the judge's).
-import { readFile } from 'node:fs/promises';
+// The generations are scored by a judge trained independently of the model: by default the
+// embedded `models/judges` (its CLIPModel, clip/), or `--judge` — another judges folder, a
+// CLIPModel folder, or a pipeline folder whose CLIP-mini is the instrument (the model's own one
+// included, as earlier reports were measured). The retrieval and zero-shot figures are the model's
+// own CLIP-mini's. A Kosmos-G folder is measured the same way, its text prompts going through
+// MLLM → aligner M → U-Net; it has no CLIP-mini of its own, so those figures are the judge's.
+import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { resolveDevice, type Device } from '../graph/devices.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
@@ -23,6 +26,7 @@ import { EVAL_SCENE_SEED, openWorld } from '../train/world-data.js';
 import type { RgbaImage } from '../world/image.js';
 import type { World } from '../world/world.js';
 import type { Position } from '../world/vocabulary.js';
+import { ClipJudgeProbe, type ConceptProbe, DEFAULT_JUDGES } from './clip-judge-probe.js';
 import { ClipMiniProbe, dot } from './clip-mini-probe.js';
 import { nearestPosition, positionFollowing, subjectCentre } from './subject-locator.js';
 import { vaeReconstructionPsnr, type VaeReconstructionReport } from './world.js';
@@ -36,9 +40,10 @@ export interface WorldSdOptions {
   /** Single-subject position-twin pairs for CLIP-mini's position measure. */
   twinPairs?: number;
   /**
-   * A pipeline folder whose CLIP-mini (text_encoder, vision, world.json with the same concepts)
-   * scores the generations instead of the model's own: U-Net measures of models with different
-   * CLIP-minis then compare on one instrument.
+   * What scores the generations: a judges folder (clip/ as a CLIPModel), a CLIPModel folder, or a
+   * pipeline folder with a CLIP-mini (text_encoder, vision); its world.json, where it has one, must
+   * be the model's world (scene size, split seed) with at least its concepts. Default: the embedded
+   * models/judges.
    */
   judge?: string;
   singlePrompts?: number;
@@ -92,7 +97,7 @@ export interface WorldSdMetrics {
     twinPairsMatched: number;
   };
   unet: {
-    /** The folder whose CLIP-mini scored the generations. */
+    /** The judge that scored the generations (a CLIPModel folder, or a pipeline folder with a CLIP-mini). */
     judge: string;
     steps: number;
     scheduler: 'dpm++';
@@ -122,7 +127,7 @@ function rgbToRgba(image: { width: number; height: number; data: Uint8Array }): 
   return { width: image.width, height: image.height, data };
 }
 
-async function scoreSingles(probe: ClipMiniProbe, cases: readonly { image: RgbaImage; concept: string; position: Position }[]): Promise<GenerationScores> {
+async function scoreSingles(probe: ConceptProbe, cases: readonly { image: RgbaImage; concept: string; position: Position }[]): Promise<GenerationScores> {
   const embeds = await probe.embedImages(cases.map((item) => item.image));
   let [conceptHits, positionHits] = [0, 0];
   const located: { x: number; y: number }[] = [];
@@ -136,7 +141,7 @@ async function scoreSingles(probe: ClipMiniProbe, cases: readonly { image: RgbaI
   return { prompts: cases.length, conceptTop1: fraction(conceptHits, cases.length), position: fraction(positionHits, cases.length), positionSlope };
 }
 
-async function scorePairs(probe: ClipMiniProbe, cases: readonly { image: RgbaImage; concepts: string[] }[]): Promise<GenerationScores> {
+async function scorePairs(probe: ConceptProbe, cases: readonly { image: RgbaImage; concepts: string[] }[]): Promise<GenerationScores> {
   const embeds = await probe.embedImages(cases.map((item) => item.image));
   const hits = cases.filter((item, k) => {
     const top = probe.rankConcepts(embeds[k]!).slice(0, 5);
@@ -151,7 +156,7 @@ async function scorePairs(probe: ClipMiniProbe, cases: readonly { image: RgbaIma
  * counts as matched when image a · caption a + image b · caption b beats the swapped assignment.
  * Pairs whose subject found no other free position are plain samples and are skipped.
  */
-async function positionTwinMatching(probe: ClipMiniProbe, world: World, description: WorldDescription, pairs: number): Promise<{ pairs: number; matched: number }> {
+async function positionTwinMatching(probe: ConceptProbe, world: World, description: WorldDescription, pairs: number): Promise<{ pairs: number; matched: number }> {
   const stream = new CaptionedSceneStream(world, EVAL_SCENE_SEED, description.splits, description.splitSeed, { singleSubjectFraction: 1, shortCaptionFraction: 0, positionTwinFraction: 1 });
   const scenes = Array.from({ length: 2 * pairs }, (_, i) => stream.sample(i));
   const imageEmbeds = await probe.embedImages(scenes.map((scene) => scene.image));
@@ -185,8 +190,8 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
   const session = { executionProvider: device, ...(options.threads ? { threads: options.threads } : {}) };
   const description = await readWorldDescription(directory, `${directory} has no ${WORLD_FILE} (written by 'train export' of the CLIP stage): the evaluation needs the concepts the models were trained on`);
   const kosmosG = (await readPipelineFolder(directory)).className === 'KosmosGPipeline';
-  if (kosmosG && !options.judge) throw new Error(`${directory} is a Kosmos-G folder without a CLIP-mini of its own; name a world-sd folder with --judge`);
-  if (options.judge) await checkJudgeWorld(options.judge, description);
+  const judgeSource = await resolveJudge(options.judge ?? DEFAULT_JUDGES);
+  await checkJudgeWorld(judgeSource, description);
   const world = await openWorld({ seed: 0, splitSeed: description.splitSeed, splits: description.splits, concepts: description.concepts }, description.sceneSize, report);
   const stream = new CaptionedSceneStream(world, EVAL_SCENE_SEED, description.splits, description.splitSeed, { singleSubjectFraction: 0, shortCaptionFraction: 0 });
   const concepts = stream.concepts();
@@ -196,10 +201,18 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
   const vaeReport = await vaeReconstructionPsnr(vae, world, { scenesPerSplit: options.vaeScenesPerSplit ?? 64, splits: description.splits, splitSeed: description.splitSeed, session });
 
   report('CLIP-mini retrieval and zero-shot classification');
-  const judgeDirectory = options.judge ?? directory;
-  const probe = await ClipMiniProbe.open(kosmosG ? judgeDirectory : directory, world, concepts, session);
-  // A judge naming the model's own folder is the model's probe, not a second copy of it.
-  const judge = kosmosG || resolve(judgeDirectory) === resolve(directory) ? probe : await ClipMiniProbe.open(judgeDirectory, world, concepts, session);
+  const judgeDirectory = judgeSource.directory;
+  const openJudge = (): Promise<ConceptProbe> =>
+    judgeSource.kind === 'clip-model'
+      ? ClipJudgeProbe.open(judgeDirectory, world, concepts, { device, ...(options.threads ? { threads: options.threads } : {}) })
+      : ClipMiniProbe.open(judgeDirectory, world, concepts, session);
+  // A Kosmos-G folder has no CLIP-mini: the judge is its probe. A judge naming the model's own folder is the model's probe, not a second copy of it.
+  const ownJudge = !kosmosG && resolve(judgeDirectory) === resolve(directory);
+  const probe: ConceptProbe = kosmosG ? await openJudge() : await ClipMiniProbe.open(directory, world, concepts, session);
+  const judge = kosmosG || ownJudge ? probe : await openJudge().catch(async (error: unknown) => {
+    await probe.release();
+    throw error;
+  });
   try {
     const retrievalCount = options.retrievalScenes ?? 100;
     const scenes = Array.from({ length: retrievalCount }, (_, i) => stream.sample(i));
@@ -298,11 +311,32 @@ async function readWorldDescription(directory: string, missing: string): Promise
   return JSON.parse(text) as WorldDescription;
 }
 
-/** A judge's CLIP-mini must know the same concepts of the same world as the model. */
-async function checkJudgeWorld(judge: string, description: WorldDescription): Promise<void> {
-  const judgeWorld = await readWorldDescription(judge, `judge ${judge} has no ${WORLD_FILE}: it must be a pipeline folder with a CLIP-mini (text_encoder, vision, ${WORLD_FILE})`);
-  const same = (a: readonly unknown[], b: readonly unknown[]) => a.length === b.length && a.every((value, i) => value === b[i]);
-  if (judgeWorld.sceneSize !== description.sceneSize || judgeWorld.splitSeed !== description.splitSeed || !same(judgeWorld.concepts, description.concepts)) {
-    throw new Error(`judge ${judge} was trained on another world (scene size, split seed or concepts differ from the model's ${WORLD_FILE})`);
+interface JudgeSource {
+  kind: 'clip-model' | 'clip-mini';
+  /** The CLIPModel folder, or the pipeline folder holding the CLIP-mini. */
+  directory: string;
+}
+
+/** What `--judge` names: a judges folder (→ its clip/), a CLIPModel folder, or a pipeline folder with a CLIP-mini. */
+async function resolveJudge(judge: string): Promise<JudgeSource> {
+  const isFile = async (path: string) => (await stat(path).catch(() => null))?.isFile() ?? false;
+  if (await isFile(join(judge, 'clip', 'config.json'))) return { kind: 'clip-model', directory: join(judge, 'clip') };
+  if ((await isFile(join(judge, 'text_encoder', 'config.json'))) && (await isFile(join(judge, 'vision', 'config.json')))) return { kind: 'clip-mini', directory: judge };
+  if (await isFile(join(judge, 'config.json'))) return { kind: 'clip-model', directory: judge };
+  throw new Error(`judge ${judge} is neither a judges folder (clip/), a CLIPModel folder nor a pipeline folder with a CLIP-mini (text_encoder/, vision/)`);
+}
+
+/**
+ * A judge trained on the world must have seen the model's world: the same scene size and split
+ * seed and at least its concepts (it ranks only the model's). A CLIPModel without a world.json
+ * (a real CLIP) is taken at its word; a CLIP-mini must have one.
+ */
+async function checkJudgeWorld(judge: JudgeSource, description: WorldDescription): Promise<void> {
+  const hasWorld = (await stat(join(judge.directory, WORLD_FILE)).catch(() => null))?.isFile() ?? false;
+  if (!hasWorld && judge.kind === 'clip-model') return;
+  const judgeWorld = await readWorldDescription(judge.directory, `judge ${judge.directory} has no ${WORLD_FILE}: a CLIP-mini judge must be a pipeline folder with text_encoder, vision and ${WORLD_FILE}`);
+  const missing = description.concepts.filter((concept) => !judgeWorld.concepts.includes(concept));
+  if (judgeWorld.sceneSize !== description.sceneSize || judgeWorld.splitSeed !== description.splitSeed || missing.length) {
+    throw new Error(`judge ${judge.directory} was trained on another world (${missing.length ? `it lacks the concepts ${missing.join(', ')}` : `scene size or split seed differ from the model's ${WORLD_FILE}`})`);
   }
 }

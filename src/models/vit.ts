@@ -337,10 +337,10 @@ export class ViTModel extends Module {
     }
   }
 
-  /** Writes `config.json` and `model.safetensors` in ViTModel's layout (no prefix), as save_pretrained does. */
-  async save(directory: string): Promise<void> {
+  /** Writes `config.json` and `model.safetensors` in ViTModel's layout (no prefix), as save_pretrained does; float32 unless `dtype` says F16. */
+  async save(directory: string, options: { dtype?: 'F32' | 'F16' } = {}): Promise<void> {
     await mkdir(directory, { recursive: true });
     await writeFile(join(directory, 'config.json'), `${JSON.stringify({ ...this.config, architectures: ['ViTModel'], model_type: 'vit' }, null, 2)}\n`);
-    await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict());
+    await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict(), options.dtype ? { dtype: options.dtype } : {});
   }
 }

@@ -14,6 +14,9 @@ import type { HostTensor } from '../onnx/dtype.js';
 /** open_clip / OpenAI CLIP normalisation. */
 export const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
 export const CLIP_STD = [0.26862954, 0.26130258, 0.27577711] as const;
+/** torchvision's ImageNet normalisation, which DINO's transform uses. */
+export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
+export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
 
 /** A file path, a `data:` URL, or the encoded bytes of an image file (a Buffer is a Uint8Array). */
 export type ImageSource = string | Uint8Array;

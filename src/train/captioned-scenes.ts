@@ -24,6 +24,10 @@ export const captionedScenesSchema = z.strictObject({
    * words, and a U-Net conditioned on it cannot place subjects.
    */
   positionTwinFraction: z.number().min(0).max(1).optional(),
+  /**
+   * Subject ids (`style:concept`) never drawn: a judge leaves out the subjects it will judge, so that its figures on them are held-out figures.
+   */
+  excludeSubjects: z.array(z.string().regex(/^[^:]+:[^:]+$/, 'a subject id is style:concept')).optional(),
 });
 
 export type CaptionedScenesConfig = z.output<typeof captionedScenesSchema>;
@@ -67,7 +71,10 @@ export class CaptionedSceneStream {
   ) {
     const manifest = makeSplits(world.catalog, splitSeed);
     const pools = splits.map((split) => splitPool(world.catalog, manifest, split));
-    this.subjects = [...new Set(pools.flatMap((pool) => pool.subjects))].sort();
+    const excluded = new Set(options.excludeSubjects ?? []);
+    const unknown = [...excluded].filter((id) => !world.catalog.subjectById.has(id));
+    if (unknown.length) throw new Error(`excludeSubjects names subjects this world does not have: ${unknown.join(', ')}`);
+    this.subjects = [...new Set(pools.flatMap((pool) => pool.subjects))].filter((id) => !excluded.has(id)).sort();
     this.backgroundStyles = [...new Set(pools.flatMap((pool) => pool.backgroundStyles))].sort();
     if (this.subjects.length === 0) throw new Error(`the ${splits.join(' + ')} split has no subjects in this catalog`);
   }
@@ -99,6 +106,13 @@ export class CaptionedSceneStream {
         ? subjectCaption(this.world, subject.concept, rng.chance(0.5) ? subject.style : undefined)
         : captionScene(this.world, spec, rng).text;
     return { image, caption, spec };
+  }
+
+  /** A scene of `subject` alone (any of this stream's subjects) on one of the stream's backgrounds, uncaptioned. */
+  subjectScene(subject: string, rng: Random): { image: RgbaImage; spec: SceneSpec } {
+    if (!this.subjects.includes(subject)) throw new Error(`${subject} is not among this stream's subjects`);
+    const spec = sampleScene(this.world, rng, { subjects: [subject], backgroundStyles: this.backgroundStyles, maxOverlap: DEFAULT_MAX_OVERLAP, maxSubjects: 1 });
+    return { image: renderScene(this.world, spec).image, spec };
   }
 
   /** A scene of the stream's subjects and backgrounds; `single`: exactly one subject. */

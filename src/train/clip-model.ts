@@ -13,6 +13,7 @@ import { reshape, slice, transpose } from '../graph/ops/shape.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { CLIPTextModel, parseClipTextConfig, type CLIPTextConfig } from '../models/clip_text.js';
+import { CLIPVisionModel, parseClipVisionConfig, type CLIPVisionConfig } from '../models/clip_vision.js';
 import { OpenClipVisionModel, parseOpenClipVisionConfig, type OpenClipVisionConfig } from '../models/openclip_vision.js';
 import { CLIP_MEAN, CLIP_STD } from '../pipeline/images.js';
 import { Linear, normalTensor, constantTensor, type UniformSource, checkpointInitialized } from '../nn/layers.js';
@@ -191,6 +192,100 @@ export class ClipMini extends Module {
       logit_scale: model.logit_scale.data,
     });
     return model;
+  }
+}
+
+/**
+ * open_clip vision keys (below ClipMini's `vision.`) → transformers CLIPVisionModel keys. The two
+ * towers compute the same function: bias-free patch convolution, class token, learned positions,
+ * pre-LN, pre-norm blocks with scaled dot-product attention and QuickGELU MLPs, LayerNorm on the
+ * class token (ln_post is per token, so normalising every token and taking the first is the same).
+ */
+const OPEN_CLIP_TO_TRANSFORMERS: readonly [RegExp, string][] = [
+  [/^visual\.conv1\.weight$/, 'vision_model.embeddings.patch_embedding.weight'],
+  [/^visual\.class_embedding$/, 'vision_model.embeddings.class_embedding'],
+  [/^visual\.positional_embedding$/, 'vision_model.embeddings.position_embedding.weight'],
+  [/^visual\.ln_pre\.(weight|bias)$/, 'vision_model.pre_layrnorm.$1'],
+  [/^visual\.ln_post\.(weight|bias)$/, 'vision_model.post_layernorm.$1'],
+  [/^visual\.transformer\.resblocks\.(\d+)\.ln_1\.(weight|bias)$/, 'vision_model.encoder.layers.$1.layer_norm1.$2'],
+  [/^visual\.transformer\.resblocks\.(\d+)\.ln_2\.(weight|bias)$/, 'vision_model.encoder.layers.$1.layer_norm2.$2'],
+  [/^visual\.transformer\.resblocks\.(\d+)\.ts_attn\.(q|k|v|out)_proj\.(weight|bias)$/, 'vision_model.encoder.layers.$1.self_attn.$2_proj.$3'],
+  [/^visual\.transformer\.resblocks\.(\d+)\.mlp\.c_fc\.(weight|bias)$/, 'vision_model.encoder.layers.$1.mlp.fc1.$2'],
+  [/^visual\.transformer\.resblocks\.(\d+)\.mlp\.c_proj\.(weight|bias)$/, 'vision_model.encoder.layers.$1.mlp.fc2.$2'],
+];
+
+/** The transformers CLIPVisionConfig of an open_clip vision config, with `projection_dim`. */
+export function transformersVisionConfig(config: OpenClipVisionConfig, projectionDim: number): CLIPVisionConfig {
+  const { image_size, patch_size, width, layers, head_width, mlp_ratio } = config.vision_cfg;
+  return parseClipVisionConfig({
+    hidden_size: width,
+    intermediate_size: Math.round(width * mlp_ratio),
+    num_hidden_layers: layers,
+    num_attention_heads: width / head_width,
+    num_channels: 3,
+    image_size,
+    patch_size,
+    hidden_act: config.quick_gelu ? 'quick_gelu' : 'gelu',
+    layer_norm_eps: 1e-5,
+    projection_dim: projectionDim,
+  });
+}
+
+/** (rows, cols) → (cols, rows). */
+function transposed(tensor: HostTensor): HostTensor<'float32'> {
+  const [rows, cols] = tensor.shape as [number, number];
+  const source = tensor.data as Float32Array;
+  const data = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) data[c * rows + r] = source[r * cols + c]!;
+  return { dtype: 'float32', shape: [cols, rows], data };
+}
+
+/** The transformers CLIPModel name of a ClipMini parameter (`visual_projection` is stored transposed there). */
+export function transformersKey(key: string): string {
+  if (key === 'visual_projection') return 'visual_projection.weight';
+  if (key === 'text_projection.weight' || key === 'logit_scale') return key;
+  if (key.startsWith('text.')) return key.slice('text.'.length);
+  const openClipKey = key.slice('vision.'.length);
+  const rule = key.startsWith('vision.') ? OPEN_CLIP_TO_TRANSFORMERS.find(([pattern]) => pattern.test(openClipKey)) : undefined;
+  if (!rule) throw new Error(`no transformers CLIPModel name for the CLIP-mini tensor ${key}`);
+  return openClipKey.replace(rule[0], rule[1]);
+}
+
+/**
+ * CLIP-mini as transformers' CLIPModel towers (CLIPTextModelWithProjection and
+ * CLIPVisionModelWithProjection), the layout of the DreamBench CLIP judge: the same embeddings,
+ * under transformers' names.
+ */
+export function clipMiniAsTransformers(model: ClipMini): { text: CLIPTextModel; vision: CLIPVisionModel } {
+  const text = new CLIPTextModel({ ...model.textConfig, projection_dim: model.embedDim }, { random: checkpointInitialized, withProjection: true });
+  const vision = new CLIPVisionModel(transformersVisionConfig(model.visionConfig, model.embedDim), { random: checkpointInitialized, withProjection: true });
+  const textState: Record<string, HostTensor> = {};
+  const visionState: Record<string, HostTensor> = {};
+  for (const [key, tensor] of Object.entries(model.stateDict())) {
+    if (key === 'logit_scale' || key === 'position_prototypes') continue;
+    const target = key.startsWith('text') ? textState : visionState;
+    target[transformersKey(key)] = key === 'visual_projection' ? transposed(tensor) : tensor;
+  }
+  text.loadStateDict(textState);
+  vision.loadStateDict(visionState);
+  return { text, vision };
+}
+
+/** A CLIPModel folder written from CLIP-mini (`clipMiniAsTransformers`) read back as CLIP-mini parameters, float32. */
+export async function clipMiniStateFromTransformers(model: ClipMini, directory: string): Promise<Record<string, HostTensor>> {
+  const reader = await openSafetensors(directory);
+  try {
+    const tensors = await reader.readAll({ asFloat32: true });
+    const state: Record<string, HostTensor> = {};
+    for (const key of Object.keys(model.stateDict())) {
+      if (key === 'position_prototypes') continue;
+      const tensor = tensors.get(transformersKey(key));
+      if (!tensor) throw new Error(`${directory}: ${transformersKey(key)} is missing; not a CLIPModel of this CLIP-mini's shape`);
+      state[key] = key === 'visual_projection' ? transposed(tensor) : key === 'logit_scale' ? { ...tensor, shape: [1] } : tensor;
+    }
+    return state;
+  } finally {
+    await reader.close();
   }
 }
 

@@ -6,7 +6,6 @@
 import { cp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import sharp from 'sharp';
 import { parseClipTextConfig } from '../models/clip_text.js';
 import { parseOpenClipVisionConfig } from '../models/openclip_vision.js';
 import { contextFromValues } from '../nn/module.js';
@@ -18,8 +17,10 @@ import { attributionMarkdown } from '../world/attribution.js';
 import { POSITION_PHRASES, POSITIONS } from '../world/vocabulary.js';
 import { baseConfigSchema, modelConfigSchema } from './config.js';
 import { CaptionedSceneStream, captionedScenesSchema, WORLD_FILE, type CaptionedScene, type WorldDescription } from './captioned-scenes.js';
-import { ClipMini, imagesToClipPixels } from './clip-model.js';
+import { ClipMini, clipMiniAsTransformers, clipMiniStateFromTransformers, imagesToClipPixels } from './clip-model.js';
+import { saveClipModel } from '../models/clip_model.js';
 import { ForwardSession } from './forward.js';
+import { retrievalMatrixPng } from './images.js';
 import type { StageDefinition } from './stage.js';
 import { EVAL_SCENE_SEED, openWorld, worldDataSchema } from './world-data.js';
 
@@ -53,6 +54,12 @@ export const clipConfigSchema = baseConfigSchema.extend({
    * Absent or 0: no head.
    */
   positionLossWeight: z.number().min(0).optional(),
+  /**
+   * `pipeline` (default): text_encoder/, vision/ and clip_tokenizer/ of a pipeline folder.
+   * `clip-model`: one transformers CLIPModel folder with its tokenizer, the layout of a DreamBench
+   * CLIP judge (`models/judges/clip`).
+   */
+  exportAs: z.enum(['pipeline', 'clip-model']).optional(),
   data: worldDataSchema,
   scenes: captionedScenesSchema.default({ singleSubjectFraction: 0.3, shortCaptionFraction: 0.5 }),
   /** Evaluation-seed scenes in the retrieval matrix of the sample grids. */
@@ -134,35 +141,6 @@ export function similarityMatrix(imageEmbeds: Float32Array, textEmbeds: Float32A
   return out;
 }
 
-/**
- * The retrieval matrix as a PNG: the preview scenes along the top, then one row per caption whose
- * cells show softmax(similarity / 0.05) over the images (white = all mass), the correct image's
- * cell outlined in green.
- */
-async function retrievalMatrixPng(scenes: readonly CaptionedScene[], similarity: Float32Array): Promise<Buffer> {
-  const count = scenes.length;
-  const cell = scenes[0]!.image.width;
-  const side = (count + 1) * cell;
-  const canvas = Buffer.alloc(side * side * 4, 255);
-  const paint = (x0: number, y0: number, pixel: (x: number, y: number) => [number, number, number]) => {
-    for (let y = 0; y < cell; y++) for (let x = 0; x < cell; x++) canvas.set([...pixel(x, y), 255], ((y0 + y) * side + x0 + x) * 4);
-  };
-  scenes.forEach((scene, i) => paint((i + 1) * cell, 0, (x, y) => [...scene.image.data.subarray((y * cell + x) * 4, (y * cell + x) * 4 + 3)] as [number, number, number]));
-  for (let t = 0; t < count; t++) {
-    const row = similarity.subarray(t * count, (t + 1) * count);
-    const top = Math.max(...row);
-    const weights = Array.from(row, (s) => Math.exp((s - top) / 0.05));
-    const total = weights.reduce((a, b) => a + b, 0);
-    weights.forEach((weight, i) => {
-      const level = Math.round((255 * weight) / total);
-      const border = i === t;
-      paint((i + 1) * cell, (t + 1) * cell, (x, y) => (border && (x < 3 || y < 3 || x >= cell - 3 || y >= cell - 3) ? [40, 200, 40] : [level, level, level]));
-    });
-    paint(0, (t + 1) * cell, (x, y) => [...scenes[t]!.image.data.subarray((y * cell + x) * 4, (y * cell + x) * 4 + 3)] as [number, number, number]);
-  }
-  return sharp(canvas, { raw: { width: side, height: side, channels: 4 } }).png().toBuffer();
-}
-
 export const clipStage: StageDefinition<ClipConfig> = {
   name: 'clip',
   description: 'CLIP-mini: CLIPTextModel + open_clip vision tower, symmetric InfoNCE on world scenes and captions',
@@ -233,7 +211,7 @@ export const clipStage: StageDefinition<ClipConfig> = {
           input_ids: encodeCaptions(tokenizer, previewScenes.map((scene) => scene.caption), config.trainTokens),
         });
         const similarity = similarityMatrix(out['image_embeds']!.data as Float32Array, out['text_embeds']!.data as Float32Array, previewScenes.length);
-        return retrievalMatrixPng(previewScenes, similarity);
+        return retrievalMatrixPng(previewScenes.map((scene) => scene.image), previewScenes.map((scene) => scene.image), similarity);
       },
       async release() {
         await embedder?.release();
@@ -249,21 +227,29 @@ export const clipStage: StageDefinition<ClipConfig> = {
     await loadTokenizer(config);
     const model = initialModel(config);
     model.loadStateDict(parameters);
-    await model.export(join(directory, 'text_encoder'), join(directory, 'vision'));
-    const tokenizerDirectory = join(directory, 'clip_tokenizer');
-    if (join(config.tokenizer) !== tokenizerDirectory) await cp(config.tokenizer, tokenizerDirectory, { recursive: true });
+    const clipModel = config.exportAs === 'clip-model';
+    if (clipModel) {
+      const { text, vision } = clipMiniAsTransformers(model);
+      const logitScale = (parameters['logit_scale']!.data as Float32Array)[0]!;
+      await saveClipModel(directory, text, vision, { logitScale, dtype: 'F16' });
+      for (const file of ['vocab.json', 'merges.txt']) await cp(join(config.tokenizer, file), join(directory, file));
+    } else {
+      await model.export(join(directory, 'text_encoder'), join(directory, 'vision'));
+      const tokenizerDirectory = join(directory, 'clip_tokenizer');
+      if (join(config.tokenizer) !== tokenizerDirectory) await cp(config.tokenizer, tokenizerDirectory, { recursive: true });
+    }
     const world = await openWorld(config.data, config.vision.vision_cfg.image_size, () => undefined);
     const stream = new CaptionedSceneStream(world, config.data.seed, config.data.splits, config.data.splitSeed, config.scenes);
     const attribution = attributionMarkdown(world.catalog, { styles: stream.styles(), patterns: true });
     const description: WorldDescription = { sceneSize: config.vision.vision_cfg.image_size, concepts: stream.concepts(), splits: config.data.splits, splitSeed: config.data.splitSeed };
     await writeFile(join(directory, WORLD_FILE), `${JSON.stringify(description, null, 2)}\n`);
-    await writeFile(join(directory, 'text_encoder', 'ATTRIBUTION.md'), attribution);
-    await writeFile(join(directory, 'vision', 'ATTRIBUTION.md'), attribution);
+    for (const folder of clipModel ? ['.'] : ['text_encoder', 'vision']) await writeFile(join(directory, folder, 'ATTRIBUTION.md'), attribution);
   },
 
-  /** `text_encoder/` and `vision/` of a pipeline folder; the temperature is not among them. */
-  async importModel(_config, directory) {
-    const { logit_scale: _temperature, ...exported } = (await ClipMini.load(join(directory, 'text_encoder'), join(directory, 'vision'))).stateDict();
+  /** `text_encoder/` and `vision/` of a pipeline folder, or a CLIPModel folder; the temperature is not taken from either. */
+  async importModel(config, directory) {
+    const state = config.exportAs === 'clip-model' ? await clipMiniStateFromTransformers(initialModel(config), directory) : (await ClipMini.load(join(directory, 'text_encoder'), join(directory, 'vision'))).stateDict();
+    const { logit_scale: _temperature, ...exported } = state;
     return exported;
   },
 };

@@ -64,3 +64,32 @@ export async function imageGridPng(rows: readonly (readonly RgbaImage[])[], scal
     .png()
     .toBuffer();
 }
+
+/**
+ * A retrieval matrix as a PNG: `columns` along the top, then one row per `rows` image whose cells
+ * show softmax(similarity / 0.05) over the columns (white = all mass), the matching column (the
+ * diagonal) outlined in green. `similarity` is (rows, columns), row-major; all images one size.
+ */
+export async function retrievalMatrixPng(rows: readonly RgbaImage[], columns: readonly RgbaImage[], similarity: Float32Array): Promise<Buffer> {
+  const cell = columns[0]!.width;
+  const [width, height] = [(columns.length + 1) * cell, (rows.length + 1) * cell];
+  const canvas = Buffer.alloc(width * height * 4, 255);
+  const paint = (x0: number, y0: number, pixel: (x: number, y: number) => [number, number, number]) => {
+    for (let y = 0; y < cell; y++) for (let x = 0; x < cell; x++) canvas.set([...pixel(x, y), 255], ((y0 + y) * width + x0 + x) * 4);
+  };
+  const imagePixel = (image: RgbaImage) => (x: number, y: number) => [...image.data.subarray((y * cell + x) * 4, (y * cell + x) * 4 + 3)] as [number, number, number];
+  columns.forEach((image, i) => paint((i + 1) * cell, 0, imagePixel(image)));
+  rows.forEach((image, r) => {
+    const row = similarity.subarray(r * columns.length, (r + 1) * columns.length);
+    const top = Math.max(...row);
+    const weights = Array.from(row, (s) => Math.exp((s - top) / 0.05));
+    const total = weights.reduce((a, b) => a + b, 0);
+    weights.forEach((weight, i) => {
+      const level = Math.round((255 * weight) / total);
+      const border = i === r;
+      paint((i + 1) * cell, (r + 1) * cell, (x, y) => (border && (x < 3 || y < 3 || x >= cell - 3 || y >= cell - 3) ? [40, 200, 40] : [level, level, level]));
+    });
+    paint(0, (r + 1) * cell, imagePixel(image));
+  });
+  return sharp(canvas, { raw: { width, height, channels: 4 } }).png().toBuffer();
+}

@@ -2,6 +2,7 @@
 import type { BaseConfig } from './config.js';
 import type { StageDefinition } from './stage.js';
 import { clipStage } from './clip.js';
+import { judgeDinoStage } from './judge-dino.js';
 import { kosmosAlignStage } from './kosmos-align.js';
 import { kosmosInstructStage } from './kosmos-instruct.js';
 import { kosmosLmStage } from './kosmos-lm.js';
@@ -15,6 +16,7 @@ export const TRAINING_STAGES: readonly StageDefinition<BaseConfig>[] = [
   kosmosLmStage as unknown as StageDefinition<BaseConfig>,
   kosmosAlignStage as unknown as StageDefinition<BaseConfig>,
   kosmosInstructStage as unknown as StageDefinition<BaseConfig>,
+  judgeDinoStage as unknown as StageDefinition<BaseConfig>,
 ];
 
 export function findStage(name: string): StageDefinition<BaseConfig> {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { CLIPTextModel, parseClipTextConfig } from '../../src/models/clip_text.js';
 import { CLIPVisionModel, parseClipVisionConfig } from '../../src/models/clip_vision.js';
 import { ViTModel, parseViTConfig } from '../../src/models/vit.js';
-import { saveClipModel } from '../../src/eval/judges.js';
+import { saveClipModel } from '../../src/models/clip_model.js';
 import { saveClipTokenizer, trainBpe } from '../../src/tokenizers/bpe_trainer.js';
 import { END_OF_TEXT } from '../../src/tokenizers/clip_bpe.js';
 import { Random } from '../../src/util/random.js';
