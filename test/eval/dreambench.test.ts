@@ -209,6 +209,20 @@ test('the text baseline puts the class word where the image was; the oracle scor
   assert.deepEqual(await readdir(join(scratch, 'oracle')).then((names) => names.sort()), ['eval.json', 'metrics.json', 'report.html', 'scores.csv']);
 });
 
+test('the random row scores as many photos of other subjects as the oracle has, drawn with the seed', async () => {
+  const oracleCount = 9; // backpack 5 + cat 4 photos other than the references
+  const random = await evaluateDreamBench({ data: shared, judges, out: join(scratch, 'random'), baseline: 'random', subjects: ['cat', 'backpack'], threads: 1 });
+  assert.equal(random.records.length, oracleCount);
+  assert.ok(random.records.every((r) => r.source === 'data' && !r.file.startsWith(`images/${r.subject}/`) && r.clipT === null));
+  assert.equal(random.metrics.row, 'random');
+  assert.equal(random.metrics.run.generated, 0);
+  const again = await evaluateDreamBench({ data: shared, judges, out: join(scratch, 'random-again'), baseline: 'random', subjects: ['cat', 'backpack'], threads: 1 });
+  assert.deepEqual(again.records.map((r) => r.file), random.records.map((r) => r.file));
+  const otherSeed = await evaluateDreamBench({ data: shared, judges, out: join(scratch, 'random-seed'), baseline: 'random', subjects: ['cat', 'backpack'], seed: 7, threads: 1 });
+  assert.notDeepEqual(otherSeed.records.map((r) => r.file), random.records.map((r) => r.file));
+  assert.match(await readFile(join(scratch, 'random', 'report.html'), 'utf8'), /random images \(other subjects&apos; photos\)/);
+});
+
 test('eval dreambench from the command line: killed with SIGKILL mid-run, --resume keeps the saved images and finishes', async () => {
   const out = join(scratch, 'killed');
   const cli = resolve('dist/src/cli/main.js');

@@ -174,3 +174,13 @@ test('the oracle row measures the true scenes: DreamBench scores, and the world 
   assert.equal(metrics.run.generated, 0);
   assert.match(await readFile(join(scratch, 'oracle', 'report.html'), 'utf8'), /<h1>DreamBench: true scenes \(oracle\)<\/h1>/);
 });
+
+test("the random row shows each prompt's true scene of another subject, and no two-subject prompts or edits", async () => {
+  const { metrics, records } = await evaluateDreamBench({ data: bench, judges, out: join(scratch, 'random'), baseline: 'random', threads: 1 });
+  assert.equal(records.length, 75);
+  for (const record of records) {
+    const shown = Object.keys(world.file.subjects).find((subject) => world.file.subjects[subject]!.scenes[record.promptIndex!] === record.file);
+    assert.ok(shown !== undefined && shown !== record.subject, `${record.file} is another subject's true scene of prompt ${record.promptIndex}`);
+  }
+  assert.deepEqual([metrics.world!.multi.images, metrics.world!.edits.images], [0, 0]);
+});

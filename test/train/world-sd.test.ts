@@ -1,7 +1,7 @@
 // The world-sd chain on tiny configs: CLIP-mini and U-Net-mini stages train, write sample grids
 // (retrieval matrix, sampler generations) and export into one pipeline folder that the CLIP-text
 // pipeline loads and `eval world-sd` measures; U-Net batches are a pure function of the step.
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,7 @@ import { runStage } from '../../src/train/runner.js';
 import { minSnrWeights, unetStage } from '../../src/train/unet.js';
 import { Random } from '../../src/util/random.js';
 import { DDPMScheduler } from '../../src/schedulers/index.js';
+import { writeTinyJudges } from '../eval/tiny-judges.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 let scratch = '';
@@ -120,9 +121,20 @@ test('CLIP-mini and U-Net-mini train, export one pipeline folder, generate and e
   assert.ok((await stat(join(report, 'samples.png'))).size > 0);
   assert.deepEqual(JSON.parse(await readFile(join(report, 'metrics.json'), 'utf8')), JSON.parse(JSON.stringify(metrics)));
 
+  // An independent CLIPModel judge (a judges folder's clip/) scores the generations instead.
+  const judges = join(scratch, 'judges');
+  await writeTinyJudges(judges);
+  const judged = await evaluateWorldSd(pipeline, { steps: 2, guidanceScales: [3], retrievalScenes: 4, zeroShotScenes: 4, twinPairs: 2, judge: judges, singlePrompts: 2, twoSubjectPrompts: 2, tuningPrompts: 1, vaeScenesPerSplit: 1, threads: 1 });
+  assert.equal(judged.metrics.unet.judge, join(judges, 'clip'));
+  assert.ok(judged.metrics.unet.singleSubject.realScenes.conceptTop1! >= 0 && judged.metrics.unet.singleSubject.realScenes.conceptTop1! <= 1);
+  const notAJudge = join(scratch, 'not-a-judge');
+  await mkdir(notAJudge);
+  await assert.rejects(evaluateWorldSd(pipeline, { judge: notAJudge, threads: 1 }), /is neither a judges folder \(clip\/\), a CLIPModel folder nor a pipeline folder with a CLIP-mini/);
+
   // A judge trained on other concepts is refused before any measuring.
   const otherWorld = join(scratch, 'other-world');
   await mkdir(otherWorld, { recursive: true });
+  for (const folder of ['text_encoder', 'vision']) await cp(join(pipeline, folder), join(otherWorld, folder), { recursive: true });
   const description = JSON.parse(await readFile(join(pipeline, 'world.json'), 'utf8')) as { concepts: string[] };
   await writeFile(join(otherWorld, 'world.json'), JSON.stringify({ ...description, concepts: description.concepts.slice(1) }));
   await assert.rejects(evaluateWorldSd(pipeline, { judge: otherWorld, threads: 1 }), /judge .* was trained on another world/);
