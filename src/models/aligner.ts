@@ -46,8 +46,8 @@ const configSchema = z.looseObject({
   input_dim: size,
   /** Learned queries of M: 77, the length of the CLIP text states the U-Net expects. */
   num_queries: size,
-  /** Rows of the learned position tables and of decoder_query (32768 in aligner.py). */
-  position_table_size: size,
+  /** Rows of the learned position tables and of decoder_query (32768 in aligner.py); fairseq's positions start at 2, after the padding index, so one token needs 3. */
+  position_table_size: size.min(3, { error: 'position_table_size must be at least 3 (positions start at 2, after the padding index)' }),
   dropout: probability,
   attention_dropout: probability,
   activation_dropout: probability,

@@ -75,10 +75,10 @@ export const SD15_VAE_CONFIG: AutoencoderKLConfig = {
   mid_block_add_attention: true,
 };
 
-/** Validates a parsed config.json; unknown keys (`_class_name`, `force_upcast`, …) are ignored. */
-export function parseAutoencoderKLConfig(json: unknown): AutoencoderKLConfig {
+/** Validates a parsed config.json; unknown keys (`_class_name`, `force_upcast`, …) are ignored. `source` names the file in errors. */
+export function parseAutoencoderKLConfig(json: unknown, source?: string): AutoencoderKLConfig {
   const parsed = configSchema.safeParse(json);
-  if (!parsed.success) throw new Error(`invalid AutoencoderKL config:\n${z.prettifyError(parsed.error)}`);
+  if (!parsed.success) throw new Error(`${source ? `${source}: ` : ''}invalid AutoencoderKL config:\n${z.prettifyError(parsed.error)}`);
   return parsed.data;
 }
 

@@ -43,7 +43,9 @@ export const clipTextConfigSchema = z
   })
   .refine((config) => config.hidden_size % config.num_attention_heads === 0, {
     message: 'hidden_size must be a multiple of num_attention_heads',
-  });
+  })
+  // The pooled output is read at the end token, which must be a row of the embedding.
+  .refine((config) => config.eos_token_id < config.vocab_size, { message: 'eos_token_id must be below vocab_size', path: ['eos_token_id'] });
 export type CLIPTextConfig = z.output<typeof clipTextConfigSchema>;
 
 /** Validates a parsed config.json; `source` names it in the error. */

@@ -86,10 +86,10 @@ const unetConfigSchema = z.looseObject(unetConfigShape);
 /** diffusers UNet2DConditionModel config.json (the keys above; other keys are kept for saving). */
 export type UNet2DConditionConfig = z.infer<typeof unetConfigSchema>;
 
-/** Zod issues as one readable message naming each key. */
-export function configError(kind: string, error: z.ZodError): Error {
+/** Zod issues as one readable message naming each key, after `source` (the file) when given. */
+export function configError(kind: string, error: z.ZodError, source?: string): Error {
   const lines = error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`);
-  return new Error(`invalid ${kind} config: ${lines.join('; ')}`);
+  return new Error(`${source ? `${source}: ` : ''}invalid ${kind} config: ${lines.join('; ')}`);
 }
 
 /** A per-block setting (a number, or one per block) as one value per block. */
@@ -99,17 +99,18 @@ export function perBlockValues<T>(value: T | T[], blocks: number, key: string): 
   return value;
 }
 
-/** Parses and cross-checks a config: block counts agree, channels split into groups and heads. */
-export function parseUNetConfig(raw: unknown): UNet2DConditionConfig {
+/** Parses and cross-checks a config: block counts agree, channels split into groups and heads. `source` names the file in errors. */
+export function parseUNetConfig(raw: unknown, source?: string): UNet2DConditionConfig {
   const parsed = unetConfigSchema.safeParse(raw);
-  if (!parsed.success) throw configError('UNet2DConditionModel', parsed.error);
+  if (!parsed.success) throw configError('UNet2DConditionModel', parsed.error, source);
+  const invalid = `${source ? `${source}: ` : ''}invalid UNet2DConditionModel config`;
   const config = parsed.data;
   const blocks = config.block_out_channels.length;
   const problems: string[] = [];
   if (config.down_block_types.length !== blocks) problems.push(`down_block_types has ${config.down_block_types.length} entries, block_out_channels ${blocks}`);
   if (config.up_block_types.length !== blocks) problems.push(`up_block_types has ${config.up_block_types.length} entries, block_out_channels ${blocks}`);
   for (const key of ['conv_in_kernel', 'conv_out_kernel'] as const) if (config[key] % 2 === 0) problems.push(`${key} must be odd, got ${config[key]}`);
-  if (problems.length) throw new Error(`invalid UNet2DConditionModel config: ${problems.join('; ')}`);
+  if (problems.length) throw new Error(`${invalid}: ${problems.join('; ')}`);
   const heads = perBlockValues(config.attention_head_dim, blocks, 'attention_head_dim');
   perBlockValues(config.layers_per_block, blocks, 'layers_per_block');
   perBlockValues(config.cross_attention_dim, blocks, 'cross_attention_dim');
@@ -119,7 +120,7 @@ export function parseUNetConfig(raw: unknown): UNet2DConditionConfig {
     if (channels % config.norm_num_groups !== 0) problems.push(`block_out_channels[${index}] = ${channels} does not split into norm_num_groups = ${config.norm_num_groups}`);
     if (channels % heads[index]! !== 0) problems.push(`block_out_channels[${index}] = ${channels} does not split into ${heads[index]} heads`);
   });
-  if (problems.length) throw new Error(`invalid UNet2DConditionModel config: ${problems.join('; ')}`);
+  if (problems.length) throw new Error(`${invalid}: ${problems.join('; ')}`);
   return config;
 }
 

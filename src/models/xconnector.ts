@@ -49,10 +49,10 @@ export const KOSMOS_G_XCONNECTOR_CONFIG: XConnectorConfig = {
   attention_dropout: 0.1,
 };
 
-/** Validates a parsed config.json; unknown keys are ignored. */
-export function parseXConnectorConfig(json: unknown): XConnectorConfig {
+/** Validates a parsed config.json; unknown keys are ignored. `source` names the file in errors. */
+export function parseXConnectorConfig(json: unknown, source?: string): XConnectorConfig {
   const parsed = configSchema.safeParse(json);
-  if (!parsed.success) throw new Error(`invalid XConnector config:\n${z.prettifyError(parsed.error)}`);
+  if (!parsed.success) throw new Error(`${source ? `${source}: ` : ''}invalid XConnector config:\n${z.prettifyError(parsed.error)}`);
   return parsed.data;
 }
 

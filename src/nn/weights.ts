@@ -43,9 +43,39 @@ function locationName(file: string): string {
   return `weights-${hash.toString(16).padStart(8, '0')}.safetensors`;
 }
 
+/** How many names an error lists before "…". */
+const LISTED_NAMES = 8;
+
+/** Names for an error message: at most eight, then "…" and how many there are. */
+export function listNames(names: readonly string[]): string {
+  if (names.length <= LISTED_NAMES) return names.join(', ');
+  return `${names.slice(0, LISTED_NAMES).join(', ')}, … (${names.length} in all)`;
+}
+
+/** Buffers that reference libraries save beside the parameters and no model here reads (transformers' CLIP `…embeddings.position_ids` of older checkpoints). */
+const SAVED_BUFFERS = ['position_ids'];
+
+/**
+ * Tensors of the checkpoint that belong to `root` but that it does not read: the names under the
+ * prefix whose first part after it is a top-level name of `root`'s parameters (`layers.7.…` of a
+ * 7-layer model, `down_blocks.0.resnets.2.…` of a U-Net built with 2 resnets per block), except
+ * saved buffers. Tensors under other names are not the model's own: the other tower of a CLIPModel
+ * file, a tied LM head, optional parts this model was built without (a text projection, the
+ * aligner's reconstruction decoder), other components of a full checkpoint.
+ */
+function unreadTensors(names: readonly string[], parameterKeys: readonly string[], prefix: string, read: ReadonlySet<string>): string[] {
+  const ownNames = new Set(parameterKeys.map((key) => key.split('.')[0]!));
+  return names.filter((name) => {
+    if (!name.startsWith(prefix) || read.has(name)) return false;
+    const parts = name.slice(prefix.length).split('.');
+    return ownNames.has(parts[0]!) && !SAVED_BUFFERS.includes(parts.at(-1)!);
+  });
+}
+
 /**
  * Binds every parameter of `root` to the tensor `${prefix}${key}` of `reader` (renamed by
- * `checkpointKey` when given). Strict: missing tensors are listed by name and shape mismatches name
+ * `checkpointKey` when given). Strict: missing tensors and tensors of the model that it does not
+ * read (a checkpoint with more layers than the config) are listed by name, shape mismatches name
  * the key and both shapes.
  */
 export function externalBindings(graph: Graph, root: Module, reader: SafetensorsReader, options: ExternalBindingOptions = {}): ExternalWeights {
@@ -53,7 +83,10 @@ export function externalBindings(graph: Graph, root: Module, reader: Safetensors
   const tensorName = (key: string): string => (options.checkpointKey ? options.checkpointKey(prefix + key) : prefix + key);
   const parameters = root.namedParameters();
   const missing = parameters.map(([key]) => tensorName(key)).filter((name) => !reader.has(name));
-  if (missing.length) throw new Error(`${reader.path}: missing tensors: ${missing.join(', ')}`);
+  if (missing.length) throw new Error(`${reader.path}: missing tensors: ${listNames(missing)}`);
+  const read = new Set(parameters.map(([key]) => tensorName(key)));
+  const unread = unreadTensors(reader.names(), parameters.map(([key]) => key), prefix, read);
+  if (unread.length) throw new Error(`${reader.path}: unexpected tensors in the checkpoint: ${listNames(unread)}`);
   const locations = new Map<string, string>();
   const values = new Map<Parameter, Value>();
   for (const [key, parameter] of parameters) {

@@ -7,6 +7,13 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parsePythonJson } from '../io/config-json.js';
+import { parseAlignerConfig } from '../models/aligner.js';
+import { parseAutoencoderKLConfig } from '../models/autoencoder_kl.js';
+import { parseClipTextConfig } from '../models/clip_text.js';
+import { parseKosmosMllmConfig } from '../models/kosmos_mllm.js';
+import { parseOpenClipVisionConfig } from '../models/openclip_vision.js';
+import { parseUNetConfig } from '../models/unet_2d_condition.js';
+import { parseXConnectorConfig } from '../models/xconnector.js';
 
 /** What each component name must be: its classes and how its folder is checked. */
 type ComponentKind = 'model' | 'scheduler' | 'clip-tokenizer' | 'tokenizer';
@@ -15,18 +22,20 @@ interface ComponentRule {
   kind: ComponentKind;
   /** The classes this project loads for the component. */
   classes: readonly string[];
+  /** A model's config.json parser, the one its loader uses (`source` names the file in errors). */
+  parseConfig?: (config: unknown, source: string) => unknown;
 }
 
 export const SCHEDULER_CLASSES = ['PNDMScheduler', 'DDIMScheduler', 'DPMSolverMultistepScheduler', 'EulerDiscreteScheduler'] as const;
 
 const componentRules: Record<string, ComponentRule> = {
-  mllm: { kind: 'model', classes: ['KosmosGMllm'] },
-  vision: { kind: 'model', classes: ['OpenClipVisionModel'] },
-  connector: { kind: 'model', classes: ['XConnector'] },
-  aligner: { kind: 'model', classes: ['AlignerNet'] },
-  unet: { kind: 'model', classes: ['UNet2DConditionModel'] },
-  vae: { kind: 'model', classes: ['AutoencoderKL'] },
-  text_encoder: { kind: 'model', classes: ['CLIPTextModel'] },
+  mllm: { kind: 'model', classes: ['KosmosGMllm'], parseConfig: parseKosmosMllmConfig },
+  vision: { kind: 'model', classes: ['OpenClipVisionModel'], parseConfig: parseOpenClipVisionConfig },
+  connector: { kind: 'model', classes: ['XConnector'], parseConfig: parseXConnectorConfig },
+  aligner: { kind: 'model', classes: ['AlignerNet'], parseConfig: parseAlignerConfig },
+  unet: { kind: 'model', classes: ['UNet2DConditionModel'], parseConfig: parseUNetConfig },
+  vae: { kind: 'model', classes: ['AutoencoderKL'], parseConfig: parseAutoencoderKLConfig },
+  text_encoder: { kind: 'model', classes: ['CLIPTextModel'], parseConfig: parseClipTextConfig },
   scheduler: { kind: 'scheduler', classes: SCHEDULER_CLASSES },
   clip_tokenizer: { kind: 'clip-tokenizer', classes: ['CLIPTokenizer', 'CLIPTokenizerFast'] },
   tokenizer: { kind: 'tokenizer', classes: [] },
@@ -94,6 +103,25 @@ async function missingFiles(component: PipelineComponent, kind: ComponentKind): 
   }
 }
 
+/**
+ * Why a model component's config.json is refused, in one line naming the file: not JSON, or not
+ * what its class's parser accepts (numbers that cannot go together among them); null when it is
+ * accepted or absent (absence is reported as a missing file).
+ */
+async function configProblem(component: PipelineComponent, parseConfig: (config: unknown, source: string) => unknown): Promise<string | null> {
+  const path = join(component.directory, 'config.json');
+  if ((await exists(path)) !== 'file') return null;
+  try {
+    parseConfig(parsePythonJson(await readFile(path, 'utf8'), path), path);
+    return null;
+  } catch (error) {
+    return (error as Error).message.replace(/\s+/g, ' ');
+  }
+}
+
+/** A component name that is one plain folder inside the pipeline folder (no separators, not `.` or `..`). */
+const COMPONENT_NAME = /^[A-Za-z0-9][\w.-]*$/;
+
 function ruleFor(name: string, className: string, pipelineClass: string): ComponentRule | undefined {
   // In a Stable Diffusion folder `tokenizer` is the CLIP tokenizer.
   if (name === 'tokenizer' && (className === 'CLIPTokenizer' || className === 'CLIPTokenizerFast' || pipelineClass === 'StableDiffusionPipeline')) {
@@ -104,9 +132,10 @@ function ruleFor(name: string, className: string, pipelineClass: string): Compon
 
 /**
  * Reads `model_index.json` and checks every component it lists: the class must be one this project
- * loads and the folder must hold its files. All problems are reported together in one line.
- * Components this project does not use (a Stable Diffusion folder's safety_checker,
- * feature_extractor) are accepted and ignored.
+ * loads, the folder must hold its files and a model's config.json must satisfy its class's parser. Problems
+ * of one kind are reported together in one line. Components this project does not use (a Stable
+ * Diffusion folder's safety_checker, feature_extractor) need their folder but are otherwise ignored;
+ * `[null, null]` entries (disabled components) need none.
  */
 export async function readPipelineFolder(directory: string): Promise<PipelineFolder> {
   if ((await exists(directory)) !== 'directory') throw new Error(`model folder ${directory} does not exist`);
@@ -131,6 +160,7 @@ export async function readPipelineFolder(directory: string): Promise<PipelineFol
   const components = new Map<string, PipelineComponent>();
   const problems: string[] = [];
   const missing: string[] = [];
+  const unreadable: string[] = [];
   for (const [name, entry] of Object.entries(record)) {
     if (name.startsWith('_')) continue;
     if (Array.isArray(entry) && entry.length === 2 && entry[0] === null && entry[1] === null) continue;
@@ -138,19 +168,29 @@ export async function readPipelineFolder(directory: string): Promise<PipelineFol
       problems.push(`${name}: expected [library, class], got ${JSON.stringify(entry)}`);
       continue;
     }
+    if (!COMPONENT_NAME.test(name)) {
+      problems.push(`${JSON.stringify(name)} is not a component folder name`);
+      continue;
+    }
     const [library, className] = entry as [string, string];
     const rule = ruleFor(name, className, pipelineClass);
-    if (!rule) continue;
+    if (!rule) {
+      if ((await exists(join(directory, name))) !== 'directory') missing.push(`${name}/`);
+      continue;
+    }
     if (rule.classes.length && !rule.classes.includes(className)) {
       problems.push(`${name}: class ${className} is not supported (expected ${rule.classes.join(' or ')})`);
       continue;
     }
     const component = { name, library, className, directory: join(directory, name) };
     missing.push(...(await missingFiles(component, rule.kind)));
+    const problem = rule.parseConfig ? await configProblem(component, rule.parseConfig) : null;
+    if (problem) unreadable.push(problem);
     components.set(name, component);
   }
   if (problems.length) throw new Error(`${indexPath}: ${problems.join('; ')}`);
   if (missing.length) throw new Error(`model folder ${directory} is incomplete: missing ${missing.join(', ')}`);
+  if (unreadable.length) throw new Error(unreadable.join('; '));
   return { directory, className: pipelineClass, components };
 }
 

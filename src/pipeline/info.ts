@@ -1,9 +1,13 @@
 // What a pipeline folder holds, for `kosmos-g info`: each component's class, its parameter count
-// and tensor dtypes (read from the safetensors headers only), and its size on disk.
+// and tensor dtypes (read from the safetensors headers only), and its size on disk. A folder is
+// described only after it loads exactly as `generate` loads it, so `info` refuses what `generate`
+// refuses.
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openSafetensors } from '../io/safetensors-index.js';
-import { readPipelineFolder } from './folder.js';
+import { type PipelineFolder, readPipelineFolder } from './folder.js';
+import { KosmosGPipeline } from './kosmos_g_pipeline.js';
+import { TextToImagePipeline } from './text_to_image.js';
 
 export interface ComponentInfo {
   name: string;
@@ -52,8 +56,24 @@ async function weightSummary(directory: string): Promise<{ parameters: number; d
   }
 }
 
-export async function describePipeline(directory: string): Promise<PipelineInfo> {
+/**
+ * Loads every pipeline `generate` can run from the folder, with `generate`'s own loaders (the folder,
+ * each component's config, its weights against the config, the tokenizers, the widths between
+ * components), then releases them: the Kosmos-G pipeline of a KosmosGPipeline folder, the CLIP-text
+ * pipeline of any other folder or of one that lists a text_encoder. Nothing is compiled or run.
+ */
+export async function validatePipelineFolder(directory: string): Promise<PipelineFolder> {
   const folder = await readPipelineFolder(directory);
+  const loaders: ((directory: string) => Promise<{ dispose(): Promise<void> }>)[] = [];
+  const kosmosG = folder.className === 'KosmosGPipeline';
+  if (kosmosG) loaders.push((path) => KosmosGPipeline.fromPretrained(path, { device: 'cpu' }));
+  if (!kosmosG || folder.components.has('text_encoder')) loaders.push((path) => TextToImagePipeline.fromPretrained(path, { device: 'cpu' }));
+  for (const load of loaders) await (await load(directory)).dispose();
+  return folder;
+}
+
+export async function describePipeline(directory: string): Promise<PipelineInfo> {
+  const folder = await validatePipelineFolder(directory);
   const components: ComponentInfo[] = [];
   for (const component of folder.components.values()) {
     const weights = await weightSummary(component.directory);

@@ -29,8 +29,9 @@ export class BoundModel<M extends Module> {
 
   /**
    * Reads `directory/config.json`, builds the model with `build` and binds it to the folder's
-   * safetensors (strict: missing tensors and shape mismatches are errors naming the component).
-   * Parameter buffers are dropped after the check: graphs read the file, only shapes are kept.
+   * safetensors (strict: missing tensors, tensors the config does not use and shape mismatches are
+   * one-line errors naming the component). Parameter buffers are dropped after the check: graphs
+   * read the file, only shapes are kept.
    */
   static async open<M extends Module>(
     name: string,
@@ -38,15 +39,15 @@ export class BoundModel<M extends Module> {
     build: (config: Record<string, unknown>) => M,
     bind: (graph: Graph, model: M, reader: SafetensorsReader) => ExternalWeights = (graph, model, reader) => externalBindings(graph, model, reader),
   ): Promise<BoundModel<M>> {
-    const config = await readConfigJson(join(directory, 'config.json'));
+    const oneLine = (error: unknown) => new Error(`${name}: ${(error as Error).message.replace(/\s+/g, ' ')}`);
     let model: M;
     try {
-      model = build(config);
+      model = build(await readConfigJson(join(directory, 'config.json')));
     } catch (error) {
-      throw new Error(`${name}: ${(error as Error).message.replace(/\s+/g, ' ')}`);
+      throw oneLine(error);
     }
-    const reader = await openSafetensors(directory).catch((error: Error) => {
-      throw new Error(`${name}: ${error.message}`);
+    const reader = await openSafetensors(directory).catch((error: unknown) => {
+      throw oneLine(error);
     });
     try {
       const bound = new BoundModel(name, directory, model, reader, bind);
@@ -54,7 +55,7 @@ export class BoundModel<M extends Module> {
       return bound;
     } catch (error) {
       await reader.close();
-      throw new Error(`${name}: ${(error as Error).message}`);
+      throw oneLine(error);
     }
   }
 

@@ -29,8 +29,10 @@
 // as whole, frozen symbols); then, repeatedly, the adjacent pair whose concatenation is a piece
 // (NORMAL, USER_DEFINED or UNUSED) with the highest score is merged, ties to the leftmost pair.
 // UNUSED pieces produced by a merge are split back into the pieces they were merged from. A symbol
-// that is no piece is unknown: with byte fallback it becomes its UTF-8 bytes as `<0xNN>` pieces,
-// otherwise it stays as its own surface string (its id is unk).
+// that is no piece is unknown: with byte fallback it becomes its UTF-8 bytes as `<0xNN>` pieces;
+// otherwise (sentencepiece_processor.cc PopulateSentencePieceText) a run of adjacent unknown
+// symbols becomes ONE piece, their surface strings joined (its id is unk), so "▁東京の猫" with only
+// "▁" and "猫" known gives "▁", "東京の", "猫".
 import { readFile } from 'node:fs/promises';
 import { ProtoReader, WIRE_LENGTH_DELIMITED, expectWire, protoFloat, protoInt, protoString } from './protobuf_reader.js';
 
@@ -266,11 +268,15 @@ export class SentencePieceBpe {
     const symbols = this.initialSymbols(normalized);
     const merged = this.merge(symbols);
     const pieces: string[] = [];
+    let previousUnknown = false;
     for (const symbol of merged) {
-      if (this.mergeable.has(symbol) || this.ids.has(symbol)) pieces.push(symbol);
+      const unknown = this.pieceToId(symbol) === this.unkId;
+      if (!unknown) pieces.push(symbol);
       else if (this.model.byteFallback) {
         for (const byte of new TextEncoder().encode(symbol)) pieces.push(`<0x${byte.toString(16).toUpperCase().padStart(2, '0')}>`);
-      } else pieces.push(symbol);
+      } else if (previousUnknown) pieces[pieces.length - 1] += symbol;
+      else pieces.push(symbol);
+      previousUnknown = unknown;
     }
     return pieces;
   }

@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FairseqDictionary } from '../../src/tokenizers/fairseq_dictionary.js';
 import { SentencePieceKosmosTokenizer, loadKosmosTokenizer } from '../../src/tokenizers/kosmos_tokenizer.js';
 import { PieceType, SentencePieceBpe, applyNormalizationRule, parseSentencePieceModel } from '../../src/tokenizers/sentencepiece.js';
 import { type TestModelOptions, type TestPiece, encodeSentencePieceModel, standardPieces, wearingModelPieces } from './sentencepiece-model.js';
+import { assertParity, fixturesDirectory } from '../parity/fixtures.js';
 
 function model(pieces: TestPiece[], options: TestModelOptions = {}): SentencePieceBpe {
   return new SentencePieceBpe(parseSentencePieceModel(encodeSentencePieceModel(pieces, options)));
@@ -66,6 +67,17 @@ test('unknown characters stay single pieces, or become <0xNN> byte pieces with b
   // ✓ is U+2713 = E2 9C 93 in UTF-8.
   assert.deepEqual(fallback.encodePieces('a✓'), ['▁a', '<0xE2>', '<0x9C>', '<0x93>']);
   assert.deepEqual(fallback.encodeIds('a✓').slice(1), [3 + 0xe2, 3 + 0x9c, 3 + 0x93]);
+});
+
+test('a run of adjacent unknown characters is one piece (id unk); byte fallback keeps every byte', () => {
+  const base = [{ piece: '▁a', score: -1 }, ...letters('▁a')];
+  const plain = model(standardPieces(base));
+  assert.deepEqual(plain.encodePieces('a✓✗a ✓'), ['▁a', '✓✗', 'a', '▁', '✓']);
+  assert.deepEqual(plain.encodeIds('a✓✗a ✓'), [3, 0, 5, 4, 0]);
+  const bytes = Array.from({ length: 256 }, (_, b) => ({ piece: `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`, type: PieceType.Byte }));
+  const fallback = model(standardPieces([...bytes, ...base]), { byteFallback: true });
+  // ✓ = E2 9C 93, ✗ = E2 9C 97: one byte piece per byte, nothing joined.
+  assert.deepEqual(fallback.encodePieces('✓✗'), ['▁', '<0xE2>', '<0x9C>', '<0x93>', '<0xE2>', '<0x9C>', '<0x97>']);
 });
 
 test('merged UNUSED pieces are split back into their halves', () => {
@@ -134,4 +146,28 @@ test('loadKosmosTokenizer reads sentencepiece.bpe.model + dict.txt and reports m
   } finally {
     await rm(directory, { recursive: true, force: true });
   }
+});
+
+interface FixtureString {
+  text: string;
+  pieces: string[];
+  spm_ids: number[];
+  fairseq_ids: number[];
+}
+
+test('fixture 13: a real sentencepiece.bpe.model + dict.txt give the library\'s pieces and ids for all 40 strings', async () => {
+  const directory = join(fixturesDirectory, '13_sentencepiece');
+  const strings = (JSON.parse(await readFile(join(directory, 'case.json'), 'utf8')) as { cases: FixtureString[] }).cases;
+  assert.equal(strings.length, 40);
+  const tokenizer = await loadKosmosTokenizer(directory);
+  assert.ok(tokenizer instanceof SentencePieceKosmosTokenizer);
+  for (const reference of strings) {
+    const label = JSON.stringify(reference.text);
+    assert.deepEqual(tokenizer.sentencePiece.encodePieces(reference.text), reference.pieces, `pieces of ${label}`);
+    assert.deepEqual(tokenizer.sentencePiece.encodeIds(reference.text), reference.spm_ids, `sentencepiece ids of ${label}`);
+    assert.deepEqual(tokenizer.encodeSegment(reference.text), reference.fairseq_ids, `fairseq ids of ${label}`);
+  }
+  // 4 fairseq specials + 3,997 dict.txt lines + 6 appended symbols.
+  assert.equal(tokenizer.vocabularySize, 4007);
+  await assertParity('13_sentencepiece');
 });
