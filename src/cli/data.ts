@@ -1,17 +1,18 @@
 // `kosmos-g data …`: the emoji world's sprite cache, datasets, previews, statistics and licences.
-import { writeFileSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { attributionMarkdown } from '../world/attribution.js';
 import { buildCatalog, type CatalogOptions } from '../world/catalog.js';
 import { parseStreamKind, SampleGenerator } from '../world/generate.js';
-import { contactSheet } from '../world/sheet.js';
+import { CELL_RANGE, checkSheetSize, contactSheet, sheetSize } from '../world/sheet.js';
 import { writeShards } from '../world/shards.js';
 import { makeSplits, parseSplit } from '../world/splits.js';
 import { buildSpriteCache, DEFAULT_SPRITE_SIZE } from '../world/sprites.js';
 import { datasetStats } from '../world/stats.js';
 import { DEFAULT_SCENE_SIZE, World } from '../world/world.js';
 import { buildDreamBench, dreamBenchBuildOptions, type DreamBenchBuildFlags } from './data-dreambench.js';
+import { checkOutputFile } from './output.js';
+import { writeFileNamed } from '../io/file-errors.js';
 
 interface WorldFlags {
   size: string;
@@ -26,6 +27,16 @@ function integer(value: string, what: string): number {
   const n = Number(value);
   if (!Number.isInteger(n)) throw new Error(`${what} must be an integer, got '${value}'`);
   return n;
+}
+
+/** Writes `text` to --out (checked first, replaced only with --force), or to stdout without --out. */
+async function writeTextOutput(text: string, flags: { out?: string; force?: boolean }): Promise<void> {
+  if (!flags.out) {
+    process.stdout.write(text);
+    return;
+  }
+  await checkOutputFile(flags.out, { force: flags.force ?? false });
+  await writeFileNamed(flags.out, text);
 }
 
 function catalogOptions(flags: { concepts?: string; styles?: string }): CatalogOptions {
@@ -163,21 +174,29 @@ export function registerDataCommands(program: Command): void {
       .description('draw a contact sheet of samples: inputs, text, target')
       .requiredOption('--kind <kind>', 't2i | edit | compose | mix')
       .requiredOption('--out <file>', 'PNG file to write')
-      .option('--n <count>', 'number of samples', '16')
+      .option('--force', 'replace an existing --out')
+      .option('--n <count>', 'number of samples (the sheet may hold 64 M pixels)', '16')
       .option('--split <split>', 'train | heldout', 'train')
       .option('--seed <n>', 'sample stream seed', '0')
-      .option('--cell <px>', 'displayed image size', '96'),
-  ).action(async (flags: WorldFlags & { kind: string; out: string; n: string; split: string; seed: string; cell: string }) => {
+      .option('--cell <px>', `displayed image size, ${CELL_RANGE.min} to ${CELL_RANGE.max}`, '96'),
+  ).action(async (flags: WorldFlags & { kind: string; out: string; force?: boolean; n: string; split: string; seed: string; cell: string }) => {
     const kind = parseStreamKind(flags.kind);
     const split = parseSplit(flags.split);
     const seed = integer(flags.seed, '--seed');
     const count = integer(flags.n, '--n');
     const cell = integer(flags.cell, '--cell');
+    if (count < 1) throw new Error(`--n must be at least 1, got ${count}`);
+    if (cell < CELL_RANGE.min || cell > CELL_RANGE.max) throw new Error(`--cell must be from ${CELL_RANGE.min} to ${CELL_RANGE.max}, got ${cell}`);
+    const sheet = { cell, title: `${kind} samples, ${split} split, seed ${seed}` };
+    // The smallest sheet these samples make (one input each): refused before any sample is drawn.
+    checkSheetSize(sheetSize(count, 1, sheet));
+    await checkOutputFile(flags.out, { extension: '.png', force: flags.force ?? false });
     const generator = new SampleGenerator(await openWorld(flags), { kind, split, seed });
-    const samples = Array.from({ length: count }, (_, i) => generator.sample(i));
-    const png = await contactSheet(samples, { cell, title: `${kind} samples, ${split} split, seed ${seed}` });
-    writeFileSync(flags.out, png);
-    process.stdout.write(`${samples.length} ${kind} samples -> ${flags.out}\n`);
+    const samples = function* () {
+      for (let i = 0; i < count; i++) yield generator.sample(i);
+    };
+    await writeFileNamed(flags.out, await contactSheet(samples(), sheet));
+    process.stdout.write(`${count} ${kind} samples -> ${flags.out}\n`);
   });
 
   data
@@ -193,19 +212,17 @@ export function registerDataCommands(program: Command): void {
     .description('write the split manifest (training styles, held-out style and concepts)')
     .option('--split-seed <n>', 'seed of the held-out concept choice', '0')
     .option('--out <file>', 'JSON file to write (default: stdout)')
-    .action((flags: { splitSeed: string; out?: string }) => {
-      const text = `${JSON.stringify(makeSplits(buildCatalog(), integer(flags.splitSeed, '--split-seed')), null, 2)}\n`;
-      if (flags.out) writeFileSync(flags.out, text);
-      else process.stdout.write(text);
+    .option('--force', 'replace an existing --out')
+    .action(async (flags: { splitSeed: string; out?: string; force?: boolean }) => {
+      await writeTextOutput(`${JSON.stringify(makeSplits(buildCatalog(), integer(flags.splitSeed, '--split-seed')), null, 2)}\n`, flags);
     });
 
   data
     .command('attribution')
     .description('write the attribution file for the artwork the world uses')
     .option('--out <file>', 'Markdown file to write (default: stdout)')
-    .action((flags: { out?: string }) => {
-      const text = attributionMarkdown(buildCatalog());
-      if (flags.out) writeFileSync(flags.out, text);
-      else process.stdout.write(text);
+    .option('--force', 'replace an existing --out')
+    .action(async (flags: { out?: string; force?: boolean }) => {
+      await writeTextOutput(attributionMarkdown(buildCatalog()), flags);
     });
 }

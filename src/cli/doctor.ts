@@ -1,6 +1,7 @@
 // `kosmos-g doctor`: what this machine offers (versions, execution providers, threads) and a
 // short training run through the whole engine — tracing, autodiff, AdamW in the graph, ONNX
-// Runtime — on the chosen device: a two-layer MLP learns a fixed random teacher network.
+// Runtime — on the chosen device: a two-layer MLP learns a fixed random teacher network. Runs of
+// at least MIN_JUDGED_STEPS must cut the loss tenfold; a shorter run only shows that the engine runs.
 import type { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
 import { availableParallelism, cpus, platform, arch } from 'node:os';
@@ -14,6 +15,12 @@ import { Module, type TraceContext } from '../nn/module.js';
 import type { Value } from '../graph/graph.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import { Random } from '../util/random.js';
+import { positiveInteger } from './arguments.js';
+
+/** The MLP cuts its loss about 20× in 50 steps and 270× in 100; fewer steps are too few to judge. */
+const MIN_JUDGED_STEPS = 50;
+/** Warm-up of the learning rate; shorter for runs too short to hold it. */
+const WARMUP_STEPS = 10;
 
 class TwoLayerPerceptron extends Module {
   readonly fc1: Linear;
@@ -47,14 +54,13 @@ export function registerDoctorCommand(program: Command): void {
     .command('doctor')
     .description('report versions and execution providers, then train a small network through the engine')
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
-    .option('--threads <n>', 'CPU threads', (value) => Number.parseInt(value, 10))
-    .option('--steps <n>', 'training steps', (value) => Number.parseInt(value, 10), 200)
+    .option('--threads <n>', 'CPU threads', positiveInteger('--threads'))
+    .option('--steps <n>', `training steps (at least ${MIN_JUDGED_STEPS} to judge whether the engine learns)`, positiveInteger('--steps'), 200)
     .action(async (options: { device: string; threads?: number; steps: number }) => {
       if (!['cpu', 'webgpu', 'auto'].includes(options.device)) throw new Error(`unknown device ${options.device} (cpu, webgpu or auto)`);
-      if (!Number.isInteger(options.steps) || options.steps < 1) throw new Error('--steps must be a positive integer');
       const webgpu = await probeWebGpu();
       console.log(`node ${process.version} on ${platform()} ${arch()}, ${availableParallelism()} cores (${cpus()[0]?.model.trim() ?? 'unknown CPU'})`);
-      console.log(`onnxruntime-node ${ort.env.versions.node}; execution providers: cpu, webgpu ${webgpu.available ? 'available' : `unavailable (${webgpu.reason?.split('\n')[0]?.replace(/^.*was false\. /, '')})`}`);
+      console.log(`onnxruntime-node ${ort.env.versions.node}; execution providers: cpu, webgpu ${webgpu.available ? 'available' : `unavailable (${webgpu.reason})`}`);
       const device = await resolveDevice(options.device as Device);
 
       const [rows, inputs, hidden, outputs] = [64, 32, 128, 8];
@@ -72,7 +78,7 @@ export function registerDoctorCommand(program: Command): void {
         batch: { x: { dtype: 'float32', shape: [rows, inputs] }, y: { dtype: 'float32', shape: [rows, outputs] } },
         loss: ({ graph, parameters, batch: values }) => mseLoss(student.forward(contextFromValues(graph, student, parameters), values['x']!), values['y']!),
         optimizer: { kind: 'adamw', weightDecay: 0 },
-        schedule: { kind: 'cosine', learningRate: 3e-3, warmupSteps: 10, totalSteps: options.steps },
+        schedule: { kind: 'cosine', learningRate: 3e-3, warmupSteps: Math.min(WARMUP_STEPS, options.steps - 1), totalSteps: options.steps },
         maxGradNorm: 1,
         session: { executionProvider: device, threads: options.threads },
       });
@@ -85,7 +91,11 @@ export function registerDoctorCommand(program: Command): void {
       await step.release();
       console.log(`engine on ${device}: MLP ${inputs}→${hidden}→${outputs}, AdamW, ${options.steps} steps; compile ${compileMs.toFixed(0)} ms, ${msPerStep.toFixed(2)} ms/step`);
       console.log(`loss ${first.loss.toExponential(3)} → ${last.loss.toExponential(3)} (gradient norm ${last.gradNorm.toExponential(2)})`);
-      if (!(last.loss < first.loss / 10)) throw new Error('the engine did not learn the teacher (loss fell less than 10×)');
+      if (options.steps < MIN_JUDGED_STEPS) {
+        console.log(`ok: the engine runs (${options.steps} steps are too few to judge learning; use --steps ${MIN_JUDGED_STEPS} or more)`);
+        return;
+      }
+      if (!(last.loss < first.loss / 10)) throw new Error(`the engine did not learn the teacher in ${options.steps} steps (loss fell less than 10×)`);
       console.log('ok');
     });
 }

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import type { Device } from '../graph/devices.js';
 import { evaluateKosmosLm } from '../eval/kosmos-lm.js';
 import { positiveInteger } from './arguments.js';
+import { checkReportFolder } from './output.js';
 
 export function registerEvalKosmosLmCommand(evaluate: Command): void {
   evaluate
@@ -18,8 +19,10 @@ export function registerEvalKosmosLmCommand(evaluate: Command): void {
     .option('--batches <n>', 'batches of 16 held-out sequences for the perplexity', positiveInteger('--batches'), 16)
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
     .option('--threads <n>', 'intra-op CPU threads', positiveInteger('--threads'))
-    .action(async (flags: { model: string; out: string; images: number; batches: number; device: string; threads?: number }) => {
+    .option('--force', 'replace an earlier metrics.json in --out')
+    .action(async (flags: { model: string; out: string; images: number; batches: number; device: string; threads?: number; force?: boolean }) => {
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device ${flags.device} (cpu, webgpu or auto)`);
+      await checkReportFolder(flags.out, ['metrics.json'], flags.force ?? false);
       const metrics = await evaluateKosmosLm(flags.model, {
         images: flags.images,
         perplexityBatches: flags.batches,

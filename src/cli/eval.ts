@@ -5,10 +5,13 @@ import type { Device } from '../graph/devices.js';
 import { evaluateWorldSd } from '../eval/world-sd.js';
 import { writeWorldSdReport } from '../eval/world-sd-report.js';
 import { positiveInteger } from './arguments.js';
+import { checkReportFolder } from './output.js';
 import { registerEvalKosmosLmCommand } from './eval-kosmos-lm.js';
 import { registerEvalDreamBenchCommand } from './eval-dreambench.js';
 import { registerEvalJudgesCommand } from './eval-judges.js';
 
+/** The files `writeWorldSdReport` writes into --out. */
+const WORLD_SD_REPORT_FILES = ['metrics.json', 'samples.png', 'report.html'];
 
 function guidanceList(value: string): number[] {
   const scales = value.split(',').map(Number);
@@ -31,6 +34,7 @@ interface EvalFlags {
   vaeScenes: number;
   device: string;
   threads?: number;
+  force?: boolean;
 }
 
 export function registerEvalCommand(program: Command): void {
@@ -55,8 +59,10 @@ export function registerEvalCommand(program: Command): void {
     .option('--vae-scenes <n>', 'scenes per split for the VAE PSNR', positiveInteger('--vae-scenes'), 64)
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
     .option('--threads <n>', 'intra-op CPU threads', positiveInteger('--threads'))
+    .option('--force', 'replace an earlier report in --out')
     .action(async (flags: EvalFlags) => {
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device ${flags.device} (cpu, webgpu or auto)`);
+      await checkReportFolder(flags.out, WORLD_SD_REPORT_FILES, flags.force ?? false);
       const result = await evaluateWorldSd(flags.model, {
         steps: flags.steps,
         guidanceScales: flags.guidance,

@@ -1,20 +1,23 @@
 // `kosmos-g generate`: an interleaved prompt and its images → a PNG (a grid for --num > 1) and a
-// JSON sidecar beside it recording every setting. Every argument is checked before the model is
-// loaded; both files are written to temporary names and renamed at the end, so a failure never
-// leaves anything at --out.
-import { stat, unlink } from 'node:fs/promises';
-import { dirname, extname, resolve } from 'node:path';
+// JSON sidecar beside it recording every setting. Every argument, the output folder's writability
+// and the generation's estimated memory are checked before any image is sampled; an existing image
+// or sidecar is replaced only with --force; both files are written to temporary names and renamed
+// at the end, so a failure never leaves anything at --out.
+import { unlink } from 'node:fs/promises';
+import { extname } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import type { Device } from '../graph/devices.js';
-import { SCHEDULER_CHOICES, type SchedulerChoice, type StepInfo } from '../pipeline/diffusion.js';
+import { MAX_GUIDANCE, SCHEDULER_CHOICES, type SchedulerChoice, type StepInfo } from '../pipeline/diffusion.js';
 import { DEFAULT_MODEL } from '../pipeline/default_model.js';
 import { readPipelineFolder } from '../pipeline/folder.js';
 import { encodePng, gridLayout, imageGrid } from '../pipeline/image_output.js';
-import { writeFileAtomic } from '../io/atomic-file.js';
 import { KosmosGPipeline, type KosmosGGenerateOptions } from '../pipeline/kosmos_g_pipeline.js';
+import { defaultMemoryLimit, formatBytes, parseByteSize } from '../pipeline/memory.js';
 import { TextToImagePipeline, type GenerationResult } from '../pipeline/text_to_image.js';
 import { checkImageCount } from '../pipeline/prompt.js';
+import { checkOutputFile } from './output.js';
+import { writeFileNamed } from '../io/file-errors.js';
 
 interface GenerateFlags {
   model?: string;
@@ -39,7 +42,9 @@ interface GenerateFlags {
   controlEnd: string;
   lora?: string;
   loraScale: string;
+  maxMemory?: string;
   out?: string;
+  force?: boolean;
 }
 
 function integer(value: string, flag: string, minimum: number): number {
@@ -59,13 +64,10 @@ export function sidecarPath(out: string): string {
   return out.slice(0, out.length - extname(out).length) + '.json';
 }
 
-async function checkOutput(out: string): Promise<void> {
-  if (extname(out).toLowerCase() !== '.png') throw new Error(`--out must name a .png file, got '${out}'`);
-  const folder = dirname(resolve(out));
-  const entry = await stat(folder).catch(() => null);
-  if (!entry?.isDirectory()) throw new Error(`the folder of --out does not exist: ${folder}`);
-  const existing = await stat(out).catch(() => null);
-  if (existing?.isDirectory()) throw new Error(`--out names a folder: ${out}`);
+/** Refuses an --out that could not be written, or whose image or sidecar exists (without --force). */
+async function checkOutput(out: string, force: boolean): Promise<void> {
+  await checkOutputFile(out, { extension: '.png', force });
+  await checkOutputFile(sidecarPath(out), { flag: '--out (its .json sidecar)', force });
 }
 
 function progressReporter(): { onStep: (info: StepInfo) => void; stop: () => void } {
@@ -100,7 +102,7 @@ export function registerGenerateCommand(program: Command): void {
     .option('--image <file>', 'input image for the next <i> (repeatable)', (value: string, previous: string[]) => [...previous, value], [] as string[])
     .option('--negative <text>', 'negative prompt', '')
     .option('--steps <n>', 'denoising steps', '50')
-    .option('--guidance <g>', 'classifier-free guidance scale (≤ 1: conditional branch only)', '6')
+    .option('--guidance <g>', `classifier-free guidance scale, 0 to ${MAX_GUIDANCE} (≤ 1: conditional branch only)`, '6')
     .option('--scheduler <name>', `sampler: ${SCHEDULER_CHOICES.join(', ')}`, 'dpm++')
     .option('--seed <n>', 'seed of the initial noise (image i uses seed + i); random when left out')
     .option('--num <n>', 'images to generate (tiled into one grid)', '1')
@@ -117,13 +119,17 @@ export function registerGenerateCommand(program: Command): void {
     .option('--control-end <f>', 'fraction of the steps where ControlNet ends', '1')
     .option('--lora <file>', 'LoRA safetensors for the U-Net (PEFT or kohya layout)')
     .option('--lora-scale <s>', 'LoRA strength', '1')
+    .option('--max-memory <bytes>', `refuse a generation whose estimated peak memory is over this, e.g. 4G (default: half of this machine's memory, ${formatBytes(defaultMemoryLimit())})`)
     .option('--out <file>', 'output PNG; a JSON sidecar with every setting goes beside it')
+    .option('--force', 'replace an existing --out image and its .json sidecar')
     .action(async (flags: GenerateFlags) => {
       if (flags.prompt === undefined) throw new Error('--prompt is required');
       if (!flags.out) throw new Error('--out is required');
-      await checkOutput(flags.out);
+      await checkOutput(flags.out, flags.force ?? false);
       const steps = integer(flags.steps, '--steps', 1);
       const guidanceScale = decimal(flags.guidance, '--guidance');
+      if (guidanceScale < 0 || guidanceScale > MAX_GUIDANCE) throw new Error(`--guidance must be from 0 to ${MAX_GUIDANCE} (≤ 1: conditional branch only), got '${flags.guidance}'`);
+      const maxMemory = flags.maxMemory === undefined ? undefined : parseByteSize(flags.maxMemory, '--max-memory');
       if (!(SCHEDULER_CHOICES as string[]).includes(flags.scheduler)) throw new Error(`unknown scheduler '${flags.scheduler}' (choose ${SCHEDULER_CHOICES.join(', ')})`);
       const seed = flags.seed === undefined ? undefined : integer(flags.seed, '--seed', 0);
       const numImages = integer(flags.num, '--num', 1);
@@ -166,6 +172,7 @@ export function registerGenerateCommand(program: Command): void {
         height,
         controlnet,
         lora,
+        maxMemory,
       };
       const loadStart = performance.now();
       const pipeline = kind === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(model, { device, threads }) : await TextToImagePipeline.fromPretrained(model, { device, threads });
@@ -193,12 +200,14 @@ export function registerGenerateCommand(program: Command): void {
         device: pipeline.runtime.device,
         threads: pipeline.runtime.threads,
         timings: { loadMs: Math.round(loadMs), generateMs: Math.round(generateMs) },
+        warnings: result.warnings,
         output: flags.out,
       };
+      for (const warning of result.warnings) process.stderr.write(`warning: ${warning}\n`);
       const sidecarFile = sidecarPath(flags.out);
-      await writeFileAtomic(flags.out, png);
+      await writeFileNamed(flags.out, png);
       try {
-        await writeFileAtomic(sidecarFile, `${JSON.stringify(sidecar, null, 2)}\n`);
+        await writeFileNamed(sidecarFile, `${JSON.stringify(sidecar, null, 2)}\n`);
       } catch (error) {
         // The image without its settings is not a result: take it back.
         await unlink(flags.out).catch(() => {});

@@ -1,12 +1,11 @@
 // Where graphs run: the CPU execution provider, or WebGPU (Dawn over Vulkan/Metal/D3D12) when the
 // machine has an adapter. onnxruntime-node fails session creation instead of falling back when a
-// WebGPU session finds no adapter, so the adapter is probed once with a one-node session and the
-// answer is cached for the process (each worker thread probes for itself).
+// WebGPU session finds no adapter, so the adapter is probed once, in a child process
+// (webgpu-probe.ts: Dawn's native warnings and any driver crash stay there), and the answer is
+// cached for the process (each worker thread probes for itself).
+import { execFile } from 'node:child_process';
 import { availableParallelism } from 'node:os';
-import * as ort from 'onnxruntime-node';
-import { Graph } from './graph.js';
-import { add } from './ops/elementwise.js';
-import { encodeModel } from '../onnx/proto.js';
+import { fileURLToPath } from 'node:url';
 
 /** What a caller asks for; `auto` picks WebGPU when an adapter is found, else the CPU. */
 export type Device = 'cpu' | 'webgpu' | 'auto';
@@ -14,38 +13,42 @@ export type ResolvedDevice = 'cpu' | 'webgpu';
 
 export interface WebGpuProbe {
   available: boolean;
-  /** Why no adapter could be used (ORT's message), when none could. */
+  /** Why no adapter could be used, in one line, when none could. */
   reason?: string;
   /** How long the probe took, in milliseconds. */
   ms: number;
 }
 
+const PROBE_SCRIPT = fileURLToPath(new URL('./webgpu-probe.js', import.meta.url));
+/** A probe that hangs (a wedged driver) counts as no adapter after this long. */
+const PROBE_TIMEOUT_MS = 20000;
+
 let probe: Promise<WebGpuProbe> | undefined;
 
-function probeModel(): Uint8Array {
-  const graph = new Graph('webgpu_probe');
-  const x = graph.input('x', 'float32', [1]);
-  return encodeModel(graph.toModel({ y: add(x, x) }));
+/**
+ * ORT's reason in one line: its message starts with a source location and a failed condition
+ * ("…webgpu_context.cc:136 … was false. Failed to get a WebGPU adapter: No supported adapters").
+ */
+function webGpuReason(message: string): string {
+  const line = message.replace(/^[\s\S]*? was false\. /, '').split('\n')[0]!.trim();
+  return line || 'unknown reason';
 }
 
-/** Creates and runs a one-node session on the WebGPU provider; the result is cached. */
+/** Runs the probe's child process once; the result is cached. */
 export function probeWebGpu(): Promise<WebGpuProbe> {
-  probe ??= (async () => {
+  probe ??= new Promise((resolve) => {
     const start = performance.now();
-    try {
-      // Severity 3 (errors only): a machine without an adapter is an expected answer, not a warning.
-      const session = await ort.InferenceSession.create(probeModel(), { executionProviders: ['webgpu'], logSeverityLevel: 3 });
+    execFile(process.execPath, [PROBE_SCRIPT], { timeout: PROBE_TIMEOUT_MS, windowsHide: true }, (error, stdout) => {
+      const ms = performance.now() - start;
       try {
-        const { y } = await session.run({ x: new ort.Tensor('float32', Float32Array.of(1), [1]) });
-        if (y?.data[0] !== 2) throw new Error(`WebGPU probe computed ${String(y?.data[0])} for 1 + 1`);
-      } finally {
-        await session.release();
+        const answer = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as { available: boolean; reason?: string };
+        resolve(answer.available ? { available: true, ms } : { available: false, reason: webGpuReason(answer.reason ?? ''), ms });
+      } catch {
+        const how = error?.signal ? `ended by ${error.signal}` : `exited with code ${String(error?.code ?? 0)}`;
+        resolve({ available: false, reason: `the WebGPU probe ${how} without an answer`, ms });
       }
-      return { available: true, ms: performance.now() - start };
-    } catch (error) {
-      return { available: false, reason: error instanceof Error ? error.message : String(error), ms: performance.now() - start };
-    }
-  })();
+    });
+  });
   return probe;
 }
 
@@ -59,7 +62,7 @@ export async function resolveDevice(device: Device): Promise<ResolvedDevice> {
     case 'webgpu': {
       const result = await probeWebGpu();
       if (result.available) return 'webgpu';
-      throw new Error(`device 'webgpu' was requested but no WebGPU adapter was found (${result.reason ?? 'unknown reason'})`);
+      throw new Error(`device 'webgpu' was requested but no WebGPU adapter was found (${result.reason ?? 'unknown reason'}); use --device cpu or auto`);
     }
     default:
       throw new Error(`unknown device ${JSON.stringify(device)}; expected 'cpu', 'webgpu' or 'auto'`);
@@ -71,7 +74,22 @@ export function defaultThreads(): number {
   return availableParallelism();
 }
 
+/** More intra-op threads than this many per core only make the threads wait for each other. */
+export const MAX_THREADS_PER_CORE = 2;
+const threadWarnings = new Set<number>();
+
+/**
+ * A checked thread count: a positive integer, capped at MAX_THREADS_PER_CORE × the cores with a
+ * warning on stderr (once per value and process).
+ */
 export function checkThreads(threads: number): number {
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`threads must be a positive integer, got ${threads}`);
-  return threads;
+  const cores = availableParallelism();
+  const limit = MAX_THREADS_PER_CORE * cores;
+  if (threads <= limit) return threads;
+  if (!threadWarnings.has(threads)) {
+    threadWarnings.add(threads);
+    process.stderr.write(`warning: ${threads} threads is more than ${MAX_THREADS_PER_CORE} per core on ${cores} cores; using ${limit}\n`);
+  }
+  return limit;
 }

@@ -7,6 +7,11 @@
 // g ≤ 1 the unconditional half is not run at all and ε = ε_c (diffusers' rule, do_classifier_free_
 // guidance = g > 1); the official Kosmos-G code instead keeps the doubled batch and also emits the
 // unconditional images, a quirk not reproduced here. So guidance 1 is exactly the conditional branch.
+// Scales outside [0, MAX_GUIDANCE] are refused, and a loop whose latents stop being finite (a scale
+// that blows them up) stops with an error rather than decoding a grey image.
+//
+// Memory: `resolve` estimates the generation's peak (memory.ts) and refuses it above `maxMemory`
+// (default: half of the machine's memory), before any graph runs.
 //
 // Noise: image i of a call starts from gaussianNoise(seed + i, (1, C, h, w)) × init_noise_sigma
 // (models/gaussian_noise.ts: xoshiro128** and Marsaglia's polar method from IEEE basic operations,
@@ -26,6 +31,7 @@ import { UNet2DConditionModel, parseUNetConfig } from '../models/unet_2d_conditi
 import { constantBindings } from '../nn/module.js';
 import { type Scheduler, type SchedulerConfig, schedulerByName, schedulerFromConfig, schedulerNames } from '../schedulers/index.js';
 import { type ControlNetOptions, type LoadedControlNet, controlKeep, controlSettings, loadControlImage, loadControlNet } from './controlnet.js';
+import { checkGenerationMemory, defaultMemoryLimit, estimateGenerationMemory, type GenerationRequest, type MemoryEstimate } from './memory.js';
 import { BoundModel, mergedContext } from './weights.js';
 
 export type SchedulerChoice = keyof typeof schedulerNames;
@@ -70,6 +76,8 @@ export interface SamplingOptions {
   onStep?: (info: StepInfo) => void;
   /** Decode a preview every this many steps (and at the last); 0 or absent: none. */
   previewEvery?: number;
+  /** Refuse a generation whose estimated peak memory is over this many bytes; default half of the machine's memory. */
+  maxMemory?: number;
 }
 
 /** The settings a generation actually used, defaults filled in (the CLI's JSON sidecar). */
@@ -96,8 +104,10 @@ export interface SamplingExtras {
 export const DEFAULT_STEPS = 50;
 /** The Kosmos-G demo's default (the reference's sample() default is 7.5). */
 export const DEFAULT_GUIDANCE = 6;
+/** Largest guidance scale accepted; common scales are 3 to 15, and far larger ones only saturate the latents. */
+export const MAX_GUIDANCE = 50;
 const MAX_IMAGES = 64;
-/** Largest width or height accepted (SD 1.5 works at 512; 4096 keeps one latent batch within memory). */
+/** Largest width or height accepted (SD 1.5 works at 512); whether a size fits in memory is the estimate's call (memory.ts). */
 const MAX_SIDE = 4096;
 
 export interface DiffusionDefaults {
@@ -166,7 +176,9 @@ export class LatentDiffusion {
     const steps = options.steps ?? DEFAULT_STEPS;
     if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw new Error(`steps must be an integer from 1 to 1000, got ${steps}`);
     const guidanceScale = options.guidanceScale ?? DEFAULT_GUIDANCE;
-    if (!Number.isFinite(guidanceScale)) throw new Error(`guidance scale must be a finite number, got ${guidanceScale}`);
+    if (!Number.isFinite(guidanceScale) || guidanceScale < 0 || guidanceScale > MAX_GUIDANCE) {
+      throw new Error(`guidance scale must be a finite number from 0 to ${MAX_GUIDANCE} (≤ 1: the conditional branch alone), got ${guidanceScale}`);
+    }
     const scheduler = options.scheduler ?? defaults.scheduler;
     if (!SCHEDULER_CHOICES.includes(scheduler)) throw new Error(`unknown scheduler ${JSON.stringify(scheduler)} (choose ${SCHEDULER_CHOICES.join(', ')})`);
     if (scheduler === 'pndm' && steps < 2) throw new Error('the pndm scheduler needs at least 2 steps');
@@ -199,7 +211,17 @@ export class LatentDiffusion {
       if (!Number.isFinite(scale)) throw new Error(`LoRA scale must be a finite number, got ${scale}`);
       lora = { file: options.lora.file, scale };
     }
+    const maxMemory = options.maxMemory ?? defaultMemoryLimit();
+    if (!Number.isSafeInteger(maxMemory) || maxMemory < 1) throw new Error(`maxMemory must be a positive number of bytes, got ${maxMemory}`);
+    const request: GenerationRequest = { width, height, numImages, guided: guidanceScale > 1, controlnet: controlnet !== null };
+    checkGenerationMemory(this.memoryEstimate(request), request, process.memoryUsage().rss, maxMemory);
     return { steps, guidanceScale, scheduler, seed, numImages, width, height, latents: options.latents ? 'given' : 'seeded', controlnet, lora };
+  }
+
+  /** What a generation adds to the process's memory (memory.ts). */
+  memoryEstimate(request: GenerationRequest): MemoryEstimate {
+    const parameters = this.unet.model.parameterCount() + this.vae.model.parameterCount();
+    return estimateGenerationMemory({ unet: this.unet.model.config, vae: this.vae.model.config, parameters }, request);
   }
 
   private latentShape(numImages: number, width: number, height: number): number[] {
@@ -281,6 +303,9 @@ export class LatentDiffusion {
         const noise = guided ? applyGuidance(prediction!.data as Float32Array, guidanceScale) : (prediction!.data as Float32Array);
         const result = scheduler.step(noise, timestep, latents);
         latents = result.prevSample;
+        if (!allFinite(latents)) {
+          throw new Error(`sampling diverged at step ${step + 1} of ${timesteps.length}: the latents are no longer finite (guidance scale ${guidanceScale})`);
+        }
         if (options.onStep) {
           const wantPreview = options.previewEvery && ((step + 1) % options.previewEvery === 0 || step === timesteps.length - 1);
           const preview = wantPreview ? await this.decode(result.predOriginalSample ?? latents, shape) : undefined;
@@ -400,6 +425,11 @@ export function repeatRows(parts: readonly [HostTensor, number][]): HostTensor<'
     for (let i = 0; i < count; i++, offset += rowSize) data.set(tensor.data as Float32Array, offset);
   }
   return { dtype: 'float32', shape: [rows, ...rowShape], data };
+}
+
+function allFinite(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) return false;
+  return true;
 }
 
 function concatenate(a: Float32Array, b: Float32Array): Float32Array {

@@ -70,7 +70,7 @@ export class KosmosGPipeline {
       // Without guidance (g ≤ 1) the unconditional branch is never run.
       const unconditional = settings.guidanceScale > 1 ? await this.encoder.encodeUnconditional(negativePrompt) : condition;
       const generated = await this.diffusion.sample(condition, unconditional, settings, options, extras);
-      return { images: generated, settings: { prompt: options.prompt, negativePrompt, images: images.length, ...settings } };
+      return { images: generated, settings: { prompt: options.prompt, negativePrompt, images: images.length, ...settings }, warnings: [] };
     } finally {
       await this.diffusion.releaseExtras(extras);
     }

@@ -2,7 +2,8 @@
 // through the CLIP tokenizer (transformers' CLIPTokenizer: basic cleaning, 77 tokens, end-token
 // padding, truncation) and the CLIP text encoder's last_hidden_state is the U-Net's condition; the
 // unconditional condition encodes the negative prompt, or "" as diffusers does. Sampling, guidance,
-// noise, ControlNet and LoRA are the shared LatentDiffusion loop.
+// noise, ControlNet and LoRA are the shared LatentDiffusion loop. A prompt longer than the encoder
+// reads is truncated as diffusers does, but not silently: the result carries a warning.
 import { checkpointInitialized } from '../nn/layers.js';
 import { Graph } from '../graph/graph.js';
 import type { Device } from '../graph/devices.js';
@@ -31,6 +32,8 @@ export interface GenerationResult {
   images: GeneratedImage[];
   /** Every setting the images depend on, defaults filled in. */
   settings: SamplingSettings & { prompt: string; negativePrompt: string };
+  /** What the images do not reflect of the request (e.g. the part of a prompt past the encoder's tokens). */
+  warnings: string[];
 }
 
 export class TextToImagePipeline {
@@ -93,17 +96,28 @@ export class TextToImagePipeline {
     return (await session.run(feeds))['last_hidden_state']!;
   }
 
+  /** A warning when `text` has more tokens than the text encoder reads (its positions less start and end). */
+  truncationWarning(text: string, what: string): string | null {
+    const readable = this.textEncoder.model.config.max_position_embeddings - 2;
+    const tokens = this.tokenizer.tokenize(text, 'basic').length;
+    return tokens > readable ? `the ${what} has ${tokens} tokens; the CLIP text encoder reads the first ${readable} and ignores the rest` : null;
+  }
+
   async generate(options: TextToImageOptions): Promise<GenerationResult> {
     if (typeof options.prompt !== 'string') throw new Error('prompt must be a string');
     const settings = this.diffusion.resolve(options, { scheduler: 'dpm++' });
     const negativePrompt = options.negativePrompt ?? '';
+    const warnings = [
+      this.truncationWarning(options.prompt, 'prompt'),
+      settings.guidanceScale > 1 ? this.truncationWarning(negativePrompt, 'negative prompt') : null,
+    ].filter((warning): warning is string => warning !== null);
     const extras = await this.diffusion.prepare(settings, options);
     try {
       const condition = await this.encodePrompt(options.prompt);
       // Without guidance (g ≤ 1) the unconditional branch is never run.
       const unconditional = settings.guidanceScale > 1 ? await this.encodePrompt(negativePrompt) : condition;
       const images = await this.diffusion.sample(condition, unconditional, settings, options, extras);
-      return { images, settings: { prompt: options.prompt, negativePrompt, ...settings } };
+      return { images, settings: { prompt: options.prompt, negativePrompt, ...settings }, warnings };
     } finally {
       await this.diffusion.releaseExtras(extras);
     }

@@ -11,6 +11,7 @@ import { averagedParameters, type TrainingState } from '../graph/train-step.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { syncDirectory, writeFileAtomic } from '../io/atomic-file.js';
+import { parseJson } from '../io/file-errors.js';
 
 const CHECKPOINT_PATTERN = /^step-(\d{8})$/;
 const TEMPORARY_PREFIX = '.step-';
@@ -52,8 +53,8 @@ export async function writeCheckpoint(directory: string, state: TrainingState, m
   const name = checkpointName(state.step);
   const final = join(directory, name);
   const temporary = join(directory, `${TEMPORARY_PREFIX}${String(state.step).padStart(8, '0')}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  await mkdir(temporary);
   try {
+    await mkdir(temporary);
     const fullMetadata: CheckpointMetadata = { format: 'kosmos-g-training-checkpoint', version: 1, step: state.step, ...metadata };
     // writeSafetensors and writeFileAtomic fsync each file and the temporary folder itself.
     await writeSafetensors(join(temporary, PARAMETERS_FILE), state.parameters, { metadata: { step: String(state.step) } });
@@ -67,7 +68,8 @@ export async function writeCheckpoint(directory: string, state: TrainingState, m
     await rename(temporary, final);
   } catch (error) {
     await rm(temporary, { recursive: true, force: true });
-    throw error;
+    // The folder's temporary name means nothing to a person; the checkpoint's does.
+    throw new Error(`cannot write the checkpoint ${final}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
   await syncDirectory(directory);
   return final;
@@ -91,7 +93,7 @@ export async function listCheckpoints(directory: string): Promise<{ step: number
 
 export async function readCheckpointMetadata(path: string): Promise<CheckpointMetadata> {
   const file = join(path, STATE_FILE);
-  const parsed = metadataSchema.safeParse(JSON.parse(await readFile(file, 'utf8')));
+  const parsed = metadataSchema.safeParse(parseJson(await readFile(file, 'utf8'), file));
   if (!parsed.success) throw new Error(`${file}: not a training checkpoint:\n${z.prettifyError(parsed.error)}`);
   return parsed.data;
 }

@@ -94,6 +94,17 @@ export const baseConfigSchema = z.strictObject({
    * optimizer state, the step count and the schedule start fresh.
    */
   initFrom: z.string().min(1).optional(),
+}).superRefine((config, issues) => {
+  // A schedule that ends before the run would train its last steps at the final learning rate
+  // (0 by default) without a word.
+  const { kind, totalSteps, finalLearningRate } = config.schedule;
+  if (kind !== 'constant' && totalSteps !== undefined && totalSteps < config.steps) {
+    issues.addIssue({
+      code: 'custom',
+      path: ['schedule', 'totalSteps'],
+      message: `totalSteps ${totalSteps} is less than steps ${config.steps}: the last ${config.steps - totalSteps} steps would train at the final learning rate ${finalLearningRate ?? 0}; set it to at least steps`,
+    });
+  }
 });
 
 export type BaseConfig = z.output<typeof baseConfigSchema>;

@@ -11,6 +11,7 @@
 //   loss.png             loss curve
 //   samples/step-*.png   sample grids
 //   checkpoints/step-*/  parameters, optimizer state, state.json
+//   run.lock             while a run works on the folder (run-lock.ts): a second run is refused
 import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
@@ -18,8 +19,9 @@ import { checkThreads, defaultThreads, type Device, resolveDevice } from '../gra
 import { averagedParameters, TrainingStep } from '../graph/train-step.js';
 import { configHash, parseConfig, readConfig, type BaseConfig } from './config.js';
 import { type Checkpoint, latestCheckpoint, listCheckpoints, pruneCheckpoints, readCheckpointState, readInitialParameters, writeCheckpoint } from './checkpoint.js';
-import { writeFileAtomic } from '../io/atomic-file.js';
+import { parseJson, writeFileNamed } from '../io/file-errors.js';
 import { StepLog } from './log.js';
+import { acquireRunLock } from './run-lock.js';
 import { renderLossCurve } from './plot.js';
 import { findStage } from './stages.js';
 import type { StageDefinition } from './stage.js';
@@ -66,12 +68,8 @@ const RUN_CONFIG = 'config.json';
 /** The config to train with: the file given, checked against the run's own when resuming. */
 async function resolveConfig<C extends BaseConfig>(stage: StageDefinition<C>, options: RunOptions): Promise<C> {
   const runConfigPath = join(options.out, RUN_CONFIG);
-  let stored: C | null = null;
-  try {
-    stored = parseConfig(stage.schema, JSON.parse(await readFile(runConfigPath, 'utf8')), runConfigPath);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
+  const storedText = await readFile(runConfigPath, 'utf8').catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? null : Promise.reject(error)));
+  const stored = storedText === null ? null : parseConfig(stage.schema, parseJson(storedText, runConfigPath), runConfigPath);
   const given = options.configPath ? await readConfig(stage.schema, options.configPath) : null;
   const config = given ?? (options.resume ? stored : null);
   if (!config) throw new Error(options.resume ? `${options.out} has no ${RUN_CONFIG}; pass --config` : 'a config file is required (--config FILE)');
@@ -84,6 +82,34 @@ async function resolveConfig<C extends BaseConfig>(stage: StageDefinition<C>, op
 
 export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, options: RunOptions): Promise<SessionSummary> {
   const report = options.report ?? ((message: string) => process.stderr.write(`${message}\n`));
+  // The config is checked before the lock, so a bad config leaves no run folder behind.
+  await resolveConfig(stage, options);
+  // From here on a signal stops the run cleanly (with a checkpoint once training started) and the
+  // lock is released, whatever stage the run is in; the handlers come first, so no signal can
+  // arrive between taking the lock and being able to release it.
+  let stopSignal: string | null = null;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopSignal) process.exit(130);
+    stopSignal = signal;
+    report(`${signal}: stopping after this step (again to abort without a checkpoint)`);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const lock = await acquireRunLock(options.out, report);
+    try {
+      return await runLocked(stage, options, report, () => stopSignal);
+    } finally {
+      lock.release();
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+async function runLocked<C extends BaseConfig>(stage: StageDefinition<C>, options: RunOptions, report: (message: string) => void, stopSignal: () => string | null): Promise<SessionSummary> {
+  // Read again under the lock: another run may have written the folder's config.json meanwhile.
   const config = await resolveConfig(stage, options);
   const hash = configHash(config);
   const checkpointDirectory = join(options.out, 'checkpoints');
@@ -96,7 +122,7 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
     throw new Error(`${options.out} already holds checkpoints; pass --resume to continue that run, or choose another --out`);
   }
   await mkdir(join(options.out, 'samples'), { recursive: true });
-  await writeFileAtomic(join(options.out, RUN_CONFIG), `${JSON.stringify(config, null, 2)}\n`);
+  await writeFileNamed(join(options.out, RUN_CONFIG), `${JSON.stringify(config, null, 2)}\n`);
 
   const device = await resolveDevice(options.device ?? 'cpu');
   const threads = options.threads === undefined ? defaultThreads() : checkThreads(options.threads);
@@ -133,15 +159,6 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
   report(checkpoint ? `resuming ${stage.name} from step ${startStep} (${checkpoint.path})` : `starting ${stage.name} at step 0`);
   report(`device ${device}, ${threads} threads, ${config.steps} steps of batch ${config.batchSize}, output ${options.out}`);
 
-  let stopSignal: string | null = null;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (stopSignal) process.exit(130);
-    stopSignal = signal;
-    report(`${signal}: stopping after this step (again to abort without a checkpoint)`);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-
   const elapsedBefore = checkpoint?.metadata.elapsedSeconds ?? 0;
   const sessionStart = performance.now();
   const sessionSeconds = () => (performance.now() - sessionStart) / 1000;
@@ -167,9 +184,9 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
     checkpoint = await latestCheckpoint(checkpointDirectory);
   };
   const writePlot = async () =>
-    writeFileAtomic(join(options.out, 'loss.png'), await renderLossCurve(log.records, `${stage.name}: loss, step ${training.step}`));
+    writeFileNamed(join(options.out, 'loss.png'), await renderLossCurve(log.records, `${stage.name}: loss, step ${training.step}`));
   const writeSamples = async () =>
-    writeFileAtomic(join(options.out, 'samples', `step-${String(training.step).padStart(8, '0')}.png`), await instance.sampleGrid(averagedParameters(await training.state())));
+    writeFileNamed(join(options.out, 'samples', `step-${String(training.step).padStart(8, '0')}.png`), await instance.sampleGrid(averagedParameters(await training.state())));
   const timed = async (work: () => Promise<unknown>) => {
     const start = performance.now();
     await work();
@@ -181,7 +198,7 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
   let smoothedLoss = NaN;
   try {
     while (training.step < config.steps) {
-      if (stopSignal) {
+      if (stopSignal()) {
         reason = 'signal';
         break;
       }
@@ -239,8 +256,6 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
     return summary;
   } finally {
     progress.stop();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
     await log.close();
     await training.release();
     await instance.release();
@@ -250,7 +265,7 @@ export async function runStage<C extends BaseConfig>(stage: StageDefinition<C>, 
 /** `train export`: writes the newest checkpoint of `run` (its EMA weights, if it keeps them) as a model folder. */
 export async function exportRun(run: string, to: string): Promise<{ stage: string; step: number }> {
   const configPath = join(run, RUN_CONFIG);
-  const json = JSON.parse(await readFile(configPath, 'utf8')) as { stage?: unknown };
+  const json = parseJson(await readFile(configPath, 'utf8'), configPath) as { stage?: unknown };
   const stage = findStage(String(json.stage));
   const config = parseConfig(stage.schema, json, configPath);
   const checkpoint = await latestCheckpoint(join(run, 'checkpoints'));

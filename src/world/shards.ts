@@ -8,6 +8,7 @@
 import { createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { parseJson } from '../io/file-errors.js';
 import { attributionMarkdown } from './attribution.js';
 import type { BackgroundSpec } from './backgrounds.js';
 import { SampleGenerator, type StreamKind } from './generate.js';
@@ -128,20 +129,39 @@ function usedStyles(generator: SampleGenerator): string[] {
 export function readShardManifest(dir: string): ShardManifest {
   const path = join(dir, 'manifest.json');
   if (!existsSync(path)) throw new Error(`${dir} is not a world dataset: manifest.json is missing`);
-  const manifest = JSON.parse(readFileSync(path, 'utf8')) as ShardManifest;
-  if (manifest.format !== SHARD_FORMAT) throw new Error(`${path} is not a ${SHARD_FORMAT} manifest`);
+  const manifest = parseJson(readFileSync(path, 'utf8'), path) as ShardManifest | null;
+  if (manifest?.format !== SHARD_FORMAT || !Array.isArray(manifest.shards)) throw new Error(`${path} is not a ${SHARD_FORMAT} manifest`);
   if (manifest.version !== SHARD_FORMAT_VERSION) throw new Error(`${path} has format version ${manifest.version}; this reader understands ${SHARD_FORMAT_VERSION}`);
   return manifest;
 }
 
-/** The JSONL records of a dataset, in index order, without decoding images. */
+/** The fields every reader of a record relies on. */
+function isSampleRecord(value: unknown): value is SampleRecord {
+  const record = value as Partial<Record<keyof SampleRecord, unknown>> | null;
+  return (
+    typeof record === 'object' && record !== null && typeof record.kind === 'string' && typeof record.text === 'string' && typeof record.target === 'string' &&
+    [record.images, record.subjects, record.backgrounds].every(Array.isArray)
+  );
+}
+
+/** The JSONL records of a dataset, in index order, without decoding images; a broken line is an error naming its file and line. */
 export async function* readRecords(dir: string): AsyncGenerator<SampleRecord> {
   const manifest = readShardManifest(dir);
   for (const shard of manifest.shards) {
-    const lines = createInterface({ input: createReadStream(join(dir, shard.file)), crlfDelay: Infinity });
-    for await (const line of lines) {
+    const path = join(dir, shard.file);
+    const input = createReadStream(path);
+    const opened = new Promise<void>((resolve, reject) => {
+      input.once('open', () => resolve());
+      input.once('error', (error: NodeJS.ErrnoException) => reject(new Error(`cannot read ${path}: ${error.code ?? error.message}`)));
+    });
+    await opened;
+    let number = 0;
+    for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+      number++;
       if (line.trim().length === 0) continue;
-      yield JSON.parse(line) as SampleRecord;
+      const record = parseJson(line, `${path} line ${number}`);
+      if (!isSampleRecord(record)) throw new Error(`${path} line ${number} is not a sample record (kind, text, target, images, subjects, backgrounds)`);
+      yield record;
     }
   }
 }

@@ -2,29 +2,17 @@
 // grid and its JSON sidecar, and every bad input exiting non-zero with one line on stderr and
 // nothing at --out (nor a temporary file beside it).
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { cp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
-import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { scratch, tinyExtras } from './tiny.js';
+import { runCli } from '../cli/run-cli.js';
 
-const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-const run = promisify(execFile);
+const cli = (...args: string[]) => runCli(args);
+
 const model = join(scratch, 'cli-tiny');
 const cat = join(scratch, 'cat.png');
-
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [main, ...args], { env: { ...process.env, NO_COLOR: '1' } });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
 
 before(async () => {
   const created = await cli('init-random', '--config', 'tiny', '--out', model);
@@ -70,11 +58,11 @@ test('generate --num 2 writes a 2×1 grid PNG and a sidecar with every setting; 
     {
       model: undefined, output: undefined, timings: undefined, pipeline: 'kosmos-g', prompt: '<i> in the snow', negativePrompt: '', images: [cat], steps: 4,
       guidanceScale: 6, scheduler: 'dpm++', seed: 5, numImages: 2, width: 64, height: 64, latents: 'seeded', controlnet: null, lora: null, seeds: [5, 6],
-      grid: { columns: 2, rows: 1 }, device: 'cpu', threads: 2,
+      grid: { columns: 2, rows: 1 }, device: 'cpu', threads: 2, warnings: [],
     },
   );
   const bytes = await readFile(out);
-  assert.equal((await cli(...args)).code, 0);
+  assert.equal((await cli(...args, '--force')).code, 0);
   assert.ok(bytes.equals(await readFile(out)), 'same seed, same PNG');
   const otherSeed = join(scratch, 'other.png');
   assert.equal((await cli(...args.slice(0, -1), otherSeed, '--seed', '6')).code, 0);
