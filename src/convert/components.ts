@@ -1,13 +1,11 @@
-// Writing one component folder of a converted pipeline (config.json + model.safetensors) from the
-// checkpoint, and copying one from a Stable Diffusion folder. A written component holds exactly the
-// tensors its model reads, found by walking the model built from the derived config: a missing
-// tensor or a wrong shape is an error naming the keys, and the checkpoint's other tensors under the
-// prefix (training buffers, the tied LM head, stage-2 parts) are left out and reported.
-import { constants } from 'node:fs';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+// Writing one component folder of a converted pipeline (config.json + safetensors weights) from a
+// checkpoint or a diffusers/transformers model folder. A written component holds exactly the
+// tensors its model reads, found by walking the model built from its config: a missing tensor or a
+// wrong shape is an error naming the keys, and the source's other tensors under the prefix
+// (training buffers, the tied LM head, stage-2 parts) are left out and reported.
+import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Module } from '../nn/module.js';
-import { openSafetensors } from '../io/safetensors-index.js';
 import { type DeferredTensor, writeSafetensorsDeferred } from '../io/safetensors.js';
 import type { CheckpointSource } from './source.js';
 
@@ -52,7 +50,7 @@ export function matchTensors(source: CheckpointSource, plan: ComponentPlan): Map
     ...(missing.length ? [`missing ${missing.length} tensor(s): ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', …' : ''}`] : []),
     ...mismatched.slice(0, 8),
   ];
-  if (problems.length) throw new Error(`${source.path}: the ${plan.name} does not match its derived config (${problems.join('; ')})`);
+  if (problems.length) throw new Error(`${source.path}: the ${plan.name} does not match its config (${problems.join('; ')})`);
   return matched;
 }
 
@@ -68,21 +66,4 @@ export async function writeComponent(directory: string, source: CheckpointSource
   await writeFile(join(directory, 'config.json'), `${JSON.stringify(plan.config, null, 2)}\n`);
   await writeSafetensorsDeferred(join(directory, plan.weightsFile), tensors, { metadata: { converted_from: basename(source.path) } });
   return [...matched.values()];
-}
-
-/**
- * Copies a diffusers model folder: config.json and the safetensors weights its loader would open
- * (one file, or an index and the shards it names); other files (.bin copies, fp16 variants) stay behind.
- */
-export async function copyModelFolder(from: string, to: string): Promise<void> {
-  const reader = await openSafetensors(from);
-  let files: string[];
-  try {
-    files = [...new Set([reader.path, ...reader.names().map((name) => reader.info(name).file)])];
-  } finally {
-    await reader.close();
-  }
-  await mkdir(to, { recursive: true });
-  // Reflinks where the file system has them, a plain copy elsewhere.
-  for (const file of [join(from, 'config.json'), ...files]) await copyFile(file, join(to, basename(file)), constants.COPYFILE_FICLONE);
 }

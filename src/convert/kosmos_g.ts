@@ -2,30 +2,31 @@
 // with the official key names) → a pipeline folder `generate` reads:
 //   vision, connector, mllm, aligner   from the checkpoint (official prefixes kept), configs derived
 //                                      from the shapes and args (./architecture.ts)
-//   unet, vae, scheduler               copied from the Stable Diffusion folder `--sd`, else from the
-//                                      checkpoint's diffusion_unet.unet.* / vae.vae.* (SD 1.5 configs)
+//   unet, vae, scheduler               copied from the Stable Diffusion folder `--sd` (read as
+//                                      ./diffusers.ts reads a decoder), else from the checkpoint's
+//                                      diffusion_unet.unet.* / vae.vae.* (SD 1.5 configs)
 //   tokenizer                          the SentencePiece model and fairseq dict.txt
 // Everything is checked before the first byte is written (configs, shapes, the tokenizer against
 // the embedding, the condition width against the U-Net), then written into a temporary sibling of
 // `--out` that is renamed into place, so `--out` is either untouched or complete.
-import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { copyFile, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { readConfigJson } from '../io/config-json.js';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { ALIGNER_PREFIX, AlignerNet, parseAlignerConfig } from '../models/aligner.js';
 import { AutoencoderKL, modernAttentionKey, parseAutoencoderKLConfig } from '../models/autoencoder_kl.js';
 import { KOSMOS_MLLM_PREFIX, KosmosGMllm, parseKosmosMllmConfig } from '../models/kosmos_mllm.js';
 import { KOSMOS_G_PREFIX, OpenClipVisionModel, parseOpenClipVisionConfig } from '../models/openclip_vision.js';
-import { UNet2DConditionModel, parseUNetConfig, perBlockValues } from '../models/unet_2d_condition.js';
+import { UNet2DConditionModel, parseUNetConfig } from '../models/unet_2d_condition.js';
 import { XCONNECTOR_PREFIX, XConnector, parseXConnectorConfig } from '../models/xconnector.js';
 import type { Module } from '../nn/module.js';
 import { checkpointInitialized } from '../nn/layers.js';
-import { KOSMOS_G_COMPONENTS, KOSMOS_G_NETWORK_ENTRIES, SCHEDULER_CLASSES, readPipelineFolder, requireComponents } from '../pipeline/folder.js';
+import { KOSMOS_G_COMPONENTS, KOSMOS_G_NETWORK_ENTRIES, readPipelineFolder, requireComponents } from '../pipeline/folder.js';
 import { SD15_SCHEDULER_CONFIG } from '../pipeline/random_pipeline.js';
 import { DICTIONARY_FILE, SENTENCEPIECE_MODEL_FILE, SentencePieceKosmosTokenizer } from '../tokenizers/kosmos_tokenizer.js';
 import { type ArchitectureOverrides, alignerConfig, connectorConfig, diffusionConfigs, mllmConfig, visionConfig } from './architecture.js';
-import { type ComponentPlan, copyModelFolder, matchTensors, writeComponent } from './components.js';
+import { type ComponentPlan, matchTensors, writeComponent } from './components.js';
+import { type Decoder, openDecoder, singleCrossAttentionDim, writeDecoder, writeDecoderScheduler } from './diffusers.js';
+import { type ComponentReport, checkOutput, writeFolderAtomically } from './output_folder.js';
 import { type CheckpointSource, openCheckpointSource } from './source.js';
 
 /** Where the official model keeps its Stable Diffusion parts (fairseq saves the whole state dict). */
@@ -38,6 +39,8 @@ export interface ConvertOptions {
   out: string;
   /** A Stable Diffusion folder in the diffusers layout (unet/, vae/, scheduler/); required unless the checkpoint holds them. */
   sd?: string;
+  /** Weights variant of the `sd` folder to read (`fp16`), where a component has it. */
+  variant?: string;
   sentencePiece: string;
   dictionary: string;
   architecture?: ArchitectureOverrides;
@@ -48,10 +51,12 @@ export interface ConvertOptions {
 export interface ConversionReport {
   out: string;
   format: CheckpointSource['format'];
-  /** Each component and where it came from; `tensors` counts those written from the checkpoint (null for copied folders). */
-  components: { name: string; from: string; tensors: number | null }[];
+  /** Each component and where it came from. */
+  components: ComponentReport[];
   /** Checkpoint tensors no component reads (training buffers, the tied LM head, stage-2 parts, a replaced U-Net/VAE). */
   leftOut: string[];
+  /** What the `--sd` folder's components left out or changed (unused tensors, a scheduler's class). */
+  notes: string[];
 }
 
 /** Builds a component's model, putting the component's name in front of a config error (one line). */
@@ -88,30 +93,12 @@ function conditionPlans(source: CheckpointSource, overrides: ArchitectureOverrid
 }
 
 /** The decoder: a checked `--sd` folder to copy, or the checkpoint's own U-Net and VAE to write. */
-type DiffusionSource =
-  | { kind: 'sd'; directory: string; crossAttentionDim: number; scheduler: string }
-  | { kind: 'checkpoint'; plans: ComponentPlan[]; crossAttentionDim: number };
-
-function crossAttentionDim(config: { cross_attention_dim: number | number[]; block_out_channels: number[] }, where: string): number {
-  const values = perBlockValues(config.cross_attention_dim, config.block_out_channels.length, 'cross_attention_dim');
-  if (new Set(values).size !== 1) throw new Error(`${where}: per-block cross_attention_dim ${values.join(', ')} differ; one condition width is needed`);
-  return values[0]!;
-}
+type DiffusionSource = { kind: 'sd'; decoder: Decoder; crossAttentionDim: number } | { kind: 'checkpoint'; plans: ComponentPlan[]; crossAttentionDim: number };
 
 async function diffusionSource(source: CheckpointSource, options: ConvertOptions): Promise<DiffusionSource> {
   if (options.sd) {
-    const directory = resolve(options.sd);
-    const read = (file: string) =>
-      readConfigJson(join(directory, file)).catch((error: Error) => {
-        throw new Error(`--sd ${options.sd} is not a Stable Diffusion folder in the diffusers layout: ${error.message}`);
-      });
-    const unetConfig = await read('unet/config.json');
-    const parsedUnet = build(`${options.sd}/unet`, () => parseUNetConfig(unetConfig));
-    const vaeConfig = await read('vae/config.json');
-    build(`${options.sd}/vae`, () => parseAutoencoderKLConfig(vaeConfig));
-    const scheduler = String((await read('scheduler/scheduler_config.json'))['_class_name']);
-    if (!(SCHEDULER_CLASSES as readonly string[]).includes(scheduler)) throw new Error(`${options.sd}/scheduler: class ${scheduler} is not supported (expected ${SCHEDULER_CLASSES.join(' or ')})`);
-    return { kind: 'sd', directory, crossAttentionDim: crossAttentionDim(parsedUnet, `${options.sd}/unet`), scheduler };
+    const decoder = await openDecoder(options.sd, '--sd', options.variant);
+    return { kind: 'sd', decoder, crossAttentionDim: decoder.crossAttentionDim };
   }
   const held = (prefix: string) => [...source.tensors.keys()].some((key) => key.startsWith(prefix));
   const absent = [held(UNET_PREFIX) ? '' : `${UNET_PREFIX}*`, held(VAE_PREFIX) ? '' : `${VAE_PREFIX}*`].filter(Boolean);
@@ -122,7 +109,7 @@ async function diffusionSource(source: CheckpointSource, options: ConvertOptions
   const diffusers = { weightsFile: 'diffusion_pytorch_model.safetensors' };
   return {
     kind: 'checkpoint',
-    crossAttentionDim: crossAttentionDim(unet.config, 'unet'),
+    crossAttentionDim: singleCrossAttentionDim(unet.config, 'unet'),
     plans: [
       { ...plan('unet', unet, { source: UNET_PREFIX, output: '' }, diffusers), config: { _class_name: 'UNet2DConditionModel', ...unet.config } },
       // Checkpoints written before diffusers 0.14 name the VAE's attention query/key/value/proj_attn.
@@ -139,90 +126,53 @@ async function checkTokenizer(options: ConvertOptions, vocabulary: number): Prom
   }
 }
 
-/** Writes into a temporary sibling of `out` and renames it into place (replacing an old folder only with `force`). */
-async function writeFolderAtomically<T>(out: string, force: boolean, write: (directory: string) => Promise<T>): Promise<T> {
-  await mkdir(dirname(out), { recursive: true });
-  const temporary = join(dirname(out), `.${basename(out)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  await mkdir(temporary);
-  let result: T;
-  try {
-    result = await write(temporary);
-  } catch (error) {
-    await rm(temporary, { recursive: true, force: true });
-    // Errors name the folder the user asked for, not the temporary one.
-    throw new Error((error as Error).message.split(temporary).join(out));
-  }
-  const old = `${temporary.slice(0, -'.tmp'.length)}.old`;
-  const replacing = force && (await stat(out).then(() => true, () => false));
-  if (replacing) await rename(out, old);
-  try {
-    await rename(temporary, out);
-  } catch (error) {
-    if (replacing) await rename(old, out);
-    await rm(temporary, { recursive: true, force: true });
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new Error(code === 'EEXIST' || code === 'ENOTEMPTY' ? `${out} already exists (use --force to replace it)` : `cannot create ${out}: ${code ?? (error as Error).message}`);
-  }
-  if (replacing) await rm(old, { recursive: true, force: true });
-  return result;
-}
-
-async function checkOutput(options: ConvertOptions): Promise<string> {
-  const out = resolve(options.out);
-  for (const [flag, path] of [['--from', options.from], ['--sd', options.sd]] as const) {
-    if (path !== undefined && resolve(path) === out) throw new Error(`--out ${options.out} is the ${flag} path; write the pipeline somewhere else`);
-  }
-  const existing = await stat(out).catch(() => null);
-  if (existing && !options.force) throw new Error(`${options.out} already exists (use --force to replace it)`);
-  if (existing && !existing.isDirectory()) throw new Error(`${options.out} exists and is not a folder; --force only replaces a folder`);
-  return out;
-}
-
 const MODEL_INDEX_ENTRIES = { tokenizer: ['kosmos_g', 'SentencePieceKosmosTokenizer'], ...KOSMOS_G_NETWORK_ENTRIES };
 
 export async function convertKosmosG(options: ConvertOptions): Promise<ConversionReport> {
-  const out = await checkOutput(options);
+  const force = options.force ?? false;
+  const out = await checkOutput(options.out, force, [['--from', options.from], ['--sd', options.sd]]);
   const source = await openCheckpointSource(options.from);
+  let diffusion: DiffusionSource | undefined;
   try {
     const condition = conditionPlans(source, options.architecture ?? {});
     await checkTokenizer(options, condition.vocabulary);
-    const diffusion = await diffusionSource(source, options);
+    diffusion = await diffusionSource(source, options);
     if (diffusion.crossAttentionDim !== condition.conditionWidth) {
       throw new Error(`the aligner's output is ${condition.conditionWidth} wide but the U-Net cross-attends to ${diffusion.crossAttentionDim}`);
     }
+    const decoder = diffusion.kind === 'sd' ? diffusion.decoder : null;
     const plans = [...condition.plans, ...(diffusion.kind === 'checkpoint' ? diffusion.plans : [])];
     // Every plan's tensors are matched before anything is written.
     for (const component of plans) matchTensors(source, component);
-    return await writeFolderAtomically(out, options.force ?? false, async (directory) => {
-      const components: ConversionReport['components'] = [];
+    decoder?.match();
+    return await writeFolderAtomically(out, force, async (directory) => {
+      const report: ConversionReport = { out, format: source.format, components: [], leftOut: [], notes: [] };
       const used = new Set<string>();
       for (const component of plans) {
         const keys = await writeComponent(join(directory, component.name), source, component);
         keys.forEach((key) => used.add(key));
-        components.push({ name: component.name, from: basename(options.from), tensors: keys.length });
+        report.components.push({ name: component.name, source: `${keys.length} tensors from ${basename(options.from)}` });
       }
-      let scheduler = SD15_SCHEDULER_CONFIG._class_name;
-      await mkdir(join(directory, 'scheduler'));
-      if (diffusion.kind === 'sd') {
-        for (const name of ['unet', 'vae']) {
-          await copyModelFolder(join(diffusion.directory, name), join(directory, name));
-          components.push({ name, from: `--sd ${options.sd}`, tensors: null });
-        }
-        await copyFile(join(diffusion.directory, 'scheduler', 'scheduler_config.json'), join(directory, 'scheduler', 'scheduler_config.json'));
-        scheduler = diffusion.scheduler;
+      if (decoder) {
+        await writeDecoder(decoder, directory, report, 'copied from --sd: ');
+        await writeDecoderScheduler(decoder.scheduler, directory, report, 'copied from --sd: ');
       } else {
+        await mkdir(join(directory, 'scheduler'));
         await writeFile(join(directory, 'scheduler', 'scheduler_config.json'), `${JSON.stringify(SD15_SCHEDULER_CONFIG, null, 2)}\n`);
       }
       await mkdir(join(directory, 'tokenizer'));
       await copyFile(options.sentencePiece, join(directory, 'tokenizer', SENTENCEPIECE_MODEL_FILE), constants.COPYFILE_FICLONE);
       await copyFile(options.dictionary, join(directory, 'tokenizer', DICTIONARY_FILE), constants.COPYFILE_FICLONE);
+      const scheduler = decoder ? decoder.scheduler.config._class_name : SD15_SCHEDULER_CONFIG._class_name;
       const index = { _class_name: 'KosmosGPipeline', _converted_from: basename(options.from), ...MODEL_INDEX_ENTRIES, scheduler: ['diffusers', scheduler] };
       await writeFile(join(directory, 'model_index.json'), `${JSON.stringify(index, null, 2)}\n`);
       // The same folder check `generate` makes, before the folder is moved into place.
       requireComponents(await readPipelineFolder(directory), KOSMOS_G_COMPONENTS, 'Kosmos-G generation');
-      return { out, format: source.format, components, leftOut: [...source.tensors.keys()].filter((key) => !used.has(key)) };
+      report.leftOut = [...source.tensors.keys()].filter((key) => !used.has(key));
+      return report;
     });
   } finally {
+    if (diffusion?.kind === 'sd') await diffusion.decoder.close();
     await source.close();
   }
 }
