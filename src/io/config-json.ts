@@ -2,6 +2,7 @@
 // as bare tokens (diffusers scheduler configs contain `"lambda_min_clipped": -Infinity`), which
 // JSON.parse rejects; they are read here as the matching JavaScript numbers.
 import { readFile } from 'node:fs/promises';
+import { oneLine } from './describe-value.js';
 
 const sentinel = '\u0000python-float:';
 
@@ -11,7 +12,7 @@ export function parsePythonJson(text: string, source = 'JSON'): unknown {
   try {
     return JSON.parse(quoted, (_, value: unknown) => (typeof value === 'string' && value.startsWith(sentinel) ? Number(value.slice(sentinel.length)) : value));
   } catch (error) {
-    throw new Error(`${source}: invalid JSON (${(error as Error).message})`);
+    throw new Error(`${source}: invalid JSON (${oneLine((error as Error).message)})`);
   }
 }
 

@@ -6,6 +6,7 @@
 // only record their class name, arguments and state (argparse.Namespace, omegaconf configs, numpy
 // scalars). The machine is a loop, not a recursion; every length is checked against the bytes
 // that remain before anything is allocated, and nesting is bounded where values are walked.
+import { describeName, describeValue } from './describe-value.js';
 
 /** A global the pickle named, pushed on the stack; what calling it does is in its rule. */
 export class PickleGlobal {
@@ -166,7 +167,7 @@ export function unpickle(bytes: Uint8Array, options: PickleOptions, start = 0): 
     const mapped = PYTHON2_MODULES[module] ?? module;
     const qualified = `${mapped}.${name}`;
     const rule = options.globals.get(qualified);
-    const written = mapped === module ? qualified : `${module}.${name} (${qualified})`;
+    const written = describeName(mapped === module ? qualified : `${module}.${name} (${qualified})`);
     if (!rule) fail(`refusing the global ${written}: it is not on the allow-list of tensor, storage, container and inert config classes (a pickle can run code through any other)`);
     return made(new PickleGlobal(mapped, name, rule!));
   };
@@ -363,7 +364,7 @@ function decodePython2String(repr: string, fail: (problem: string) => never): st
       bytes.push(parseInt(body.slice(i + 1, i + 3), 16));
       i += 2;
     } else if (Object.hasOwn(escapes, next)) bytes.push(escapes[next]!);
-    else fail(`unsupported escape \\${next} in a STRING opcode`);
+    else fail(`unsupported escape ${describeValue(`\\${next}`)} in a STRING opcode`);
   }
   return Buffer.from(bytes).toString('utf8');
 }
@@ -441,21 +442,29 @@ const UNWRAP: ReadonlyMap<string, (object: InertObject) => unknown> = new Map([
   ),
 ]);
 
+/** Most values plainValue copies out: configurations hold thousands. */
+export const DEFAULT_PLAIN_ITEMS = 200_000;
+
 /**
  * A JSON-like copy of an unpickled value, for reading configurations: dicts become objects, the
  * config placeholders their contents; other placeholders and objects (tensors) become
  * `{ __class__: name }`, bytes `{ __bytes__: length }`. Deeper nesting than `maxDepth` (a cycle
- * made through the memo, or a nesting bomb) is an error.
+ * made through the memo, or a nesting bomb) is an error, and so is a copy of more than `maxItems`
+ * values: the memo lets a pickle of a few hundred bytes hold each of 40 nested lists twice, which
+ * is 2^40 values once copied.
  */
-export function plainValue(value: unknown, maxDepth = DEFAULT_PICKLE_LIMITS.maxDepth): unknown {
+export function plainValue(value: unknown, maxDepth = DEFAULT_PICKLE_LIMITS.maxDepth, maxItems = DEFAULT_PLAIN_ITEMS): unknown {
+  let items = 0;
   const convert = (item: unknown, depth: number): unknown => {
     if (depth > maxDepth) throw new Error(`a pickled value is nested deeper than ${maxDepth} levels (or refers to itself)`);
+    if (++items > maxItems) throw new Error(`a pickled value holds more than ${maxItems} values once its shared parts are copied out`);
     if (item === null || typeof item === 'boolean' || typeof item === 'number' || typeof item === 'string') return item;
     if (typeof item === 'bigint') return item.toString();
     if (item instanceof Uint8Array) return { __bytes__: item.length };
     if (Array.isArray(item)) return item.map((element) => convert(element, depth + 1));
     if (item instanceof Set) return [...item].map((element) => convert(element, depth + 1));
-    if (item instanceof Map) return Object.fromEntries([...item].map(([key, element]) => [String(key), convert(element, depth + 1)]));
+    // A key that is a container (a tuple) is described, not String()ed: that recurses without a bound.
+    if (item instanceof Map) return Object.fromEntries([...item].map(([key, element]) => [typeof key === 'object' && key !== null ? describeValue(key) : String(key), convert(element, depth + 1)]));
     if (item instanceof PickleGlobal) return { __global__: item.qualifiedName };
     if (item instanceof InertObject) {
       const unwrap = UNWRAP.get(item.className);

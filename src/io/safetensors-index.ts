@@ -3,6 +3,7 @@
 
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic-file.js';
+import { describeValue, oneLine } from './describe-value.js';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { elementCount, type HostTensor } from '../onnx/dtype.js';
 import { describeAvailable, isPlainObject, SafetensorsFile, writeSafetensors, type ReadOptions, type SafetensorsReader, type TensorInfo, type WriteOptions } from './safetensors.js';
@@ -34,7 +35,7 @@ export class ShardedSafetensors implements SafetensorsReader {
     try {
       index = JSON.parse(text);
     } catch (error) {
-      return fail(`not valid JSON (${(error as Error).message})`);
+      return fail(`not valid JSON (${oneLine((error as Error).message)})`);
     }
     if (!isPlainObject(index)) return fail('expected a JSON object');
     const { metadata = {}, weight_map: weightMap } = index;
@@ -44,11 +45,11 @@ export class ShardedSafetensors implements SafetensorsReader {
     const directory = dirname(indexPath);
     const shardFiles = new Map<string, string>();
     for (const [name, file] of Object.entries(weightMap)) {
-      if (typeof file !== 'string') return fail(`weight_map["${name}"] must be a file name, got ${JSON.stringify(file)}`);
+      if (typeof file !== 'string') return fail(`weight_map[${describeValue(name)}] must be a file name, got ${describeValue(file)}`);
       const shardPath = resolve(directory, file);
       // Shards live beside their index; anything else is a malformed or malicious index.
       if (isAbsolute(file) || relative(directory, shardPath).startsWith('..')) {
-        return fail(`weight_map["${name}"] = "${file}" points outside the index's folder`);
+        return fail(`weight_map[${describeValue(name)}] = ${describeValue(file)} points outside the index's folder`);
       }
       shardFiles.set(name, shardPath);
     }
@@ -57,13 +58,13 @@ export class ShardedSafetensors implements SafetensorsReader {
     try {
       for (const shardPath of new Set(shardFiles.values())) {
         const exists = await stat(shardPath).then((s) => s.isFile(), () => false);
-        if (!exists) fail(`shard "${relative(directory, shardPath)}" referenced by the weight_map does not exist`);
+        if (!exists) fail(`shard ${describeValue(relative(directory, shardPath))} referenced by the weight_map does not exist`);
         opened.set(shardPath, await SafetensorsFile.open(shardPath));
       }
       const shardOf = new Map<string, SafetensorsFile>();
       for (const [name, shardPath] of shardFiles) {
         const shard = opened.get(shardPath)!;
-        if (!shard.has(name)) fail(`tensor "${name}" is mapped to "${relative(directory, shardPath)}", which does not contain it`);
+        if (!shard.has(name)) fail(`tensor ${describeValue(name)} is mapped to ${describeValue(relative(directory, shardPath))}, which does not contain it`);
         shardOf.set(name, shard);
       }
       return new ShardedSafetensors(indexPath, metadata, shardOf, [...opened.values()]);
@@ -101,7 +102,7 @@ export class ShardedSafetensors implements SafetensorsReader {
 
   private shardFor(name: string): SafetensorsFile {
     const shard = this.shardOf.get(name);
-    if (!shard) throw new Error(`${this.path}: no tensor named "${name}" in the weight_map; ${describeAvailable(name, this.names())}`);
+    if (!shard) throw new Error(`${this.path}: no tensor named ${describeValue(name)} in the weight_map; ${describeAvailable(name, this.names())}`);
     return shard;
   }
 }

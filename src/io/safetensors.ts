@@ -6,6 +6,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { replaceFileAtomically } from './atomic-file.js';
 import { type ByteSource, bufferSource, openFileSource } from './byte-source.js';
+import { describeNumbers, describeValue, oneLine } from './describe-value.js';
 import {
   elementCount,
   float16BitsToFloat32,
@@ -81,7 +82,7 @@ function parseHeader(label: string, headerBytes: Uint8Array, dataLength: number)
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
   } catch (error) {
-    return fail(`not valid UTF-8 JSON (${(error as Error).message})`);
+    return fail(`not valid UTF-8 JSON (${oneLine((error as Error).message)})`);
   }
   if (!isPlainObject(json)) return fail(`expected a JSON object, got ${Array.isArray(json) ? 'an array' : typeof json}`);
 
@@ -91,31 +92,32 @@ function parseHeader(label: string, headerBytes: Uint8Array, dataLength: number)
     if (name === '__metadata__') {
       if (!isPlainObject(entry)) return fail('__metadata__ must be an object of strings');
       for (const [key, value] of Object.entries(entry)) {
-        if (typeof value !== 'string') fail(`__metadata__["${key}"] must be a string, got ${JSON.stringify(value)}`);
+        if (typeof value !== 'string') fail(`__metadata__[${describeValue(key)}] must be a string, got ${describeValue(value)}`);
       }
       metadata = entry as Record<string, string>;
       continue;
     }
-    if (!isPlainObject(entry)) return fail(`tensor "${name}" must be an object`);
+    const tensor = `tensor ${describeValue(name)}`;
+    if (!isPlainObject(entry)) return fail(`${tensor} must be an object`);
     const { dtype, shape, data_offsets: offsets } = entry;
     if (typeof dtype !== 'string' || !Object.hasOwn(dtypeSize, dtype)) {
-      return fail(`tensor "${name}" has unknown dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(dtypeSize).join(', ')})`);
+      return fail(`${tensor} has unknown dtype ${describeValue(dtype)} (supported: ${Object.keys(dtypeSize).join(', ')})`);
     }
     if (!Array.isArray(shape) || !shape.every(isSafeNonNegativeInteger)) {
-      return fail(`tensor "${name}" has shape ${JSON.stringify(shape)}, expected an array of non-negative integers`);
+      return fail(`${tensor} has shape ${describeValue(shape)}, expected an array of non-negative integers`);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isSafeNonNegativeInteger) || offsets[0] > offsets[1]) {
-      return fail(`tensor "${name}" has data_offsets ${JSON.stringify(offsets)}, expected two ordered non-negative integers`);
+      return fail(`${tensor} has data_offsets ${describeValue(offsets)}, expected two ordered non-negative integers`);
     }
     const [begin, end] = offsets as [number, number];
     if (end > dataLength) {
-      return fail(`tensor "${name}" data_offsets [${begin}, ${end}] are out of range of the ${dataLength}-byte data buffer`);
+      return fail(`${tensor} data_offsets [${begin}, ${end}] are out of range of the ${dataLength}-byte data buffer`);
     }
     const size = dtypeSize[dtype as SafetensorsDType];
     // BigInt because a hostile shape's element count may exceed the safe-integer range.
     const expectedBytes = shape.reduce((product: bigint, dim: number) => product * BigInt(dim), 1n) * BigInt(size);
     if (expectedBytes !== BigInt(end - begin)) {
-      return fail(`tensor "${name}" is ${dtype} [${shape.join(', ')}], which needs ${expectedBytes} bytes, but data_offsets [${begin}, ${end}] span ${end - begin}`);
+      return fail(`${tensor} is ${dtype} ${describeNumbers(shape)}, which needs ${expectedBytes} bytes, but data_offsets [${begin}, ${end}] span ${end - begin}`);
     }
     tensors.set(name, { dtype: dtype as SafetensorsDType, shape: [...shape], begin, end });
   }
@@ -126,7 +128,7 @@ function parseHeader(label: string, headerBytes: Uint8Array, dataLength: number)
     const [previousName, previous] = ranges[i - 1]!;
     const [name, current] = ranges[i]!;
     if (current.begin < previous.end) {
-      fail(`tensors "${previousName}" [${previous.begin}, ${previous.end}] and "${name}" [${current.begin}, ${current.end}] overlap`);
+      fail(`tensors ${describeValue(previousName)} [${previous.begin}, ${previous.end}] and ${describeValue(name)} [${current.begin}, ${current.end}] overlap`);
     }
   }
   return { tensors, metadata };
@@ -142,7 +144,7 @@ export function describeAvailable(wanted: string, available: string[]): string {
   const closest = [...available].sort((a, b) => commonPrefix(b) - commonPrefix(a) || a.localeCompare(b)).slice(0, 5);
   if (closest.length === 0) return 'the file has no tensors';
   const more = available.length > closest.length ? `, ... (${available.length} in total)` : '';
-  return `available: ${closest.map((n) => `"${n}"`).join(', ')}${more}`;
+  return `available: ${closest.map((n) => describeValue(n)).join(', ')}${more}`;
 }
 
 /** Little-endian tensor bytes (a fresh array at offset 0 of its own buffer) as a host tensor; also used by the torch checkpoint reader. */
@@ -222,7 +224,7 @@ export class SafetensorsFile implements SafetensorsReader {
 
   info(name: string): TensorInfo {
     const tensor = this.header.tensors.get(name);
-    if (!tensor) throw new Error(`${this.path}: no tensor named "${name}"; ${describeAvailable(name, this.names())}`);
+    if (!tensor) throw new Error(`${this.path}: no tensor named ${describeValue(name)}; ${describeAvailable(name, this.names())}`);
     return {
       dtype: tensor.dtype,
       shape: [...tensor.shape],
@@ -234,7 +236,7 @@ export class SafetensorsFile implements SafetensorsReader {
 
   async read(name: string, options: ReadOptions = {}): Promise<HostTensor> {
     const { dtype, shape, byteOffset, byteLength } = this.info(name);
-    if (this.closed) throw new Error(`${this.path}: cannot read "${name}", the file has been closed`);
+    if (this.closed) throw new Error(`${this.path}: cannot read ${describeValue(name)}, the file has been closed`);
     return decodeTensor(dtype, shape, await this.source.read(byteOffset, byteLength), options);
   }
 

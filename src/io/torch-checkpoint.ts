@@ -10,6 +10,7 @@
 // LM head) is one object. Every size is checked against the file before anything is allocated.
 import type { HostTensor } from '../onnx/dtype.js';
 import { type ByteSource, openFileSource } from './byte-source.js';
+import { describeName, describeNumbers, describeValue } from './describe-value.js';
 import { DATA_GLOBALS, DEFAULT_PICKLE_LIMITS, type GlobalRule, type PickleLimits, PickleGlobal, PickleTruncatedError, unpickle } from './pickle.js';
 import { type ReadOptions, type SafetensorsDType, decodeTensor } from './safetensors.js';
 import { DEFAULT_ZIP_LIMITS, ZipArchive, type ZipLimits } from './zip.js';
@@ -92,7 +93,7 @@ export class TorchTensor {
     const { storage, shape } = this;
     const size = storage.elementSize;
     const count = this.numel;
-    if (count * size > this.maxTensorBytes) throw new Error(`${this.source.label}: a tensor of shape [${shape.join(', ')}] needs ${count * size} bytes, over the limit of ${this.maxTensorBytes}`);
+    if (count * size > this.maxTensorBytes) throw new Error(`${this.source.label}: a tensor of shape ${describeNumbers(shape)} needs ${count * size} bytes, over the limit of ${this.maxTensorBytes}`);
     let bytes: Uint8Array;
     if (count === 0) bytes = new Uint8Array(0);
     else if (this.isContiguous) bytes = await this.source.read(storage.elementPosition(this.storageOffset), count * size);
@@ -142,7 +143,7 @@ function checkpointGlobals(source: ByteSource, limits: TorchCheckpointLimits): M
     const [storage, offset, shape, stride] = args;
     if (!(storage instanceof TorchStorage)) throw new Error('a tensor is rebuilt from something that is not a storage');
     if (!isCount(offset) || !Array.isArray(shape) || !Array.isArray(stride) || shape.length !== stride.length || ![...shape, ...stride].every(isCount)) {
-      throw new Error(`a tensor has a malformed offset, shape or stride (${JSON.stringify([offset, shape, stride])})`);
+      throw new Error(`a tensor has a malformed offset, shape or stride (${describeValue([offset, shape, stride])})`);
     }
     const sizes = shape as number[];
     const strides = stride as number[];
@@ -150,7 +151,7 @@ function checkpointGlobals(source: ByteSource, limits: TorchCheckpointLimits): M
     if (sizes.every((extent) => extent > 0)) {
       const last = sizes.reduce((sum, extent, axis) => sum + BigInt(extent - 1) * BigInt(strides[axis]!), BigInt(offset));
       if (last >= BigInt(storage.numel)) {
-        throw new Error(`a tensor of shape [${sizes.join(', ')}] with strides [${strides.join(', ')}] at offset ${offset} reaches element ${last} of storage ${storage.key}, which has ${storage.numel}`);
+        throw new Error(`a tensor of shape ${describeNumbers(sizes)} with strides ${describeNumbers(strides)} at offset ${offset} reaches element ${last} of storage ${describeName(storage.key)}, which has ${storage.numel}`);
       }
     }
     return new TorchTensor(storage, offset, sizes, strides, source, limits.maxTensorBytes);
@@ -224,13 +225,13 @@ async function readZip(source: ByteSource, limits: TorchCheckpointLimits): Promi
     const type = storageType(typeName, label);
     const existing = storages.get(key);
     if (existing) {
-      if (existing.dtype !== type.dtype || existing.numel !== numel) throw new Error(`${label}: storage ${key} is named with two different types or sizes`);
+      if (existing.dtype !== type.dtype || existing.numel !== numel) throw new Error(`${label}: storage ${describeName(key)} is named with two different types or sizes`);
       return existing;
     }
     const entry = archive.entry(`${prefix}data/${key}`);
-    if (!entry) throw new Error(`${label}: storage ${key} has no entry ${prefix}data/${key} in the archive`);
+    if (!entry) throw new Error(`${label}: storage ${describeName(key)} has no entry ${describeName(`${prefix}data/${key}`)} in the archive`);
     if (entry.size !== numel * type.size) {
-      throw new Error(`${label}: storage ${key} (${prefix}data/${key}) holds ${entry.size} bytes where its ${numel} elements need ${numel * type.size}`);
+      throw new Error(`${label}: storage ${describeName(key)} (${describeName(`${prefix}data/${key}`)}) holds ${entry.size} bytes where its ${numel} elements need ${numel * type.size}`);
     }
     const storage = new TorchStorage(key, type.dtype, type.size, numel);
     storages.set(key, storage);
@@ -269,7 +270,7 @@ async function readLegacyPickles(source: ByteSource, head: Uint8Array, limits: T
   const magic = unpickle(head, plain);
   if (magic.value !== LEGACY_MAGIC) throw new Error(`${label}: not a torch checkpoint (a pickle, but without torch's magic number)`);
   const protocol = unpickle(head, plain, magic.end);
-  if (protocol.value !== LEGACY_PROTOCOL) throw new Error(`${label}: legacy torch protocol ${String(protocol.value)} is not supported (expected ${LEGACY_PROTOCOL})`);
+  if (protocol.value !== LEGACY_PROTOCOL) throw new Error(`${label}: legacy torch protocol ${describeValue(protocol.value)} is not supported (expected ${LEGACY_PROTOCOL})`);
   const sysInfo = unpickle(head, plain, protocol.end);
   if (!(sysInfo.value instanceof Map) || sysInfo.value.get('little_endian') !== true) throw new Error(`${label}: big-endian checkpoints are not supported`);
   const storages = new Map<string, TorchStorage>();
@@ -283,10 +284,10 @@ async function readLegacyPickles(source: ByteSource, head: Uint8Array, limits: T
     if (!root) {
       root = new TorchStorage(key, type.dtype, type.size, numel);
       storages.set(key, root);
-    } else if (root.dtype !== type.dtype || root.numel !== numel) throw new Error(`${label}: storage ${key} is named with two different types or sizes`);
+    } else if (root.dtype !== type.dtype || root.numel !== numel) throw new Error(`${label}: storage ${describeName(key)} is named with two different types or sizes`);
     if (view === null) return root;
     if (!Array.isArray(view) || view.length !== 3 || typeof view[0] !== 'string' || !isCount(view[1]) || !isCount(view[2]) || view[1] + view[2] > numel) {
-      throw new Error(`${label}: malformed storage view of ${key}: ${JSON.stringify(view)}`);
+      throw new Error(`${label}: malformed storage view of ${describeName(key)}: ${describeValue(view)}`);
     }
     return new TorchStorage(view[0], type.dtype, type.size, view[2], { storage: root, offset: view[1] });
   };
@@ -298,16 +299,16 @@ async function readLegacyPickles(source: ByteSource, head: Uint8Array, limits: T
   let position = keys.end;
   for (const key of keys.value as string[]) {
     const storage = storages.get(key);
-    if (!storage) throw new Error(`${label}: storage ${key} is listed but no tensor names it, so its element size is unknown`);
-    if (position + 8 > source.size) throw new Error(`${label}: the file ends at byte ${source.size}, before storage ${key} (truncated)`);
+    if (!storage) throw new Error(`${label}: storage ${describeName(key)} is listed but no tensor names it, so its element size is unknown`);
+    if (position + 8 > source.size) throw new Error(`${label}: the file ends at byte ${source.size}, before storage ${describeName(key)} (truncated)`);
     const count = new DataView((await source.read(position, 8)).buffer).getBigInt64(0, true);
-    if (count !== BigInt(storage.numel)) throw new Error(`${label}: storage ${key} records ${count} elements where its tensors expect ${storage.numel}`);
+    if (count !== BigInt(storage.numel)) throw new Error(`${label}: storage ${describeName(key)} records ${count} elements where its tensors expect ${storage.numel}`);
     storage.byteOffset = position + 8;
     position = storage.byteOffset + storage.numel * storage.elementSize;
-    if (position > source.size) throw new Error(`${label}: storage ${key} needs ${storage.numel * storage.elementSize} bytes at ${storage.byteOffset}, but the file ends at ${source.size} (truncated)`);
+    if (position > source.size) throw new Error(`${label}: storage ${describeName(key)} needs ${storage.numel * storage.elementSize} bytes at ${storage.byteOffset}, but the file ends at ${source.size} (truncated)`);
   }
   const unlisted = [...storages.keys()].filter((key) => !(keys.value as string[]).includes(key));
-  if (unlisted.length) throw new Error(`${label}: storages ${unlisted.join(', ')} are named but not in the storage list`);
+  if (unlisted.length) throw new Error(`${label}: storages ${unlisted.map(describeName).join(', ')} are named but not in the storage list`);
   return main.value;
 }
 

@@ -5,6 +5,7 @@
 // counts, sizes, offsets) is checked against the file before anything is allocated for it.
 // Compressed and encrypted entries are refused: torch never writes them.
 import type { ByteSource } from './byte-source.js';
+import { describeName } from './describe-value.js';
 
 const END_OF_CENTRAL_DIRECTORY = 0x06054b50;
 const ZIP64_LOCATOR = 0x07064b50;
@@ -84,7 +85,7 @@ export class ZipArchive {
 
   /** The absolute file offset of an entry's data, read from its local header. */
   async dataOffset(entry: ZipEntry): Promise<number> {
-    const label = `${this.source.label}: zip entry ${entry.name}`;
+    const label = `${this.source.label}: zip entry ${describeName(entry.name)}`;
     if (entry.localHeaderOffset + LOCAL_HEADER_SIZE > this.source.size) throw new Error(`${label}: local header lies past the end of the file`);
     const header = view(await this.source.read(entry.localHeaderOffset, LOCAL_HEADER_SIZE));
     if (header.getUint32(0, true) !== LOCAL_HEADER) throw new Error(`${label}: no local header at byte ${entry.localHeaderOffset}`);
@@ -177,17 +178,18 @@ function parseCentralDirectory(source: ByteSource, bytes: Uint8Array, directory:
     } catch {
       fail('its name is not UTF-8');
     }
+    const shown = describeName(name);
     // zip64 extended information holds, in this order, each 32-bit field that overflowed.
     const extra = view(bytes.subarray(nameStart + nameLength, nameStart + nameLength + extraLength));
     for (let field = 0; field + 4 <= extra.byteLength; ) {
       const id = extra.getUint16(field, true);
       const length = extra.getUint16(field + 2, true);
-      if (field + 4 + length > extra.byteLength) fail(`${name}: extra field runs past its end`);
+      if (field + 4 + length > extra.byteLength) fail(`${shown}: extra field runs past its end`);
       if (id === ZIP64_EXTRA) {
         let cursor = field + 4;
         const take = (): number => {
-          if (cursor + 8 > field + 4 + length) fail(`${name}: zip64 extra field too short`);
-          const value = uint64(extra, cursor, `${name} zip64 field`, label);
+          if (cursor + 8 > field + 4 + length) fail(`${shown}: zip64 extra field too short`);
+          const value = uint64(extra, cursor, `${shown} zip64 field`, label);
           cursor += 8;
           return value;
         };
@@ -197,11 +199,11 @@ function parseCentralDirectory(source: ByteSource, bytes: Uint8Array, directory:
       }
       field += 4 + length;
     }
-    if (flags & 1) fail(`${name} is encrypted`);
-    if (method !== 0) fail(`${name} is compressed (method ${method}); torch checkpoints store entries uncompressed`);
-    if (compressed !== size) fail(`${name} is stored but its compressed size ${compressed} differs from its size ${size}`);
-    if (localHeaderOffset + LOCAL_HEADER_SIZE + size > directory.offset) fail(`${name}: its ${size} bytes at ${localHeaderOffset} run into the central directory`);
-    if (seen.has(name)) fail(`${name} appears twice`);
+    if (flags & 1) fail(`${shown} is encrypted`);
+    if (method !== 0) fail(`${shown} is compressed (method ${method}); torch checkpoints store entries uncompressed`);
+    if (compressed !== size) fail(`${shown} is stored but its compressed size ${compressed} differs from its size ${size}`);
+    if (localHeaderOffset + LOCAL_HEADER_SIZE + size > directory.offset) fail(`${shown}: its ${size} bytes at ${localHeaderOffset} run into the central directory`);
+    if (seen.has(name)) fail(`${shown} appears twice`);
     seen.add(name);
     entries.push({ name, size, localHeaderOffset });
     at = next;

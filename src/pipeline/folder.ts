@@ -127,7 +127,8 @@ function ruleFor(name: string, className: string, pipelineClass: string): Compon
   if (name === 'tokenizer' && (className === 'CLIPTokenizer' || className === 'CLIPTokenizerFast' || pipelineClass === 'StableDiffusionPipeline')) {
     return componentRules['clip_tokenizer'];
   }
-  return componentRules[name];
+  // Own entries only: a component named `constructor` or `toString` has no rule.
+  return Object.hasOwn(componentRules, name) ? componentRules[name] : undefined;
 }
 
 /**

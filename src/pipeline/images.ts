@@ -9,6 +9,7 @@
 import type { Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import sharp from 'sharp';
+import { escapeControlCharacters } from '../io/describe-value.js';
 import type { HostTensor } from '../onnx/dtype.js';
 
 /** open_clip / OpenAI CLIP normalisation. */
@@ -31,11 +32,11 @@ export interface ImageLimits {
 const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
 const DEFAULT_MAX_PIXELS = 64 * 1024 * 1024;
 
-/** A short name for error messages: the path, or the kind of source. */
+/** A short name for error messages: the path (a newline in it escaped, to keep messages on one line), or the kind of source. */
 export function describeImageSource(source: ImageSource, index: number): string {
   if (typeof source !== 'string') return `image ${index + 1} (${source.byteLength} bytes)`;
   if (source.startsWith('data:')) return `image ${index + 1} (data URL)`;
-  return `image ${index + 1} (${source})`;
+  return `image ${index + 1} (${escapeControlCharacters(source)})`;
 }
 
 function decodeDataUrl(url: string, name: string): Uint8Array {

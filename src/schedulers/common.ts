@@ -2,6 +2,9 @@
 // ᾱ (alphas_cumprod) and the timestep spacings. Tables are computed in float64 and rounded to
 // float32 where diffusers keeps float32 tensors, so trajectories track diffusers step by step.
 
+/** Largest num_train_timesteps a scheduler config may give (SD uses 1,000). */
+export const MAX_TRAIN_TIMESTEPS = 100_000;
+
 export interface SchedulerConfig {
   _class_name?: string;
   num_train_timesteps?: number;
@@ -67,8 +70,9 @@ export function resolveConfig(config: SchedulerConfig, defaults: Partial<Schedul
     ...defaults,
     ...Object.fromEntries(Object.entries(config).filter(([, value]) => value !== null && value !== undefined)),
   } as Required<Pick<SchedulerConfig, 'num_train_timesteps' | 'beta_start' | 'beta_end' | 'beta_schedule' | 'prediction_type' | 'set_alpha_to_one' | 'steps_offset' | 'timestep_spacing'>> & SchedulerConfig;
-  if (!Number.isInteger(resolved.num_train_timesteps) || resolved.num_train_timesteps < 2) {
-    throw new Error(`scheduler config: num_train_timesteps must be an integer ≥ 2, got ${resolved.num_train_timesteps}`);
+  // The schedules are tables of num_train_timesteps entries: an upper bound keeps a hostile config from exhausting memory.
+  if (!Number.isInteger(resolved.num_train_timesteps) || resolved.num_train_timesteps < 2 || resolved.num_train_timesteps > MAX_TRAIN_TIMESTEPS) {
+    throw new Error(`scheduler config: num_train_timesteps must be an integer from 2 to ${MAX_TRAIN_TIMESTEPS}, got ${resolved.num_train_timesteps}`);
   }
   if (!['linear', 'scaled_linear', 'squaredcos_cap_v2'].includes(resolved.beta_schedule)) {
     throw new Error(`scheduler config: unknown beta_schedule ${resolved.beta_schedule}`);

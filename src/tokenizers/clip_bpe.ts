@@ -5,8 +5,9 @@
 import { readFile } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
+import { describeValue, oneLine } from '../io/describe-value.js';
 import { cleanBasic, cleanForClip } from './text_cleaning.js';
-import { readTokenizerJson } from './tokenizer_json.js';
+import { parseVocabulary, readTokenizerJson } from './tokenizer_json.js';
 
 export const START_OF_TEXT = '<|startoftext|>';
 export const END_OF_TEXT = '<|endoftext|>';
@@ -78,14 +79,15 @@ export class ClipTokenizer {
   static async fromPretrained(directory: string): Promise<ClipTokenizer> {
     const vocabularyPath = join(directory, 'vocab.json');
     const mergesPath = join(directory, 'merges.txt');
-    let vocabularyJson: Record<string, number>;
+    let vocabularyJson: unknown;
     try {
-      vocabularyJson = JSON.parse(await readFile(vocabularyPath, 'utf8')) as Record<string, number>;
+      vocabularyJson = JSON.parse(await readFile(vocabularyPath, 'utf8'));
     } catch (error) {
-      throw new Error(`cannot read CLIP vocabulary ${vocabularyPath}: ${(error as Error).message}`);
+      throw new Error(`cannot read CLIP vocabulary ${vocabularyPath}: ${oneLine((error as Error).message)}`);
     }
+    const vocabulary = parseVocabulary(vocabularyJson, vocabularyPath, 'the vocabulary');
     const mergeLines = (await readFile(mergesPath, 'utf8')).split('\n').filter((line) => line && !line.startsWith('#version'));
-    return new ClipTokenizer(new Map(Object.entries(vocabularyJson)), mergeLines.map(parseMerge(mergesPath)));
+    return new ClipTokenizer(vocabulary, mergeLines.map(parseMerge(mergesPath)));
   }
 
   /** From a vocabulary and merge list in memory (e.g. a BPE trained by bpe_trainer.ts). */
@@ -114,7 +116,9 @@ export class ClipTokenizer {
         continue;
       }
       const mapped = [...new TextEncoder().encode(word)].map((byte) => this.byteTable[byte]!).join('');
-      ids.push(...this.bytePairEncode(mapped));
+      // One by one: a word of a few hundred thousand characters gives as many ids, more than a
+      // spread's arguments may be.
+      for (const id of this.bytePairEncode(mapped)) ids.push(id);
     }
     return ids;
   }
@@ -159,7 +163,7 @@ export class ClipTokenizer {
     }
     const ids = word.map((piece) => {
       const id = this.vocabulary.get(piece);
-      if (id === undefined) throw new Error(`CLIP BPE produced ${piece}, which is not in the vocabulary`);
+      if (id === undefined) throw new Error(`CLIP BPE produced ${describeValue(piece)}, which is not in the vocabulary`);
       return id;
     });
     this.cache.set(token, ids);
@@ -170,7 +174,7 @@ export class ClipTokenizer {
 function parseMerge(source: string) {
   return (line: string, index: number): [string, string] => {
     const parts = line.split(' ');
-    if (parts.length !== 2 || !parts[0] || !parts[1]) throw new Error(`${source}: merge ${index + 1} is not two symbols: ${JSON.stringify(line)}`);
+    if (parts.length !== 2 || !parts[0] || !parts[1]) throw new Error(`${source}: merge ${index + 1} is not two symbols: ${describeValue(line)}`);
     return [parts[0], parts[1]];
   };
 }

@@ -5,6 +5,7 @@
 // vocabulary 64,007). No padding to a multiple is added (`--required-batch-size-multiple 1`).
 // Pieces not in the dictionary map to `<unk>`.
 import { readFile } from 'node:fs/promises';
+import { describeValue } from '../io/describe-value.js';
 
 export const FAIRSEQ_SPECIALS = ['<s>', '<pad>', '</s>', '<unk>'] as const;
 /** Appended after dict.txt, in this order. */
@@ -66,7 +67,7 @@ export class FairseqDictionary {
     const pieces: string[] = [];
     const seen = new Set<string>(FAIRSEQ_SPECIALS);
     text.split('\n').forEach((raw, index) => {
-      const line = raw.replace(/\s+$/, '');
+      const line = raw.trimEnd();
       if (!line) return;
       let entry = line;
       let overwrite = false;
@@ -76,8 +77,8 @@ export class FairseqDictionary {
       }
       const split = entry.lastIndexOf(' ');
       const [piece, count] = split > 0 ? [entry.slice(0, split), entry.slice(split + 1)] : ['', ''];
-      if (!piece || !/^-?\d+$/.test(count)) throw new Error(`${source}:${index + 1}: expected "<piece> <count>", got ${JSON.stringify(raw)}`);
-      if (seen.has(piece) && !overwrite) throw new Error(`${source}:${index + 1}: duplicate piece ${JSON.stringify(piece)} (fairseq requires ${OVERWRITE_FLAG})`);
+      if (!piece || !/^-?\d+$/.test(count)) throw new Error(`${source}:${index + 1}: expected "<piece> <count>", got ${describeValue(raw)}`);
+      if (seen.has(piece) && !overwrite) throw new Error(`${source}:${index + 1}: duplicate piece ${describeValue(piece)} (fairseq requires ${OVERWRITE_FLAG})`);
       seen.add(piece);
       pieces.push(piece);
     });

@@ -36,7 +36,10 @@ export class MiniKosmosTokenizer implements KosmosTokenizer {
     for (const name of Object.keys(FAIRSEQ_IDS) as (keyof typeof FAIRSEQ_IDS)[]) {
       if (this[name] !== FAIRSEQ_IDS[name]) throw new Error(`${source}: ${MINI_SPECIAL_TOKENS[name]} has id ${this[name]}, fairseq's layout needs ${FAIRSEQ_IDS[name]}`);
     }
-    this.vocabularySize = Math.max(...definition.vocab.values()) + 1;
+    // A loop, not Math.max(...ids): a vocabulary can have more entries than a call has arguments.
+    let largest = -1;
+    for (const id of definition.vocab.values()) largest = Math.max(largest, id);
+    this.vocabularySize = largest + 1;
     if (definition.vocab.size !== this.vocabularySize) throw new Error(`${source}: ids are not contiguous (${definition.vocab.size} tokens, largest id ${this.vocabularySize - 1})`);
     this.bpe = ClipTokenizer.fromBpe(definition.vocab, definition.merges);
   }

@@ -34,6 +34,7 @@
 // symbols becomes ONE piece, their surface strings joined (its id is unk), so "▁東京の猫" with only
 // "▁" and "猫" known gives "▁", "東京の", "猫".
 import { readFile } from 'node:fs/promises';
+import { describeValue } from '../io/describe-value.js';
 import { ProtoReader, WIRE_LENGTH_DELIMITED, expectWire, protoFloat, protoInt, protoString } from './protobuf_reader.js';
 
 export const SPACE_SYMBOL = '\u2581';
@@ -147,8 +148,14 @@ export function applyNormalizationRule(text: string, rule: string): string {
       return nfkcKeepingFullwidthTilde(mapped);
     }
     default:
-      throw new Error(`SentencePiece normalizer "${rule}" is not supported (nmt_nfkc, nfkc or identity)`);
+      throw new Error(`SentencePiece normalizer ${describeValue(rule)} is not supported (nmt_nfkc, nfkc or identity)`);
   }
+}
+
+function trimTrailingSpaces(text: string): string {
+  let end = text.length;
+  while (end > 0 && text.charCodeAt(end - 1) === 0x20) end--;
+  return text.slice(0, end);
 }
 
 // ---- the model ----------------------------------------------------------------------------------
@@ -217,14 +224,14 @@ export class SentencePieceBpe {
     let unk = -1;
     model.pieces.forEach(({ piece, type }, id) => {
       if (!piece) throw new Error(`${source}: piece ${id} is empty`);
-      if (this.ids.has(piece)) throw new Error(`${source}: piece ${JSON.stringify(piece)} is defined twice (ids ${this.ids.get(piece)} and ${id})`);
+      if (this.ids.has(piece)) throw new Error(`${source}: piece ${describeValue(piece)} is defined twice (ids ${this.ids.get(piece)} and ${id})`);
       this.ids.set(piece, id);
       if (type === PieceType.Normal || type === PieceType.UserDefined || type === PieceType.Unused) this.mergeable.set(piece, id);
       if (type === PieceType.Unknown) {
         if (unk >= 0) throw new Error(`${source}: more than one UNKNOWN piece`);
         unk = id;
       }
-      if (type === PieceType.Byte && !model.byteFallback) throw new Error(`${source}: byte piece ${piece} found although byte_fallback is off`);
+      if (type === PieceType.Byte && !model.byteFallback) throw new Error(`${source}: byte piece ${describeValue(piece)} found although byte_fallback is off`);
     });
     if (unk < 0) throw new Error(`${source}: no UNKNOWN piece`);
     this.unkId = unk;
@@ -255,7 +262,9 @@ export class SentencePieceBpe {
   normalize(text: string): string {
     const spec = this.model.normalizer;
     let normalized = applyNormalizationRule(text, spec.name);
-    if (spec.removeExtraWhitespaces) normalized = normalized.replace(/^ +/, '').replace(/ +$/, '').replace(/ {2,}/g, ' ');
+    // Trailing spaces are cut by hand: / +$/ retries from every space of a long run that is not at
+    // the end, which is quadratic in the run's length.
+    if (spec.removeExtraWhitespaces) normalized = trimTrailingSpaces(normalized.replace(/^ +/, '')).replace(/ {2,}/g, ' ');
     if (!normalized) return '';
     if (spec.addDummyPrefix) normalized = ` ${normalized}`;
     return spec.escapeWhitespaces ? normalized.replaceAll(' ', SPACE_SYMBOL) : normalized;

@@ -9,6 +9,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic-file.js';
+import { describeValue, oneLine } from '../io/describe-value.js';
 
 export const END_OF_WORD_SUFFIX = '</w>';
 
@@ -86,29 +87,36 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** Parses the BPE model and added tokens of a tokenizer.json document (merges as "a b" strings or pairs). */
-export function parseTokenizerJson(document: unknown, source = 'tokenizer.json'): BpeDefinition {
-  if (!isRecord(document) || !isRecord(document['model'])) throw new Error(`${source}: no "model" object`);
-  const model = document['model'];
-  if (model['type'] !== 'BPE') throw new Error(`${source}: model type ${JSON.stringify(model['type'])} is not supported (BPE only)`);
-  const suffix = model['end_of_word_suffix'];
-  if (suffix !== END_OF_WORD_SUFFIX) throw new Error(`${source}: end_of_word_suffix must be "${END_OF_WORD_SUFFIX}" (CLIP-style BPE), got ${JSON.stringify(suffix)}`);
-  if (!isRecord(model['vocab'])) throw new Error(`${source}: model.vocab must be an object`);
+/** A vocabulary object (token → id, each a distinct non-negative integer); `what` names it in errors. */
+export function parseVocabulary(value: unknown, source: string, what: string): Map<string, number> {
+  if (!isRecord(value)) throw new Error(`${source}: ${what} must be an object`);
   const vocab = new Map<string, number>();
   const ids = new Set<number>();
-  for (const [token, id] of Object.entries(model['vocab'])) {
-    if (!Number.isInteger(id) || (id as number) < 0) throw new Error(`${source}: vocab entry ${JSON.stringify(token)} has id ${JSON.stringify(id)}`);
+  for (const [token, id] of Object.entries(value)) {
+    if (!Number.isInteger(id) || (id as number) < 0) throw new Error(`${source}: vocab entry ${describeValue(token)} has id ${describeValue(id)}`);
     if (ids.has(id as number)) throw new Error(`${source}: id ${id} is used twice in the vocab`);
     ids.add(id as number);
     vocab.set(token, id as number);
   }
+  return vocab;
+}
+
+/** Parses the BPE model and added tokens of a tokenizer.json document (merges as "a b" strings or pairs). */
+export function parseTokenizerJson(document: unknown, source = 'tokenizer.json'): BpeDefinition {
+  if (!isRecord(document) || !isRecord(document['model'])) throw new Error(`${source}: no "model" object`);
+  const model = document['model'];
+  if (model['type'] !== 'BPE') throw new Error(`${source}: model type ${describeValue(model['type'])} is not supported (BPE only)`);
+  const suffix = model['end_of_word_suffix'];
+  if (suffix !== END_OF_WORD_SUFFIX) throw new Error(`${source}: end_of_word_suffix must be "${END_OF_WORD_SUFFIX}" (CLIP-style BPE), got ${describeValue(suffix)}`);
+  const vocab = parseVocabulary(model['vocab'], source, 'model.vocab');
+  const ids = new Set(vocab.values());
   if (!Array.isArray(model['merges'])) throw new Error(`${source}: model.merges must be an array`);
   const merges = model['merges'].map((entry: unknown, index: number): [string, string] => {
     const pair = typeof entry === 'string' ? entry.split(' ') : entry;
     if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string' || !pair[0] || !pair[1]) {
-      throw new Error(`${source}: merge ${index + 1} is not two symbols: ${JSON.stringify(entry)}`);
+      throw new Error(`${source}: merge ${index + 1} is not two symbols: ${describeValue(entry)}`);
     }
-    if (!vocab.has(pair[0] + pair[1])) throw new Error(`${source}: merge ${index + 1} produces ${JSON.stringify(pair[0] + pair[1])}, which is not in the vocab`);
+    if (!vocab.has(pair[0] + pair[1])) throw new Error(`${source}: merge ${index + 1} produces ${describeValue(pair[0] + pair[1])}, which is not in the vocab`);
     return [pair[0], pair[1]];
   });
   const addedTokens: AddedToken[] = [];
@@ -118,8 +126,8 @@ export function parseTokenizerJson(document: unknown, source = 'tokenizer.json')
     }
     const token = { id: entry['id'] as number, content: entry['content'], special: entry['special'] === true };
     const existing = vocab.get(token.content);
-    if (existing !== undefined && existing !== token.id) throw new Error(`${source}: added token ${JSON.stringify(token.content)} has id ${token.id} but ${existing} in the vocab`);
-    if (existing === undefined && ids.has(token.id)) throw new Error(`${source}: added token ${JSON.stringify(token.content)} reuses id ${token.id}`);
+    if (existing !== undefined && existing !== token.id) throw new Error(`${source}: added token ${describeValue(token.content)} has id ${token.id} but ${existing} in the vocab`);
+    if (existing === undefined && ids.has(token.id)) throw new Error(`${source}: added token ${describeValue(token.content)} reuses id ${token.id}`);
     vocab.set(token.content, token.id);
     ids.add(token.id);
     addedTokens.push(token);
@@ -139,7 +147,7 @@ export async function readTokenizerJson(path: string): Promise<BpeDefinition> {
   try {
     document = JSON.parse(text);
   } catch (error) {
-    throw new Error(`${path}: invalid JSON (${(error as Error).message})`);
+    throw new Error(`${path}: invalid JSON (${oneLine((error as Error).message)})`);
   }
   return parseTokenizerJson(document, path);
 }
