@@ -6,7 +6,7 @@
 // entries and header fields, and on the legacy stream's pickles and storage records.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { openCheckpointSource } from '../../src/convert/source.js';
+import { readEveryTensor } from './safetensors.js';
 import { DATA_GLOBALS, plainValue, unpickle } from '../../src/io/pickle.js';
 import {
   EMPTY_DICT, EMPTY_TUPLE, MARK, MEMOIZE, type PickleOp, REDUCE, SETITEMS, TUPLE2, bytesOp, float, global, integer, mutateOps, op, parsePickle, pickle, text, writePickle,
@@ -159,11 +159,6 @@ export const picklesTarget: Target = {
     }
     const path = join(scratch, 'checkpoint.pt');
     await writeFile(path, input);
-    const source = await openCheckpointSource(path);
-    try {
-      for (const tensor of source.tensors.values()) await tensor.read();
-    } finally {
-      await source.close();
-    }
+    await readEveryTensor(path);
   },
 };

@@ -152,12 +152,17 @@ export const safetensorsTarget: Target = {
       path = join(scratch, INDEX_FILE);
     }
     await writeFile(path, input);
-    const source = await openCheckpointSource(path);
-    try {
-      for (const tensor of source.tensors.values()) await tensor.read();
-    } finally {
-      await source.close();
-    }
+    await readEveryTensor(path);
     if (variant === 'file') await readSafetensors(path, { asFloat32: true });
   },
 };
+
+/** Opens a checkpoint (safetensors, index or torch file) as `convert` does and reads every tensor. */
+export async function readEveryTensor(path: string): Promise<void> {
+  const source = await openCheckpointSource(path);
+  try {
+    for (const tensor of source.tensors.values()) await tensor.read();
+  } finally {
+    await source.close();
+  }
+}
