@@ -183,7 +183,7 @@ export function mutateJson(text: string, random: Random): string {
   } catch {
     return mutateJsonSyntax(text, random);
   }
-  for (let round = random.between(1, 3); round > 0; round--) {
+  for (let round = random.range(1, 3); round > 0; round--) {
     tree = mutateTree(tree, random);
     if (largerThan(tree, MAX_VALUES)) return mutateJsonSyntax(text, random);
   }

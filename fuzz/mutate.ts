@@ -84,7 +84,7 @@ const byteMutations: ByteMutation[] = [
 export function mutateBytes(bytes: Uint8Array, random: Random, maxRounds = 4): Uint8Array {
   // A plain Uint8Array: on a Buffer, slice() would be a view, and the mutations would write into the seed.
   let result: Uint8Array = new Uint8Array(bytes);
-  for (let round = random.between(1, maxRounds); round > 0; round--) result = random.pick(byteMutations)(result, random);
+  for (let round = random.range(1, maxRounds); round > 0; round--) result = random.pick(byteMutations)(result, random);
   return result;
 }
 
@@ -130,6 +130,6 @@ const textMutations: TextMutation[] = [
 /** One to `maxRounds` text mutations, the result cut to `maxLength` UTF-16 units. */
 export function mutateText(text: string, random: Random, maxLength: number, maxRounds = 4): string {
   let result = text;
-  for (let round = random.between(1, maxRounds); round > 0; round--) result = random.pick(textMutations)(result, random, maxLength);
+  for (let round = random.range(1, maxRounds); round > 0; round--) result = random.pick(textMutations)(result, random, maxLength);
   return result.slice(0, maxLength);
 }

@@ -212,7 +212,7 @@ export function mutateOps(ops: PickleOp[], random: Random): void {
       // value that does not share visits 2^depth lists while the pickle stays a few hundred bytes.
       const memo = (opcode: number, index: number) => op(opcode, ...u32(index));
       const bomb: PickleOp[] = [text('bomb'), EMPTY_LIST, memo(0x72, 1000)];
-      for (let level = 0, depth = random.between(8, 48); level < depth; level++) {
+      for (let level = 0, depth = random.range(8, 48); level < depth; level++) {
         bomb.push(MARK, memo(0x6a, 1000 + level), memo(0x6a, 1000 + level), op(0x6c), memo(0x72, 1001 + level));
       }
       ops.splice(index, 0, ...bomb);

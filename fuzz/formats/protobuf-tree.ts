@@ -76,7 +76,7 @@ const STRINGS = ['', '▁', '<unk>', '<s>', '<0x41>', '<0x100>', 'ab', 'a'.repea
 export function mutateTree(root: TreeField[], random: Random): void {
   const list = random.pick(lists(root));
   if (list.length === 0) {
-    list.push({ field: random.between(1, 40), wire: 0, value: random.pick(VARINTS) });
+    list.push({ field: random.range(1, 40), wire: 0, value: random.pick(VARINTS) });
     return;
   }
   const index = random.int(list.length);
@@ -98,7 +98,7 @@ export function mutateTree(root: TreeField[], random: Random): void {
       list.splice(random.int(list.length + 1), 0, ...Array.from({ length: random.size(4) + 1 }, () => structuredClone(entry)));
       break;
     case 4:
-      entry.field = random.pick([0, 1, 2, 3, 4, 5, 24, 35, 536870911, random.between(1, 60)]);
+      entry.field = random.pick([0, 1, 2, 3, 4, 5, 24, 35, 536870911, random.range(1, 60)]);
       break;
     case 5:
       entry.wire = random.pick([0, 1, 2, 3, 4, 5, 6, 7]);

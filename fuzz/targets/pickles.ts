@@ -59,7 +59,7 @@ function zipEntries(data: Uint8Array): ZipEntrySpec[] {
 
 function mutatePickleBytes(bytes: Uint8Array, random: Random): Uint8Array {
   const { ops, rest } = parsePickle(bytes);
-  for (let round = random.between(1, 3); round > 0; round--) mutateOps(ops, random);
+  for (let round = random.range(1, 3); round > 0; round--) mutateOps(ops, random);
   const written = writePickle(ops, rest);
   return random.chance(0.1) ? mutateBytes(written, random, 2) : written;
 }
@@ -119,7 +119,7 @@ function mutateLegacy(random: Random): Uint8Array {
     const index = random.pick([0, 1, 2, 4]);
     sections[index] = mutatePickleBytes(sections[index]!, random);
   } else if (choice === 4) {
-    const index = random.between(5, sections.length - 1);
+    const index = random.range(5, sections.length - 1);
     const record = sections[index]!.slice();
     if (random.chance(0.6)) writeInteger(record, 0, 8, boundaryInteger(random), true);
     sections[index] = random.chance(0.5) ? record : record.subarray(0, random.int(record.length));

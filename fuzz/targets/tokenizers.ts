@@ -103,7 +103,7 @@ export const tokenizersTarget: Target = {
       case 'sentencepiece': {
         if (random.chance(0.15)) return mutateBytes(seed.bytes, random);
         const tree = parseTree(seed.bytes);
-        for (let round = random.between(1, 3); round > 0; round--) mutateTree(tree, random);
+        for (let round = random.range(1, 3); round > 0; round--) mutateTree(tree, random);
         return writeTree(tree);
       }
       default:
