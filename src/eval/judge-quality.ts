@@ -160,15 +160,18 @@ export async function evaluateJudges(options: JudgeQualityOptions): Promise<Judg
 
     const conceptIds = Object.keys(world.file.concepts);
     const conceptTexts = await judges.clip.embedTexts(conceptIds.map((id) => world.file.concepts[id]!.prompt));
+    // Each subject's style prompts, embedded once for its 25 scenes.
+    const styleCandidates = await Promise.all(subjects.map(async (subject) => {
+      const styles = Object.keys(subject.world.style_prompts);
+      return { styles, texts: await judges.clip.embedTexts(styles.map((style) => subject.world.style_prompts[style]!)) };
+    }));
     let [conceptHits, styleHits] = [0, 0];
     for (const [k, scene] of scenes.entries()) {
       const subject = subjects[scene.s]!;
       const embed = sceneFeatures.clip[k]!;
-      const best = conceptIds[nearest(embed, conceptTexts, () => true)];
-      if (best === subject.world.concept) conceptHits++;
-      const styles = Object.keys(subject.world.style_prompts);
-      const styleTexts = await judges.clip.embedTexts(styles.map((style) => subject.world.style_prompts[style]!));
-      if (styles[nearest(embed, styleTexts, () => true)] === subject.world.style) styleHits++;
+      if (conceptIds[nearest(embed, conceptTexts, () => true)] === subject.world.concept) conceptHits++;
+      const { styles, texts } = styleCandidates[scene.s]!;
+      if (styles[nearest(embed, texts, () => true)] === subject.world.style) styleHits++;
     }
     const clipZeroShot = { images: scenes.length, conceptTop1: conceptHits / scenes.length, styleTop1: styleHits / scenes.length, concepts: conceptIds.length };
 

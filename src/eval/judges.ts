@@ -29,42 +29,13 @@ import { checkpointInitialized } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { externalBindings } from '../nn/weights.js';
 import type { HostTensor } from '../onnx/dtype.js';
-import { CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, type ImageSource, readImageBytes } from '../pipeline/images.js';
+import { IMAGENET_MEAN, IMAGENET_STD, type ImageSource, type Preprocessing, clipPreprocessing, dinoPreprocessing, readImageBytes, resizeCropBox } from '../pipeline/images.js';
 import { BoundModel } from '../pipeline/weights.js';
 import { ClipTokenizer } from '../tokenizers/clip_bpe.js';
 
-export { IMAGENET_MEAN, IMAGENET_STD };
+export { IMAGENET_MEAN, IMAGENET_STD, clipPreprocessing, dinoPreprocessing, resizeCropBox, type Preprocessing };
 
-// ---- preprocessing ---------------------------------------------------------------------------------
-
-export interface Preprocessing {
-  /** The short side after resizing. */
-  resize: number;
-  /** The side of the centre crop, the model's image_size. */
-  crop: number;
-  /** CLIPImageProcessor floors the crop offset; torchvision's CenterCrop rounds it (half to even). */
-  offset: 'floor' | 'round';
-  mean: readonly number[];
-  std: readonly number[];
-}
-
-export const clipPreprocessing = (imageSize: number): Preprocessing => ({ resize: imageSize, crop: imageSize, offset: 'floor', mean: CLIP_MEAN, std: CLIP_STD });
-export const dinoPreprocessing = (imageSize: number): Preprocessing => ({ resize: Math.round((imageSize * 256) / 224), crop: imageSize, offset: 'round', mean: IMAGENET_MEAN, std: IMAGENET_STD });
-
-function roundHalfEven(x: number): number {
-  const floor = Math.floor(x);
-  return x - floor !== 0.5 ? Math.round(x) : floor % 2 === 0 ? floor : floor + 1;
-}
-
-/** Resize(short side → resize) then CenterCrop(crop): the resized size and the crop's corner. */
-export function resizeCropBox(width: number, height: number, p: Preprocessing): { width: number; height: number; left: number; top: number } {
-  const short = Math.min(width, height);
-  const scaledLong = Math.floor((p.resize * Math.max(width, height)) / short);
-  const [resizedWidth, resizedHeight] = width <= height ? [p.resize, scaledLong] : [scaledLong, p.resize];
-  if (resizedWidth < p.crop || resizedHeight < p.crop) throw new Error(`a ${p.crop}-pixel crop does not fit a ${resizedWidth}×${resizedHeight} resize`);
-  const offset = (dim: number) => (p.offset === 'floor' ? Math.floor((dim - p.crop) / 2) : roundHalfEven((dim - p.crop) / 2));
-  return { width: resizedWidth, height: resizedHeight, left: offset(resizedWidth), top: offset(resizedHeight) };
-}
+// ---- preprocessing (geometry in pipeline/images.ts) ------------------------------------------------
 
 /** One image → channel-first normalised floats (3·crop·crop) at `offset` of `out`. */
 export async function preprocessInto(source: ImageSource, p: Preprocessing, out: Float32Array, offset: number, name = typeof source === 'string' ? source : 'image'): Promise<void> {

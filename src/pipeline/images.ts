@@ -79,20 +79,13 @@ export async function readImageBytes(source: ImageSource, name: string, maxBytes
 
 /** torchvision Resize(S) + CenterCrop(S) geometry for a width × height image. */
 export function resizeCropGeometry(width: number, height: number, size: number): { width: number; height: number; left: number; top: number } {
-  const short = Math.min(width, height);
-  const long = Math.max(width, height);
-  const scaledLong = Math.floor((size * long) / short);
-  const [resizedWidth, resizedHeight] = width <= height ? [size, scaledLong] : [scaledLong, size];
-  // torchvision center_crop: int(round((dim − S) / 2)); Python rounds halves to even.
-  const offset = (dim: number) => roundHalfEven((dim - size) / 2);
-  return { width: resizedWidth, height: resizedHeight, left: offset(resizedWidth), top: offset(resizedHeight) };
+  return resizeCropBox(width, height, { resize: size, crop: size, offset: 'round' });
 }
 
+// Python's round(): halves to even (torchvision's center_crop offsets).
 function roundHalfEven(x: number): number {
   const floor = Math.floor(x);
-  const fraction = x - floor;
-  if (fraction !== 0.5) return Math.round(x);
-  return floor % 2 === 0 ? floor : floor + 1;
+  return x - floor !== 0.5 ? Math.round(x) : floor % 2 === 0 ? floor : floor + 1;
 }
 
 /** Decodes, resizes and crops one image to S × S RGB bytes (row-major, interleaved). */
@@ -159,4 +152,30 @@ export async function preprocessImages(sources: readonly ImageSource[], size: nu
     normalizeClipInto(rgb, size, data, index * plane);
   }
   return { dtype: 'float32', shape: [sources.length, 3, size, size], data };
+}
+
+// ---- the judges' preprocessing geometry (CLIPImageProcessor, torchvision's DINO transform) ----------
+
+export interface Preprocessing {
+  /** The short side after resizing. */
+  resize: number;
+  /** The side of the centre crop, the model's image_size. */
+  crop: number;
+  /** CLIPImageProcessor floors the crop offset; torchvision's CenterCrop rounds it (half to even). */
+  offset: 'floor' | 'round';
+  mean: readonly number[];
+  std: readonly number[];
+}
+
+export const clipPreprocessing = (imageSize: number): Preprocessing => ({ resize: imageSize, crop: imageSize, offset: 'floor', mean: CLIP_MEAN, std: CLIP_STD });
+export const dinoPreprocessing = (imageSize: number): Preprocessing => ({ resize: Math.round((imageSize * 256) / 224), crop: imageSize, offset: 'round', mean: IMAGENET_MEAN, std: IMAGENET_STD });
+
+/** Resize(short side → resize) then CenterCrop(crop): the resized size and the crop's corner. */
+export function resizeCropBox(width: number, height: number, p: Pick<Preprocessing, 'resize' | 'crop' | 'offset'>): { width: number; height: number; left: number; top: number } {
+  const short = Math.min(width, height);
+  const scaledLong = Math.floor((p.resize * Math.max(width, height)) / short);
+  const [resizedWidth, resizedHeight] = width <= height ? [p.resize, scaledLong] : [scaledLong, p.resize];
+  if (resizedWidth < p.crop || resizedHeight < p.crop) throw new Error(`a ${p.crop}-pixel crop does not fit a ${resizedWidth}×${resizedHeight} resize`);
+  const offset = (dim: number) => (p.offset === 'floor' ? Math.floor((dim - p.crop) / 2) : roundHalfEven((dim - p.crop) / 2));
+  return { width: resizedWidth, height: resizedHeight, left: offset(resizedWidth), top: offset(resizedHeight) };
 }

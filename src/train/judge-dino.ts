@@ -22,7 +22,7 @@ import type { SessionOptions } from '../graph/session.js';
 import { ViTModel, parseViTConfig } from '../models/vit.js';
 import { contextFromValues, type TraceContext } from '../nn/module.js';
 import type { HostTensor } from '../onnx/dtype.js';
-import { IMAGENET_MEAN, IMAGENET_STD } from '../pipeline/images.js';
+import { dinoPreprocessing, resizeCropBox } from '../pipeline/images.js';
 import { deriveSeed, Random } from '../util/random.js';
 import { attributionMarkdown } from '../world/attribution.js';
 import type { RgbaImage } from '../world/image.js';
@@ -58,20 +58,18 @@ function initialModel(config: JudgeDinoConfig): ViTModel {
 
 /** The protocol's DINO transform of world scenes: (B, 3, S, S) ImageNet-normalised pixels. */
 export async function dinoPixels(images: readonly RgbaImage[], crop: number): Promise<HostTensor<'float32'>> {
-  const resize = Math.round((crop * 256) / 224);
-  // torchvision's CenterCrop rounds the offset half to even: (73 − 64) / 2 = 4.5 → 4.
-  const half = (resize - crop) / 2;
-  const offset = half - Math.floor(half) === 0.5 ? (Math.floor(half) % 2 === 0 ? Math.floor(half) : Math.ceil(half)) : Math.round(half);
+  const p = dinoPreprocessing(crop);
   const plane = crop * crop;
   const data = new Float32Array(images.length * 3 * plane);
   for (const [b, image] of images.entries()) {
+    const box = resizeCropBox(image.width, image.height, p);
     const rgb = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 4 } })
       .removeAlpha()
-      .resize(resize, resize, { kernel: 'cubic', fit: 'fill' })
-      .extract({ left: offset, top: offset, width: crop, height: crop })
+      .resize(box.width, box.height, { kernel: 'cubic', fit: 'fill' })
+      .extract({ left: box.left, top: box.top, width: crop, height: crop })
       .raw()
       .toBuffer();
-    for (let c = 0; c < 3; c++) for (let p = 0; p < plane; p++) data[(b * 3 + c) * plane + p] = (rgb[p * 3 + c]! / 255 - IMAGENET_MEAN[c]!) / IMAGENET_STD[c]!;
+    for (let c = 0; c < 3; c++) for (let q = 0; q < plane; q++) data[(b * 3 + c) * plane + q] = (rgb[q * 3 + c]! / 255 - p.mean[c]!) / p.std[c]!;
   }
   return { dtype: 'float32', shape: [images.length, 3, crop, crop], data };
 }
