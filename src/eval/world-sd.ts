@@ -14,7 +14,7 @@
 // included, as earlier reports were measured). The retrieval and zero-shot figures are the model's
 // own CLIP-mini's. A Kosmos-G folder is measured the same way, its text prompts going through
 // MLLM → aligner M → U-Net; it has no CLIP-mini of its own, so those figures are the judge's.
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { resolveDevice, type Device } from '../graph/devices.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
@@ -26,6 +26,7 @@ import { EVAL_SCENE_SEED, openWorld } from '../train/world-data.js';
 import type { RgbaImage } from '../world/image.js';
 import type { World } from '../world/world.js';
 import type { Position } from '../world/vocabulary.js';
+import { kindOf } from './dreambench-data.js';
 import { ClipJudgeProbe, type ConceptProbe, DEFAULT_JUDGES } from './clip-judge-probe.js';
 import { ClipMiniProbe, dot } from './clip-mini-probe.js';
 import { nearestPosition, positionFollowing, subjectCentre } from './subject-locator.js';
@@ -319,7 +320,7 @@ interface JudgeSource {
 
 /** What `--judge` names: a judges folder (→ its clip/), a CLIPModel folder, or a pipeline folder with a CLIP-mini. */
 async function resolveJudge(judge: string): Promise<JudgeSource> {
-  const isFile = async (path: string) => (await stat(path).catch(() => null))?.isFile() ?? false;
+  const isFile = async (path: string) => (await kindOf(path)) === 'file';
   if (await isFile(join(judge, 'clip', 'config.json'))) return { kind: 'clip-model', directory: join(judge, 'clip') };
   if ((await isFile(join(judge, 'text_encoder', 'config.json'))) && (await isFile(join(judge, 'vision', 'config.json')))) return { kind: 'clip-mini', directory: judge };
   if (await isFile(join(judge, 'config.json'))) return { kind: 'clip-model', directory: judge };
@@ -332,7 +333,7 @@ async function resolveJudge(judge: string): Promise<JudgeSource> {
  * (a real CLIP) is taken at its word; a CLIP-mini must have one.
  */
 async function checkJudgeWorld(judge: JudgeSource, description: WorldDescription): Promise<void> {
-  const hasWorld = (await stat(join(judge.directory, WORLD_FILE)).catch(() => null))?.isFile() ?? false;
+  const hasWorld = (await kindOf(join(judge.directory, WORLD_FILE))) === 'file';
   if (!hasWorld && judge.kind === 'clip-model') return;
   const judgeWorld = await readWorldDescription(judge.directory, `judge ${judge.directory} has no ${WORLD_FILE}: a CLIP-mini judge must be a pipeline folder with text_encoder, vision and ${WORLD_FILE}`);
   const missing = description.concepts.filter((concept) => !judgeWorld.concepts.includes(concept));
