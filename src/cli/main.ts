@@ -17,6 +17,7 @@ import { registerEvalCommand } from './eval.js';
 import { registerGenerateCommand } from './generate.js';
 import { registerInfoCommand } from './info.js';
 import { registerInitRandomCommand } from './init-random.js';
+import { registerServeCommand } from './serve.js';
 import { registerTrainTokenizerCommand } from './train-tokenizer.js';
 import { registerTrainCommand } from './train.js';
 
@@ -35,6 +36,7 @@ registerConvertCommand(program);
 registerTrainTokenizerCommand(program);
 registerTrainCommand(program);
 registerEvalCommand(program);
+registerServeCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);

@@ -1,0 +1,158 @@
+// `kosmos-g serve` as a library call: loads the pipeline into generation threads, opens the
+// results folder, and serves the API (routes.ts) and the page (the built web/ folder) with fastify.
+import { availableParallelism } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fastifyMultipart from '@fastify/multipart';
+import fastifyRateLimit from '@fastify/rate-limit';
+import fastifyStatic from '@fastify/static';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { Device } from '../graph/devices.js';
+import { DEFAULT_MODEL } from '../pipeline/default_model.js';
+import { readPipelineFolder } from '../pipeline/folder.js';
+import { defaultMemoryLimit } from '../pipeline/memory.js';
+import { ApiFailure } from './errors.js';
+import { GenerationWorker, type PipelineKind } from './generation-worker.js';
+import { JobStore } from './jobs.js';
+import { ServerMetrics } from './metrics.js';
+import { InProcessQueue, QueueFullError } from './queue.js';
+import { registerRoutes } from './routes.js';
+import { LIMITS } from './schemas.js';
+import { allowedHostNames, checkBinding, checkRequest } from './security.js';
+import { GenerationService } from './service.js';
+
+export interface ServeOptions {
+  /** Pipeline folder; default the embedded kosmos-g-mini. */
+  model?: string;
+  /** Results folder. */
+  data: string;
+  host?: string;
+  /** 0: any free port. */
+  port?: number;
+  apiKey?: string;
+  insecure?: boolean;
+  allowedHosts?: readonly string[];
+  maxQueue?: number;
+  concurrency?: number;
+  rateLimit?: number;
+  maxResults?: number;
+  maxBytes?: number;
+  maxAgeDays?: number;
+  loras?: Readonly<Record<string, string>>;
+  controlnets?: Readonly<Record<string, string>>;
+  device?: Device;
+  /** CPU threads of each generation thread; default the cores shared between them. */
+  threads?: number;
+  maxMemory?: number;
+  /** Where warnings go (default stderr). */
+  warn?: (message: string) => void;
+}
+
+export interface RunningServer {
+  url: string;
+  app: FastifyInstance;
+  /** Stops taking requests and jobs, finishes the running jobs, records the waiting ones as cancelled. */
+  close(): Promise<void>;
+}
+
+const WEB_ROOT = fileURLToPath(new URL('../../web/', import.meta.url));
+const VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+function positive(value: number, name: string): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, got ${value}`);
+  return value;
+}
+
+function checkAssets(assets: Readonly<Record<string, string>>, kind: string): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const [name, path] of Object.entries(assets)) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name) || name.includes('..')) throw new Error(`${kind} name ${JSON.stringify(name)} must be 1–64 letters, digits, "-", "_" or "."`);
+    map.set(name, resolve(path));
+  }
+  return map;
+}
+
+export async function startServer(options: ServeOptions): Promise<RunningServer> {
+  const warn = options.warn ?? ((message: string) => process.stderr.write(`${message}\n`));
+  const host = options.host ?? '127.0.0.1';
+  const security = { host, apiKey: options.apiKey, insecure: options.insecure, allowedHosts: options.allowedHosts };
+  checkBinding(security);
+  const concurrency = positive(options.concurrency ?? 1, 'concurrency');
+  const maxQueue = positive(options.maxQueue ?? 32, 'max-queue');
+  const rateLimit = positive(options.rateLimit ?? 120, 'rate-limit');
+  const model = options.model ?? DEFAULT_MODEL;
+  const folder = await readPipelineFolder(model);
+  const pipeline: PipelineKind = folder.className === 'KosmosGPipeline' ? 'kosmos-g' : 'clip-text';
+  const loras = checkAssets(options.loras ?? {}, 'LoRA');
+  const controlnets = checkAssets(options.controlnets ?? {}, 'ControlNet');
+
+  const store = await JobStore.open(
+    resolve(options.data),
+    { maxResults: positive(options.maxResults ?? 1000, 'max-results'), maxBytes: options.maxBytes ?? 2 * 1024 ** 3, maxAgeMs: (options.maxAgeDays ?? 30) * 86_400_000 },
+    warn,
+  );
+  const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / concurrency));
+  const workers: GenerationWorker[] = [];
+  try {
+    for (let index = 0; index < concurrency; index++) workers.push(await GenerationWorker.start({ model, pipeline, device: options.device ?? 'cpu', threads }));
+  } catch (error) {
+    await Promise.all(workers.map((worker) => worker.close()));
+    throw error;
+  }
+  const modelName = options.model === undefined ? 'kosmos-g-mini' : basename(resolve(model));
+  const metrics: ServerMetrics = new ServerMetrics(() => ({ queued: service.waiting, byState: store.countByState() }));
+  const service: GenerationService = new GenerationService(
+    { modelName, pipeline, info: workers[0]!.info, loras, controlnets, maxMemory: options.maxMemory ?? defaultMemoryLimit() },
+    store,
+    metrics,
+  );
+  service.attach(new InProcessQueue(workers, maxQueue, (event) => service.handle(event)));
+
+  const app = Fastify({ bodyLimit: LIMITS.maxBodyBytes, logger: false, return503OnClosing: true });
+  const hosts = allowedHostNames(security);
+  app.addHook('onRequest', async (request) => checkRequest({ method: request.method, url: request.url, headers: request.headers }, security, hosts));
+  app.setErrorHandler((error: FastifyError | ApiFailure | QueueFullError, _request, reply) => {
+    if (error instanceof ApiFailure) {
+      for (const [name, value] of Object.entries(error.headers)) reply.header(name, value);
+      return reply.code(error.status).send({ error: { code: error.code, message: error.message } });
+    }
+    if (error instanceof QueueFullError) {
+      return reply.code(429).header('retry-after', String(service.retryAfterSeconds())).send({ error: { code: 'queue_full', message: error.message } });
+    }
+    const status = (error as FastifyError).statusCode ?? 500;
+    if (status >= 500) warn(`kosmos-g serve: ${error.stack ?? error.message}`);
+    const code = status === 413 ? 'too_large' : status === 429 ? 'rate_limited' : status >= 500 ? 'internal' : 'invalid_request';
+    return reply.code(status).send({ error: { code, message: status >= 500 ? 'internal server error' : error.message } });
+  });
+  app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } }));
+  await app.register(fastifyRateLimit, {
+    global: false,
+    errorResponseBuilder: (_request, context) => ({ statusCode: 429, error: 'rate_limited', message: `at most ${context.max} submissions per ${context.after}; retry in ${Math.ceil(context.ttl / 1000)} s` }),
+  });
+  await app.register(fastifyMultipart, { limits: { fileSize: LIMITS.maxImageBytes } });
+  await app.register(fastifyStatic, { root: WEB_ROOT, prefix: '/', index: 'index.html', wildcard: false, dotfiles: 'deny' });
+  registerRoutes(app, { service, store, metrics, version: VERSION, rateLimit });
+
+  let address: string;
+  try {
+    address = await app.listen({ host, port: options.port ?? 7860 });
+  } catch (error) {
+    await service.shutdown();
+    await Promise.all(workers.map((worker) => worker.close()));
+    throw new Error(`cannot listen on ${host}:${options.port ?? 7860}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  let closing: Promise<void> | null = null;
+  return {
+    url: address,
+    app,
+    close: () =>
+      (closing ??= (async () => {
+        // Stop new work first, so nothing is accepted that shutdown would then cancel.
+        const serverClosed = app.close();
+        await service.shutdown();
+        await Promise.all(workers.map((worker) => worker.close()));
+        await serverClosed;
+      })()),
+  };
+}

@@ -1,0 +1,169 @@
+// The page served at `/` (web/), driven in headless Chromium against a real server with a tiny
+// random pipeline: images in, prompt, settings, Generate, progress and preview, the gallery, and
+// the downloaded PNG's settings. Needs Chromium (CHROMIUM_PATH, default /usr/bin/chromium) and the
+// built page (`npm run build` builds both). With KOSMOS_G_SCREENSHOTS=1 it also writes the
+// screenshots of docs/screenshots/.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type Browser, type Page, chromium } from 'playwright-core';
+import sharp from 'sharp';
+import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
+import { type RunningServer, startServer } from '../../src/server/server.js';
+
+const SCREENSHOTS = process.env.KOSMOS_G_SCREENSHOTS === '1' ? fileURLToPath(new URL('../../../docs/screenshots/', import.meta.url)) : null;
+/** Generous: the tiny model is quick, but the machine may be busy with other tests. */
+const GENERATION_TIMEOUT_MS = 180_000;
+
+let scratch: string;
+let server: RunningServer | undefined;
+let browser: Browser | undefined;
+let red: string;
+let blue: string;
+
+before(async () => {
+  scratch = await mkdtemp(join(tmpdir(), 'kosmos-g-web-test-'));
+  const model = join(scratch, 'tiny');
+  await createRandomPipeline(model, { config: 'tiny', seed: 0 });
+  red = join(scratch, 'red.png');
+  blue = join(scratch, 'blue.png');
+  await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 230, g: 30, b: 30 } } }).png().toFile(red);
+  await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 30, g: 30, b: 230 } } }).png().toFile(blue);
+  server = await startServer({ model, data: join(scratch, 'data'), port: 0, warn: () => {} });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  try {
+    await browser?.close();
+  } finally {
+    try {
+      await server?.close();
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  }
+});
+
+/** A fresh page on the server's `/`, once it has read the model's defaults. */
+async function openPage(): Promise<Page> {
+  const page = await browser!.newPage({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  const problems: string[] = [];
+  page.on('pageerror', (error) => problems.push(error.message));
+  await page.goto(server!.url);
+  await page.waitForSelector('body[data-ready]', { timeout: 30_000 }).catch((error: unknown) => {
+    throw new Error(`the page did not load its settings (${String(error)}); page errors: ${problems.join('; ') || 'none'}`);
+  });
+  return page;
+}
+
+async function screenshot(page: Page, name: string): Promise<void> {
+  if (SCREENSHOTS === null) return;
+  await mkdir(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: join(SCREENSHOTS, name), fullPage: true });
+}
+
+/** The `tEXt` chunks of a PNG (keyword → Latin-1 text): signature, then length/type/data/CRC. */
+function pngText(png: Buffer): Map<string, string> {
+  assert.deepEqual([...png.subarray(0, 8)], [137, 80, 78, 71, 13, 10, 26, 10], 'PNG signature');
+  const text = new Map<string, string>();
+  for (let offset = 8; offset + 12 <= png.length; ) {
+    const length = png.readUInt32BE(offset);
+    const type = png.toString('latin1', offset + 4, offset + 8);
+    const data = png.subarray(offset + 8, offset + 8 + length);
+    if (type === 'tEXt') {
+      const nul = data.indexOf(0);
+      text.set(data.toString('latin1', 0, nul), data.toString('latin1', nul + 1));
+    }
+    if (type === 'IEND') break;
+    offset += 12 + length;
+  }
+  return text;
+}
+
+test('two images and a prompt with two <i> generate an image whose PNG carries the prompt and seed', async () => {
+  const page = await openPage();
+  try {
+    await screenshot(page, 'page-empty.png');
+    const { models } = (await (await fetch(new URL('/v1/models', server!.url))).json()) as { models: Array<{ defaults: { steps: number } }> };
+    assert.equal(await page.inputValue('#steps'), String(models[0]!.defaults.steps), 'the defaults come from /v1/models');
+    await page.setInputFiles('#images-input', [red, blue]);
+    await page.waitForFunction("document.querySelectorAll('#image-tray img').length === 2");
+    const prompt = '<i> wearing <i> on the beach';
+    await page.fill('#prompt', prompt);
+    assert.match((await page.textContent('#image-count')) ?? '', /^2 <i> \/ 2 images: they match/);
+    assert.equal(await page.locator('#prompt-preview img').count(), 2, 'each <i> shows as its thumbnail');
+    await page.fill('#steps', '8');
+    await page.fill('#seed', '1234');
+    assert.equal(await page.isEnabled('#generate'), true);
+
+    await page.click('#generate');
+    await page.waitForFunction("document.querySelector('#progress').value > 0", undefined, { timeout: GENERATION_TIMEOUT_MS });
+    await page.waitForFunction("document.querySelector('#live-preview').src.startsWith('data:image/png')", undefined, { timeout: GENERATION_TIMEOUT_MS });
+    await screenshot(page, 'page-generating.png');
+
+    await page.waitForFunction(
+      "[...document.querySelectorAll('.gallery-item img')].some((img) => img.complete && img.naturalWidth > 0)",
+      undefined,
+      { timeout: GENERATION_TIMEOUT_MS },
+    );
+    const item = page.locator('.gallery-item').first();
+    assert.equal(await item.locator('.seed').textContent(), 'seed 1234');
+    assert.equal(await page.isVisible('#error'), false, (await page.textContent('#error')) ?? '');
+    await screenshot(page, 'page-done.png');
+
+    const [download] = await Promise.all([page.waitForEvent('download'), item.locator('a.download').first().click()]);
+    const parameters = pngText(await readFile(await download.path())).get('parameters');
+    assert.ok(parameters !== undefined, 'the PNG has a tEXt "parameters" chunk');
+    assert.ok(parameters.includes(prompt), parameters);
+    assert.ok(parameters.includes('Seed: 1234'), parameters);
+
+    // "use these settings again" puts the job's settings back into a changed form.
+    await page.fill('#prompt', '<i> <i> elsewhere');
+    await page.fill('#seed', '');
+    await item.locator('button.reuse').click();
+    assert.equal(await page.inputValue('#prompt'), prompt);
+    assert.equal(await page.inputValue('#seed'), '1234');
+    assert.equal(await page.inputValue('#steps'), '8');
+
+    // A reload lists the finished job from GET /v1/generations.
+    await page.reload();
+    await page.waitForSelector('body[data-ready]');
+    assert.equal(await page.locator('.gallery-item').count(), 1);
+  } finally {
+    await page.close();
+  }
+});
+
+test('a prompt whose <i> count differs from the images shows the error and keeps Generate disabled', async () => {
+  const page = await openPage();
+  try {
+    await page.setInputFiles('#images-input', [red, blue]);
+    await page.waitForFunction("document.querySelectorAll('#image-tray img').length === 2");
+    await page.fill('#prompt', '<i> on the beach');
+    const counter = page.locator('#image-count');
+    assert.match((await counter.textContent()) ?? '', /^1 <i> \/ 2 images/);
+    assert.match((await counter.getAttribute('class')) ?? '', /\berror\b/);
+    assert.equal(await page.isDisabled('#generate'), true);
+    assert.equal(await page.locator('#prompt-preview img').count(), 1);
+
+    await page.fill('#prompt', '<i> and <i> on the beach <i>');
+    assert.equal(await page.locator('#prompt-preview .missing').count(), 1, 'the third <i> has no image');
+    assert.equal(await page.isDisabled('#generate'), true);
+
+    // Removing the second image makes one <i> with one image: they match.
+    await page.fill('#prompt', '<i> on the beach');
+    await page.locator('#image-tray .remove').nth(1).click();
+    assert.match((await counter.textContent()) ?? '', /^1 <i> \/ 1 image: they match/);
+    assert.equal(await page.isEnabled('#generate'), true);
+  } finally {
+    await page.close();
+  }
+});

@@ -1,0 +1,189 @@
+// The page served at `/`: wires the image tray, the prompt box, the settings and the gallery to
+// the API (docs/server.md). One generation at a time from this page; the server queues others'.
+
+import { ApiError, type JobHandlers, type JobStatus, apiKey, cancelJob, jobStatus, listModels, onUnauthorized, recentJobs, saveApiKey, submit, watchJob } from './api.js';
+import { element } from './dom.js';
+import { Gallery } from './gallery.js';
+import { ImageTray } from './images.js';
+import { PromptEditor } from './prompt-editor.js';
+import { SettingsForm } from './settings.js';
+
+const form = element('form', HTMLFormElement);
+const generateButton = element('generate', HTMLButtonElement);
+const cancelButton = element('cancel', HTMLButtonElement);
+const errorBox = element('error', HTMLElement);
+const progress = element('progress', HTMLProgressElement);
+const livePreview = element('live-preview', HTMLImageElement);
+const previewPlaceholder = element('preview-placeholder', HTMLElement);
+const jobStatusLine = element('job-status', HTMLElement);
+const keyPanel = element('api-key-panel', HTMLElement);
+const keyInput = element('api-key', HTMLInputElement);
+
+const tray = new ImageTray(element('image-tray', HTMLElement), element('images-input', HTMLInputElement), element('tray-message', HTMLElement));
+const prompt = new PromptEditor(element('prompt', HTMLTextAreaElement), element('prompt-preview', HTMLElement), element('image-count', HTMLElement), element('insert-image', HTMLButtonElement), tray);
+const settings = new SettingsForm();
+const gallery = new Gallery(element('gallery', HTMLElement), element('gallery-empty', HTMLElement), reuseSettings, showError);
+
+/** The job this page is following, if any. */
+let current: { id: string; stop: () => void } | undefined;
+
+/** Shows an API error (with its code), a network error or a message of the page itself. */
+function showError(error: unknown): void {
+  if (error instanceof ApiError) errorBox.textContent = error.status === 0 ? error.message : `${error.message} (${error.code})`;
+  else errorBox.textContent = error instanceof Error ? error.message : String(error);
+  errorBox.hidden = false;
+}
+
+function clearError(): void {
+  errorBox.textContent = '';
+  errorBox.hidden = true;
+}
+
+function updateButtons(): void {
+  generateButton.disabled = current !== undefined || !prompt.matches || prompt.value.trim() === '';
+  cancelButton.disabled = current === undefined || current.id === '';
+}
+
+function reuseSettings(job: JobStatus): void {
+  prompt.value = job.settings.prompt;
+  settings.fill(job.settings);
+  clearError();
+  // The job's input images are not kept by the server, so the tray stays as it is.
+  jobStatusLine.textContent = `Settings of the job with seed ${job.settings.seed} restored; the images in the tray are used.`;
+}
+
+function finish(message: string): void {
+  current?.stop();
+  current = undefined;
+  jobStatusLine.textContent = message;
+  updateButtons();
+}
+
+function follow(id: string): JobHandlers {
+  return {
+    queued(position) {
+      jobStatusLine.textContent = position === 0 ? 'Queued: next to run' : `Queued: ${position} job${position === 1 ? '' : 's'} ahead`;
+    },
+    started(totalSteps) {
+      progress.max = Math.max(totalSteps, 1);
+      progress.value = 0;
+      jobStatusLine.textContent = 'Running';
+    },
+    step(step, totalSteps, preview) {
+      progress.max = Math.max(totalSteps, 1);
+      progress.value = step;
+      jobStatusLine.textContent = `Step ${step} / ${totalSteps}`;
+      if (preview !== undefined) {
+        livePreview.src = preview;
+        livePreview.hidden = false;
+        previewPlaceholder.hidden = true;
+      }
+    },
+    done() {
+      progress.value = progress.max;
+      jobStatus(id).then(
+        (job) => {
+          gallery.add(job, true);
+          const seconds = job.timings?.generateMs;
+          finish(seconds === undefined ? 'Done' : `Done in ${(seconds / 1000).toFixed(1)} s (seed ${job.settings.seed})`);
+        },
+        (error: unknown) => {
+          showError(error);
+          finish('Done, but its result cannot be read');
+        },
+      );
+    },
+    failed(error) {
+      showError(`${error.message} (${error.code})`);
+      finish('Failed');
+    },
+    cancelled() {
+      finish('Cancelled');
+    },
+  };
+}
+
+async function generate(): Promise<void> {
+  clearError();
+  await tray.settled();
+  if (!prompt.matches) return updateButtons();
+  const values = settings.read();
+  if (typeof values === 'string') return showError(values);
+  progress.max = 1;
+  progress.value = 0;
+  livePreview.hidden = true;
+  livePreview.removeAttribute('src');
+  previewPlaceholder.hidden = false;
+  previewPlaceholder.textContent = 'Waiting for the first preview…';
+  jobStatusLine.textContent = 'Submitting';
+  // Claimed before the request, so a second click cannot submit twice.
+  current = { id: '', stop: () => {} };
+  updateButtons();
+  try {
+    const { id, seed } = await submit({ prompt: prompt.value, images: tray.list().map((image) => image.dataUrl), ...values });
+    jobStatusLine.textContent = `Submitted (seed ${seed})`;
+    current = { id, stop: watchJob(id, follow(id)) };
+    updateButtons();
+  } catch (error) {
+    showError(error);
+    finish('');
+  }
+}
+
+async function cancel(): Promise<void> {
+  if (current === undefined || current.id === '') return;
+  cancelButton.disabled = true;
+  try {
+    await cancelJob(current.id);
+  } catch (error) {
+    showError(error);
+    cancelButton.disabled = false;
+  }
+}
+
+/** Reads the model's defaults and the recent results; run at start and after a key is entered. */
+async function load(): Promise<void> {
+  clearError();
+  try {
+    const [model] = await listModels();
+    if (model === undefined) throw new Error('the server lists no model');
+    settings.applyModel(model);
+    // A text-only (clip-text) model takes no images: no tray, and `<i>` is plain text.
+    const interleaved = model.pipeline === 'kosmos-g';
+    element('images-field', HTMLElement).hidden = !interleaved;
+    element('insert-image', HTMLButtonElement).hidden = !interleaved;
+    tray.maxImages = interleaved ? model.limits.maxImages : 0;
+    prompt.configure(interleaved, model.limits.maxPromptLength);
+    element('model-name', HTMLElement).textContent = model.id;
+    for (const job of await recentJobs(20)) gallery.add(job, false);
+    document.body.dataset.ready = 'true';
+  } catch (error) {
+    showError(error);
+  }
+}
+
+onUnauthorized(() => {
+  keyPanel.hidden = false;
+  keyInput.value = apiKey() ?? '';
+  keyInput.focus();
+});
+element('api-key-save', HTMLButtonElement).addEventListener('click', () => {
+  saveApiKey(keyInput.value.trim());
+  keyPanel.hidden = true;
+  void load();
+});
+keyInput.addEventListener('keydown', (event) => {
+  if (event.key === 'Enter') {
+    event.preventDefault();
+    element('api-key-save', HTMLButtonElement).click();
+  }
+});
+
+form.addEventListener('submit', (event) => {
+  event.preventDefault();
+  void generate();
+});
+cancelButton.addEventListener('click', () => void cancel());
+prompt.onChange(updateButtons);
+updateButtons();
+void load();
