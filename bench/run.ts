@@ -30,6 +30,7 @@ const groups: Record<string, BenchGroup> = {
   pipeline: optionalGroup('./pipeline.js', 'runPipelineBench'),
   models: runModelsBench,
   train: () => runTrainBench(),
+  server: optionalGroup('./server.js', 'runServerBench'),
 };
 
 async function main(): Promise<void> {

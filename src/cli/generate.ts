@@ -4,14 +4,14 @@
 // or sidecar is replaced only with --force; both files are written to temporary names and renamed
 // at the end, so a failure never leaves anything at --out.
 import { unlink } from 'node:fs/promises';
-import { extname } from 'node:path';
+import { basename, extname, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import type { Device } from '../graph/devices.js';
 import { MAX_GUIDANCE, SCHEDULER_CHOICES, type SchedulerChoice, type StepInfo } from '../pipeline/diffusion.js';
 import { DEFAULT_MODEL } from '../pipeline/default_model.js';
 import { readPipelineFolder } from '../pipeline/folder.js';
-import { encodePng, gridLayout, imageGrid } from '../pipeline/image_output.js';
+import { encodePng, generationParameters, gridLayout, imageGrid } from '../pipeline/image_output.js';
 import { KosmosGPipeline, type KosmosGGenerateOptions } from '../pipeline/kosmos_g_pipeline.js';
 import { defaultMemoryLimit, formatBytes, parseByteSize } from '../pipeline/memory.js';
 import { TextToImagePipeline, type GenerationResult } from '../pipeline/text_to_image.js';
@@ -188,8 +188,10 @@ export function registerGenerateCommand(program: Command): void {
       }
       const generateMs = performance.now() - generateStart;
       const layout = gridLayout(result.images.length);
-      const png = await encodePng(result.images.length > 1 ? imageGrid(result.images, layout) : result.images[0]!);
       const { settings } = result;
+      // The settings also travel inside the PNG, as AUTOMATIC1111 writes them (a grid: its first image's seed).
+      const parameters = generationParameters({ ...settings, model: flags.model ? basename(resolve(flags.model)) : 'kosmos-g-mini', images: flags.image.length });
+      const png = await encodePng(result.images.length > 1 ? imageGrid(result.images, layout) : result.images[0]!, { parameters });
       const sidecar = {
         model: flags.model ?? 'kosmos-g-mini',
         pipeline: kind,

@@ -101,7 +101,10 @@ export class JobStore {
     if (!record) throw new Error(`no job ${id}`);
     const next = { ...record, ...change };
     this.jobs.set(id, next);
+    // A job that finishes may push the oldest out of the bounds: pruned in the same turn.
+    const pruned = FINISHED_STATES.has(next.state) && !FINISHED_STATES.has(record.state) ? this.prune() : Promise.resolve();
     await this.write(next);
+    await pruned;
     return next;
   }
 
@@ -127,23 +130,29 @@ export class JobStore {
     return join(this.imagesDirectory, name);
   }
 
-  /** Deletes the oldest finished jobs until the folder is within its bounds. */
+  /**
+   * Deletes the oldest finished jobs until the folder is within its bounds. They leave the listing
+   * at once (before their files are removed), so no reader sees more than the bounds allow.
+   */
   async prune(): Promise<void> {
     const finished = [...this.jobs.values()].filter((job) => FINISHED_STATES.has(job.state)).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
     let bytes = finished.reduce((sum, job) => sum + (job.bytes ?? 0), 0);
     const oldestKept = Date.now() - this.bounds.maxAgeMs;
     let count = finished.length;
+    const removed: JobRecord[] = [];
     for (const job of finished) {
       const tooOld = Date.parse(job.finishedAt ?? job.createdAt) < oldestKept;
       if (!tooOld && count <= this.bounds.maxResults && bytes <= this.bounds.maxBytes) break;
-      await this.remove(job);
+      this.jobs.delete(job.id);
+      removed.push(job);
       count--;
       bytes -= job.bytes ?? 0;
     }
+    for (const job of removed) await this.removeFiles(job);
   }
 
-  private async remove(job: JobRecord): Promise<void> {
-    this.jobs.delete(job.id);
+  private async removeFiles(job: JobRecord): Promise<void> {
+    await (this.writes.get(job.id) ?? Promise.resolve()).catch(() => {});
     for (let index = 0; index < job.settings.numImages; index++) {
       for (const extension of ['png', 'json']) await rm(join(this.imagesDirectory, `${job.id}-${index}.${extension}`), { force: true });
     }

@@ -10,10 +10,6 @@ export class QueueFullError extends Error {
 }
 
 export interface JobQueue {
-  /** Jobs waiting for a generation thread. */
-  readonly waiting: number;
-  /** Jobs being generated now. */
-  readonly running: number;
   /** Queues a job; its events go to the queue's listener. Returns its position (0: next). */
   add(job: JobRequest): number;
   /** 0-based place among the waiting jobs, or null when the job is not waiting. */
@@ -38,14 +34,6 @@ export class InProcessQueue implements JobQueue {
     private readonly onEvent: (event: JobEvent) => void,
   ) {
     if (!workers.length) throw new Error('a queue needs at least one generation thread');
-  }
-
-  get waiting(): number {
-    return this.queue.length;
-  }
-
-  get running(): number {
-    return this.active.size;
   }
 
   add(job: JobRequest): number {

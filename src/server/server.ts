@@ -11,6 +11,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Device } from '../graph/devices.js';
 import { DEFAULT_MODEL } from '../pipeline/default_model.js';
 import { readPipelineFolder } from '../pipeline/folder.js';
+import { acquireRunLock } from '../train/run-lock.js';
 import { defaultMemoryLimit } from '../pipeline/memory.js';
 import { ApiFailure } from './errors.js';
 import { GenerationWorker, type PipelineKind } from './generation-worker.js';
@@ -42,7 +43,7 @@ export interface ServeOptions {
   loras?: Readonly<Record<string, string>>;
   controlnets?: Readonly<Record<string, string>>;
   device?: Device;
-  /** CPU threads of each generation thread; default the cores shared between them. */
+  /** CPU threads of each generation thread; default the cores but one, shared between them. */
   threads?: number;
   maxMemory?: number;
   /** Where warnings go (default stderr). */
@@ -87,17 +88,20 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const loras = checkAssets(options.loras ?? {}, 'LoRA');
   const controlnets = checkAssets(options.controlnets ?? {}, 'ControlNet');
 
-  const store = await JobStore.open(
-    resolve(options.data),
-    { maxResults: positive(options.maxResults ?? 1000, 'max-results'), maxBytes: options.maxBytes ?? 2 * 1024 ** 3, maxAgeMs: (options.maxAgeDays ?? 30) * 86_400_000 },
-    warn,
-  );
-  const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / concurrency));
+  const bounds = { maxResults: positive(options.maxResults ?? 1000, 'max-results'), maxBytes: options.maxBytes ?? 2 * 1024 ** 3, maxAgeMs: (options.maxAgeDays ?? 30) * 86_400_000 };
+  // Two servers on one results folder would each take the other's unfinished jobs for a crash's.
+  const lock = await acquireRunLock(resolve(options.data), warn, { holder: 'server', advice: 'stop it, or serve with another --data' });
   const workers: GenerationWorker[] = [];
+  let store: JobStore;
   try {
+    store = await JobStore.open(resolve(options.data), bounds, warn);
+    // One core is left to the event loop, so the API answers quickly while images are made (on two
+    // cores, two ORT threads and the main thread fighting for them put /healthz's p99 past 50 ms).
+    const threads = options.threads ?? Math.max(1, Math.floor((availableParallelism() - 1) / concurrency));
     for (let index = 0; index < concurrency; index++) workers.push(await GenerationWorker.start({ model, pipeline, device: options.device ?? 'cpu', threads }));
   } catch (error) {
     await Promise.all(workers.map((worker) => worker.close()));
+    lock.release();
     throw error;
   }
   const modelName = options.model === undefined ? 'kosmos-g-mini' : basename(resolve(model));
@@ -140,6 +144,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   } catch (error) {
     await service.shutdown();
     await Promise.all(workers.map((worker) => worker.close()));
+    lock.release();
     throw new Error(`cannot listen on ${host}:${options.port ?? 7860}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
   let closing: Promise<void> | null = null;
@@ -153,6 +158,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         await service.shutdown();
         await Promise.all(workers.map((worker) => worker.close()));
         await serverClosed;
+        lock.release();
       })()),
   };
 }

@@ -71,12 +71,14 @@ export class GenerationService {
     return Math.min(600, Math.max(1, Math.ceil(mean)));
   }
 
+  /** Jobs whose record says queued (the health check and the metrics agree with the statuses). */
   get waiting(): number {
-    return this.queue?.waiting ?? 0;
+    return this.store.countByState().queued;
   }
 
+  /** Jobs whose record says running: a job counts until its images are written. */
   get running(): number {
-    return this.queue?.running ?? 0;
+    return this.store.countByState().running;
   }
 
   models(): ModelsResponse {
@@ -259,7 +261,6 @@ export class GenerationService {
         this.generations++;
         this.generationSeconds += event.generateMs / 1000;
         this.emit(event.id, { event: 'done', data: { images: names.map((name) => `/v1/images/${name}`), timings } });
-        await this.store.prune();
         return;
       }
       case 'failed': {

@@ -92,7 +92,16 @@ function describe(owner: LockOwner): string {
  * Takes the lock of run folder `folder` (created if needed), or throws the one-line error that
  * names the run holding it. `warn` hears about a stale lock taken over.
  */
-export async function acquireRunLock(folder: string, warn: (message: string) => void): Promise<RunLock> {
+export interface LockUsage {
+  /** What holds such a folder: "run", "server". */
+  holder: string;
+  /** What to do instead of waiting. */
+  advice: string;
+}
+
+const RUN_USAGE: LockUsage = { holder: 'run', advice: 'wait for it to finish or train into another --out' };
+
+export async function acquireRunLock(folder: string, warn: (message: string) => void, usage: LockUsage = RUN_USAGE): Promise<RunLock> {
   await mkdir(folder, { recursive: true });
   const path = join(folder, LOCK_FILE);
   const owner: LockOwner = { pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), token: randomBytes(8).toString('hex') };
@@ -102,15 +111,15 @@ export async function acquireRunLock(folder: string, warn: (message: string) => 
     const text = await readFile(path, 'utf8').catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? null : Promise.reject(error)));
     if (text === null) continue;
     const holder = parseOwner(text);
-    if (!holder) throw new Error(`${folder} is in use by another run (its lock ${path} is being written, or was damaged: if no run is using the folder, delete it)`);
-    if (holder.host !== owner.host) throw new Error(`${folder} is locked by a run on another machine (${describe(holder)}); if it is not running, delete ${path}`);
+    if (!holder) throw new Error(`${folder} is in use by another ${usage.holder} (its lock ${path} is being written, or was damaged: if no ${usage.holder} is using the folder, delete it)`);
+    if (holder.host !== owner.host) throw new Error(`${folder} is locked by a ${usage.holder} on another machine (${describe(holder)}); if it is not running, delete ${path}`);
     if (processAlive(holder.pid)) {
-      throw new Error(`${folder} is in use by another run (${describe(holder)}); wait for it to finish or train into another --out (should that pid now be another program, delete ${path})`);
+      throw new Error(`${folder} is in use by another ${usage.holder} (${describe(holder)}); ${usage.advice} (should that pid now be another program, delete ${path})`);
     }
     await removeStaleLock(path, text);
     warn(`warning: taking over the stale lock of ${folder} (${describe(holder)}, no longer running)`);
   }
-  throw new Error(`${folder} is in use by another run that took its lock at the same moment; try again`);
+  throw new Error(`${folder} is in use by another ${usage.holder} that took its lock at the same moment; try again`);
 }
 
 function holdLock(path: string, owner: LockOwner): RunLock {

@@ -6,6 +6,7 @@ import { cp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import sharp from 'sharp';
+import { readPngText } from '../../src/pipeline/image_output.js';
 import { scratch, tinyExtras } from './tiny.js';
 import { runCli } from '../cli/run-cli.js';
 
@@ -62,6 +63,7 @@ test('generate --num 2 writes a 2×1 grid PNG and a sidecar with every setting; 
     },
   );
   const bytes = await readFile(out);
+  assert.equal(readPngText(bytes).parameters, '<i> in the snow\nSteps: 4, Sampler: DPM++ 2M, CFG scale: 6, Seed: 5, Size: 64x64, Model: cli-tiny, Input images: 1');
   assert.equal((await cli(...args, '--force')).code, 0);
   assert.ok(bytes.equals(await readFile(out)), 'same seed, same PNG');
   const otherSeed = join(scratch, 'other.png');

@@ -83,19 +83,20 @@ test('a restarted server lists earlier results; a clean shutdown cancels the wai
 
 test('finished jobs beyond --max-results are deleted with their files, oldest first', async () => {
   const server = await tinyServer({ maxResults: 2 });
+  const ids: string[] = [];
   try {
-    const ids: string[] = [];
     for (let i = 0; i < 3; i++) {
       ids.push(await idOf(await postJson(server, { prompt: `job ${i}`, steps: 1 })));
       await waitFinished(server, ids.at(-1)!);
     }
     assert.equal((await fetch(`${server.url}/v1/generations/${ids[0]}`)).status, 404);
-    const images = await readdir(join(server.data, 'images'));
-    assert.ok(!images.some((name) => name.startsWith(ids[0]!)), images.join());
-    assert.equal(images.length, 4);
   } finally {
+    // Closing waits for the files of pruned jobs to be removed.
     await server.close();
   }
+  const images = await readdir(join(server.data, 'images'));
+  assert.ok(!images.some((name) => name.startsWith(ids[0]!)), images.join());
+  assert.equal(images.length, 4);
 });
 
 test('an API key is required on the API, compared exactly; health and the page stay open', async () => {
@@ -138,4 +139,15 @@ test('submissions beyond the rate limit answer 429 with Retry-After', async () =
   } finally {
     await server.close();
   }
+});
+
+test('a second server on the same results folder is refused while the first runs', async () => {
+  const first = await tinyServer();
+  try {
+    await assert.rejects(tinyServer({ data: first.data }), /is in use by another server .*stop it, or serve with another --data/);
+  } finally {
+    await first.close();
+  }
+  const again = await tinyServer({ data: first.data });
+  await again.close();
 });
