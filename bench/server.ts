@@ -136,8 +136,8 @@ async function runCase(model: string, data: string, concurrency: number, imageDa
         case: `${SUBMISSIONS}-concurrent-submissions`,
         model: `init-random tiny, ${STEPS} steps, half "<i>" + one 32×32 PNG upload`,
         concurrency,
-        // The server's default (cores ÷ concurrency), repeated here because it decides the speed per job.
-        threadsPerWorker: Math.max(1, Math.floor(availableParallelism() / concurrency)),
+        // The server's default (src/server/server.ts): the cores but one, shared between the workers.
+        threadsPerWorker: Math.max(1, Math.floor((availableParallelism() - 1) / concurrency)),
         maxQueue: MAX_QUEUE,
         accepted: accepted.length,
         refused429: refused.length,

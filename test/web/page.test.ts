@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Browser, type Page, chromium } from 'playwright-core';
 import sharp from 'sharp';
+import { readPngText } from '../../src/pipeline/image_output.js';
 import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
 
@@ -70,24 +71,6 @@ async function screenshot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(SCREENSHOTS, name), fullPage: true });
 }
 
-/** The `tEXt` chunks of a PNG (keyword → Latin-1 text): signature, then length/type/data/CRC. */
-function pngText(png: Buffer): Map<string, string> {
-  assert.deepEqual([...png.subarray(0, 8)], [137, 80, 78, 71, 13, 10, 26, 10], 'PNG signature');
-  const text = new Map<string, string>();
-  for (let offset = 8; offset + 12 <= png.length; ) {
-    const length = png.readUInt32BE(offset);
-    const type = png.toString('latin1', offset + 4, offset + 8);
-    const data = png.subarray(offset + 8, offset + 8 + length);
-    if (type === 'tEXt') {
-      const nul = data.indexOf(0);
-      text.set(data.toString('latin1', 0, nul), data.toString('latin1', nul + 1));
-    }
-    if (type === 'IEND') break;
-    offset += 12 + length;
-  }
-  return text;
-}
-
 test('two images and a prompt with two <i> generate an image whose PNG carries the prompt and seed', async () => {
   const page = await openPage();
   try {
@@ -120,7 +103,7 @@ test('two images and a prompt with two <i> generate an image whose PNG carries t
     await screenshot(page, 'page-done.png');
 
     const [download] = await Promise.all([page.waitForEvent('download'), item.locator('a.download').first().click()]);
-    const parameters = pngText(await readFile(await download.path())).get('parameters');
+    const parameters = readPngText(await readFile(await download.path())).parameters;
     assert.ok(parameters !== undefined, 'the PNG has a tEXt "parameters" chunk');
     assert.ok(parameters.includes(prompt), parameters);
     assert.ok(parameters.includes('Seed: 1234'), parameters);
