@@ -2,11 +2,11 @@
 // while running, a restarted server keeps its results, a clean shutdown records the waiting jobs
 // as cancelled, a crash's unfinished jobs come back as failed; API keys, binding and rate limits.
 import assert from 'node:assert/strict';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startServer } from '../../src/server/server.js';
-import { tinyPipeline } from '../pipeline/tiny.js';
+import { tinyExtras, tinyPipeline } from '../pipeline/tiny.js';
 import { postJson, readEvents, tinyServer, waitFinished } from './server-helpers.js';
 
 type Json = Record<string, unknown>;
@@ -150,4 +150,24 @@ test('a second server on the same results folder is refused while the first runs
   }
   const again = await tinyServer({ data: first.data });
   await again.close();
+});
+
+test('LoRAs and ControlNets are used by the names the server was started with; results name them, never their paths', async () => {
+  const extras = await tinyExtras();
+  const server = await tinyServer({ loras: { style: extras.lora }, controlnets: { edges: extras.controlnet } });
+  try {
+    const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { models: { loras: string[]; controlnets: string[] }[] };
+    assert.deepEqual([models.models[0]!.loras, models.models[0]!.controlnets], [['style'], ['edges']]);
+    const control = `data:image/png;base64,${(await readFile(extras.controlImage)).toString('base64')}`;
+    const body = { prompt: 'x', steps: 2, seed: 3, lora: { name: 'style', scale: 0.5 }, controlnet: { name: 'edges', image: control, scale: 0.8 } };
+    const status = await waitFinished(server, await idOf(await postJson(server, body)));
+    assert.equal(status.state, 'done', JSON.stringify(status.error));
+    assert.deepEqual([(status.settings as Json).lora, (status.settings as Json).controlnet], [{ name: 'style', scale: 0.5 }, { name: 'edges', scale: 0.8 }]);
+    const sidecar = await (await fetch(`${server.url}${(status.images as string[])[0]!.replace(/\.png$/, '.json')}`)).text();
+    assert.ok(!sidecar.includes(extras.lora) && !sidecar.includes(extras.controlnet), sidecar);
+    const withoutImage = await postJson(server, { prompt: 'x', controlnet: { name: 'edges' } });
+    assert.equal(((await withoutImage.json()) as { error: { code: string } }).error.code, 'missing_control_image');
+  } finally {
+    await server.close();
+  }
 });
