@@ -13,8 +13,13 @@
 //   crash            the worker process died: a native abort, a signal, V8 out of heap
 //   hang             the case ran past the time cap
 //   memory           the worker's resident memory went past the cap
+//   contract         a target saw its reader break its contract without throwing (a server that
+//                    answers 500, or an error body that is not `{error: {code, message}}`)
 
-export type FindingKind = 'non-error-throw' | 'internal-error' | 'message' | 'uncaught' | 'crash' | 'hang' | 'memory';
+export type FindingKind = 'non-error-throw' | 'internal-error' | 'message' | 'uncaught' | 'crash' | 'hang' | 'memory' | 'contract';
+
+/** Thrown by a target whose reader misbehaved without throwing (see `contract` above). */
+export class ContractViolation extends Error {}
 
 /** What one case came to: accepted, refused cleanly (with the message), or a finding. */
 export type Verdict =
@@ -52,6 +57,7 @@ export function judgeThrown(thrown: unknown): Verdict {
     return { outcome: 'finding', kind: 'non-error-throw', errorClass: className(thrown), message: String(thrown).slice(0, 2000) };
   }
   const stack = thrown.stack ?? '';
+  if (thrown instanceof ContractViolation) return { outcome: 'finding', kind: 'contract', errorClass: className(thrown), message: thrown.message, stack };
   // Our own subclasses of Error are fine; the runtime's subclasses are not, whoever threw them.
   if (isRuntimeError(thrown)) {
     return { outcome: 'finding', kind: 'internal-error', errorClass: className(thrown), message: thrown.message, stack };

@@ -1,6 +1,7 @@
 // The fuzz targets by name: every real one runs by default; the canary only when named.
 import { canaryTarget } from './canary.js';
 import { configsTarget } from './configs.js';
+import { httpTarget } from './http.js';
 import { imagesTarget } from './images.js';
 import { picklesTarget } from './pickles.js';
 import { promptsTarget } from './prompts.js';
@@ -8,7 +9,7 @@ import { safetensorsTarget } from './safetensors.js';
 import type { Target } from './target.js';
 import { tokenizersTarget } from './tokenizers.js';
 
-export const DEFAULT_TARGETS: readonly Target[] = [safetensorsTarget, picklesTarget, imagesTarget, configsTarget, tokenizersTarget, promptsTarget];
+export const DEFAULT_TARGETS: readonly Target[] = [safetensorsTarget, picklesTarget, imagesTarget, configsTarget, tokenizersTarget, promptsTarget, httpTarget];
 
 const byName = new Map<string, Target>([...DEFAULT_TARGETS, canaryTarget].map((target) => [target.name, target]));
 

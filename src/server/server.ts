@@ -1,5 +1,6 @@
 // `kosmos-g serve` as a library call: loads the pipeline into generation threads, opens the
 // results folder, and serves the API (routes.ts) and the page (the built web/ folder) with fastify.
+import type { Socket } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
@@ -7,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import fastifyMultipart from '@fastify/multipart';
 import fastifyRateLimit from '@fastify/rate-limit';
 import fastifyStatic from '@fastify/static';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Device } from '../graph/devices.js';
 import { DEFAULT_MODEL } from '../pipeline/default_model.js';
 import { readPipelineFolder } from '../pipeline/folder.js';
@@ -48,6 +49,8 @@ export interface ServeOptions {
   maxMemory?: number;
   /** Where warnings go (default stderr). */
   warn?: (message: string) => void;
+  /** Hears every error that became a 500 answer (tests and the fuzzer check there are none). */
+  onInternalError?: (error: Error) => void;
 }
 
 export interface RunningServer {
@@ -72,6 +75,22 @@ function checkAssets(assets: Readonly<Record<string, string>>, kind: string): Ma
     map.set(name, resolve(path));
   }
   return map;
+}
+
+/**
+ * Requests Node's HTTP parser refuses never reach fastify: answered here in the API's error shape
+ * (fastify's default answers `{error, message, statusCode}`), and the connection closed.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (!socket.writable) return void socket.destroy();
+  const [status, reason, message] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', 'the request\'s headers are too large']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'the request took too long to arrive']
+        : [400, 'Bad Request', `malformed HTTP request (${error.code ?? 'parse error'})`];
+  const body = JSON.stringify({ error: { code: 'bad_request', message } });
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
 export async function startServer(options: ServeOptions): Promise<RunningServer> {
@@ -113,7 +132,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   );
   service.attach(new InProcessQueue(workers, maxQueue, (event) => service.handle(event)));
 
-  const app = Fastify({ bodyLimit: LIMITS.maxBodyBytes, logger: false, return503OnClosing: true });
+  const app = Fastify({
+    bodyLimit: LIMITS.maxBodyBytes,
+    logger: false,
+    return503OnClosing: true,
+    clientErrorHandler: answerClientError,
+    // Errors of fastify's own routing (a URL that is not valid percent-encoding, a bad content
+    // type header) in the API's shape too.
+    frameworkErrors: (error, _request, reply) => {
+      void (reply as unknown as FastifyReply).code(error.statusCode ?? 400).send({ error: { code: 'bad_request', message: error.message } });
+    },
+  });
   const hosts = allowedHostNames(security);
   app.addHook('onRequest', async (request) => checkRequest({ method: request.method, url: request.url, headers: request.headers }, security, hosts));
   app.setErrorHandler((error: FastifyError | ApiFailure | QueueFullError, _request, reply) => {
@@ -125,13 +154,18 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       return reply.code(429).header('retry-after', String(service.retryAfterSeconds())).send({ error: { code: 'queue_full', message: error.message } });
     }
     const status = (error as FastifyError).statusCode ?? 500;
-    if (status >= 500) warn(`kosmos-g serve: ${error.stack ?? error.message}`);
+    if (status >= 500) {
+      warn(`kosmos-g serve: ${error.stack ?? error.message}`);
+      options.onInternalError?.(error);
+    }
     const code = status === 413 ? 'too_large' : status === 429 ? 'rate_limited' : status >= 500 ? 'internal' : 'invalid_request';
     return reply.code(status).send({ error: { code, message: status >= 500 ? 'internal server error' : error.message } });
   });
   app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } }));
   await app.register(fastifyRateLimit, {
     global: false,
+    // A client that closed its socket has no address left; it still counts, under one key.
+    keyGenerator: (request) => request.ip ?? 'unknown',
     errorResponseBuilder: (_request, context) => ({ statusCode: 429, error: 'rate_limited', message: `at most ${context.max} submissions per ${context.after}; retry in ${Math.ceil(context.ttl / 1000)} s` }),
   });
   await app.register(fastifyMultipart, { limits: { fileSize: LIMITS.maxImageBytes } });

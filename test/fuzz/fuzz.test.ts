@@ -20,7 +20,7 @@ const REGRESSIONS = fileURLToPath(new URL('../../../test/fuzz/regressions/', imp
  */
 const LIMITS = { timeMs: 10_000, memoryMb: 1024 };
 /** Cases of the bounded pass, shared equally by the targets. */
-const CASES = 3000;
+const CASES = 3500;
 
 test(`a ${CASES}-case campaign over every target finds nothing`, async () => {
   const report = await runCampaign({ ...LIMITS, cases: CASES, seed: 18, targets: DEFAULT_TARGETS, workers: 2, minimiseTests: 0, minimiseSeconds: 0 });
