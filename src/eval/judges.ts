@@ -157,12 +157,19 @@ export class ClipJudge {
     }
     const source = join(directory, 'config.json');
     // BoundModel.open names the component in its errors; the sources below name the folder.
-    const text = await BoundModel.open('CLIP judge text_model', directory, (config) =>
-      new CLIPTextModel(parseClipTextConfig(subConfig(config, 'text_config', source), `${source} text_config`), { random: checkpointInitialized, withProjection: true }),
+    // Each tower is bound from the one CLIPModel file; the other tower's tensors are checked below.
+    const text = await BoundModel.open(
+      'CLIP judge text_model',
+      directory,
+      (config) => new CLIPTextModel(parseClipTextConfig(subConfig(config, 'text_config', source), `${source} text_config`), { random: checkpointInitialized, withProjection: true }),
+      (graph, model, reader) => externalBindings(graph, model, reader, { otherModels: ['vision_model.', 'visual_projection.weight', 'logit_scale'] }),
     );
     try {
-      const vision = await BoundModel.open('CLIP judge vision_model', directory, (config) =>
-        new CLIPVisionModel(parseClipVisionConfig(subConfig(config, 'vision_config', source), `${source} vision_config`), { random: checkpointInitialized, withProjection: true }),
+      const vision = await BoundModel.open(
+        'CLIP judge vision_model',
+        directory,
+        (config) => new CLIPVisionModel(parseClipVisionConfig(subConfig(config, 'vision_config', source), `${source} vision_config`), { random: checkpointInitialized, withProjection: true }),
+        (graph, model, reader) => externalBindings(graph, model, reader, { otherModels: ['text_model.', 'text_projection.weight', 'logit_scale'] }),
       );
       try {
         // Strict, as transformers' CLIPModel: besides the two towers only logit_scale and the position_ids buffers of older checkpoints.

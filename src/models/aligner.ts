@@ -396,6 +396,11 @@ export class AlignerNet extends Module {
   }
 
   /** Binds the weights of an inference graph to the checkpoint tensors (`aligner.*`) by byte offset. */
+  /** The CLIP encoder a stage-2 checkpoint carries beside the aligner, and N when this model has none. */
+  override unreadCheckpointKeys(): readonly string[] {
+    return [CLIP_ENCODER_PREFIX, ...(this.decoder ? [] : RECONSTRUCTION_PARTS)];
+  }
+
   externalWeights(graph: Graph, reader: SafetensorsReader): ExternalWeights {
     return externalBindings(graph, this, reader, { prefix: ALIGNER_PREFIX });
   }

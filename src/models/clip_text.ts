@@ -286,6 +286,11 @@ export class CLIPTextModel extends Module {
     }
   }
 
+  /** A CLIPTextModelWithProjection file read as a plain CLIPTextModel leaves its projection unread. */
+  override unreadCheckpointKeys(): readonly string[] {
+    return this.text_projection ? [] : [PROJECTION_KEY];
+  }
+
   /** input_ids (B, T) int64 with T ≤ max_position_embeddings; no attention mask, as SD pipelines call it. */
   forward(context: TraceContext, inputIds: Value): CLIPTextModelOutput {
     if (inputIds.rank !== 2 || inputIds.dtype !== 'int64') throw new Error(`CLIPTextModel: input_ids must be int64 (batch, tokens), got ${inputIds}`);

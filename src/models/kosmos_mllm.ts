@@ -304,6 +304,10 @@ export class KosmosGMllm extends Module {
     return crossEntropy(this.logits(context, this.trace(context, tokens, image).hidden), targets, PAD_INDEX);
   }
 
+  override unreadCheckpointKeys(): readonly string[] {
+    return [...IGNORED_BUFFERS, TIED_HEAD_KEY];
+  }
+
   /** Binds the weights of an inference graph to the checkpoint tensors (`gpt_model.decoder.*`) by byte offset. */
   externalWeights(graph: Graph, reader: SafetensorsReader): ExternalWeights {
     return externalBindings(graph, this, reader, { prefix: KOSMOS_MLLM_PREFIX });

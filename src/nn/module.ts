@@ -41,6 +41,15 @@ export abstract class Module {
     return found;
   }
 
+  /**
+   * Checkpoint keys this model may find in its file and leave unread, each exact or, ending in
+   * ".", everything under it: derived buffers, a tied head stored twice, parts it was built
+   * without. Any other tensor it does not read makes a strict load fail.
+   */
+  unreadCheckpointKeys(): readonly string[] {
+    return [];
+  }
+
   /** The parameters as host tensors under their checkpoint keys (shared, not copied). */
   stateDict(): Record<string, HostTensor> {
     return Object.fromEntries(this.namedParameters().map(([key, parameter]) => [key, parameter.data]));

@@ -31,6 +31,8 @@ export interface ExternalBindingOptions {
   prefix?: string;
   /** Maps `${prefix}${key}` to the tensor name in the file (e.g. legacy names of older checkpoints). */
   checkpointKey?: (name: string) => string;
+  /** Parts of the file under the prefix that belong to another model (the other tower of a CLIPModel file), in `unreadCheckpointKeys`' form. */
+  otherModels?: readonly string[];
 }
 
 /**
@@ -56,19 +58,19 @@ export function listNames(names: readonly string[]): string {
 const SAVED_BUFFERS = ['position_ids'];
 
 /**
- * Tensors of the checkpoint that belong to `root` but that it does not read: the names under the
- * prefix whose first part after it is a top-level name of `root`'s parameters (`layers.7.…` of a
- * 7-layer model, `down_blocks.0.resnets.2.…` of a U-Net built with 2 resnets per block), except
- * saved buffers. Tensors under other names are not the model's own: the other tower of a CLIPModel
- * file, a tied LM head, optional parts this model was built without (a text projection, the
- * aligner's reconstruction decoder), other components of a full checkpoint.
+ * Tensors of the checkpoint under the prefix that `root` does not read (`layers.7.…` of a 7-layer
+ * model, `down_blocks.0.resnets.2.…` of a U-Net built with 2 resnets per block, a stray `foo.weight`),
+ * except saved buffers and what the model declares it may leave unread (`unreadCheckpointKeys`: a
+ * tied LM head, derived buffers, the aligner's reconstruction decoder when it was built without
+ * one). Tensors outside the prefix belong to other components of a full checkpoint, or to the other
+ * tower of a CLIPModel file.
  */
-function unreadTensors(names: readonly string[], parameterKeys: readonly string[], prefix: string, read: ReadonlySet<string>): string[] {
-  const ownNames = new Set(parameterKeys.map((key) => key.split('.')[0]!));
+function unreadTensors(names: readonly string[], prefix: string, read: ReadonlySet<string>, optional: readonly string[]): string[] {
   return names.filter((name) => {
     if (!name.startsWith(prefix) || read.has(name)) return false;
-    const parts = name.slice(prefix.length).split('.');
-    return ownNames.has(parts[0]!) && !SAVED_BUFFERS.includes(parts.at(-1)!);
+    const key = name.slice(prefix.length);
+    if (SAVED_BUFFERS.includes(key.split('.').at(-1)!)) return false;
+    return !optional.some((part) => key === part || (part.endsWith('.') && key.startsWith(part)));
   });
 }
 
@@ -85,7 +87,7 @@ export function externalBindings(graph: Graph, root: Module, reader: Safetensors
   const missing = parameters.map(([key]) => tensorName(key)).filter((name) => !reader.has(name));
   if (missing.length) throw new Error(`${reader.path}: missing tensors: ${listNames(missing)}`);
   const read = new Set(parameters.map(([key]) => tensorName(key)));
-  const unread = unreadTensors(reader.names(), parameters.map(([key]) => key), prefix, read);
+  const unread = unreadTensors(reader.names(), prefix, read, [...root.unreadCheckpointKeys(), ...(options.otherModels ?? [])]);
   if (unread.length) throw new Error(`${reader.path}: unexpected tensors in the checkpoint: ${listNames(unread)}`);
   const locations = new Map<string, string>();
   const values = new Map<Parameter, Value>();

@@ -6,6 +6,7 @@ import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
+import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
 import { openSafetensors } from '../../src/io/safetensors-index.js';
 import { AlignerNet, parseAlignerConfig } from '../../src/models/aligner.js';
 import { UNet2DConditionModel, parseUNetConfig } from '../../src/models/unet_2d_condition.js';
@@ -79,6 +80,21 @@ test('a U-Net checkpoint with 2 resnets per block under a 1-resnet config is ref
   await assert.rejects(TextToImagePipeline.fromPretrained(directory), oneLine(refused));
   await assert.rejects(KosmosGPipeline.fromPretrained(directory), oneLine(refused));
   await assertCliRefuses(directory, new RegExp(`unet: .*\\(${extra.length} in all\\)`));
+});
+
+test('a stray tensor under a name the model does not have is refused, in a U-Net file and under the MLLM\'s prefix', async () => {
+  for (const [component, fileName, stray, refused] of [
+    ['unet', 'diffusion_pytorch_model.safetensors', 'foo.weight', /^unet: .*unexpected tensors in the checkpoint: foo\.weight$/],
+    ['mllm', 'model.safetensors', 'gpt_model.decoder.stray.weight', /mllm\/model\.safetensors: unexpected tensors in the checkpoint: gpt_model\.decoder\.stray\.weight$/],
+  ] as const) {
+    const directory = await tinyCopy(`stray-${component}`);
+    const file = join(directory, component, fileName);
+    const tensors = await readSafetensors(file);
+    tensors.set(stray, { dtype: 'float32', shape: [2], data: new Float32Array([1, 2]) });
+    await writeSafetensors(file, tensors);
+    await assert.rejects(KosmosGPipeline.fromPretrained(directory), oneLine(refused), component);
+    await assertCliRefuses(directory, new RegExp(stray.replace(/\./g, '\\.')));
+  }
 });
 
 test('tensors of parts a model is built without are not unexpected: an aligner folder that keeps the reconstruction decoder N', async () => {
