@@ -38,7 +38,7 @@ export interface Uploads {
 }
 
 /** Largest side of the previews sent while sampling. */
-const PREVIEW_SIDE = 128;
+export const PREVIEW_SIDE = 128;
 /** About this many previews per job. */
 const PREVIEWS_PER_JOB = 10;
 
@@ -46,7 +46,7 @@ export class GenerationService {
   private queue: JobQueue | null = null;
   private readonly listeners = new Map<string, Set<(event: StreamEvent) => void>>();
   /** Events of one job are handled in order (each may write files). */
-  private readonly chains = new Map<string, Promise<void>>();
+  private readonly chains = new Map<string, Promise<unknown>>();
   private generations = 0;
   private generationSeconds = 0;
 
@@ -152,28 +152,39 @@ export class GenerationService {
       controlnet,
     };
     const id = newJobId();
+    // The settings the thread needs as they are; assets become the server's own paths.
+    const { model: _model, images: _imageCount, lora: _lora, controlnet: _controlnet, ...sampling } = settings;
     const job: JobRequest = {
       id,
-      prompt: settings.prompt,
+      ...sampling,
       images,
-      negativePrompt: settings.negativePrompt,
-      steps,
-      guidance,
-      scheduler,
-      seed,
-      numImages,
-      width,
-      height,
       lora: lora && loraFile ? { file: loraFile, scale: lora.scale } : null,
       controlnet: controlnet && controlDirectory && uploads.controlImage ? { model: controlDirectory, image: uploads.controlImage, conditioningScale: controlnet.scale } : null,
       previewEvery: Math.max(1, Math.round(steps / PREVIEWS_PER_JOB)),
       cancel: new SharedArrayBuffer(4),
     };
     const record: JobRecord = { id, state: 'queued', step: 0, totalSteps: steps, createdAt: new Date().toISOString(), timings: {}, settings, images: [], warnings: [] };
-    // Refused (queue full, shutting down) before anything is written.
-    const queuePosition = this.jobs.add(job);
-    await this.store.create(record);
-    return { id, queuePosition, seed };
+    // The job's events wait for its record: a queue may report it started before add() returns.
+    const recorded = this.holdEvents(id);
+    try {
+      // Refused (queue full, shutting down) before anything is written.
+      const queuePosition = await this.jobs.add(job);
+      await this.store.create(record);
+      return { id, queuePosition, seed };
+    } finally {
+      recorded();
+    }
+  }
+
+  /** Makes the job's events wait until the returned function is called. */
+  private holdEvents(id: string): () => void {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    this.chains.set(id, held);
+    return () => {
+      release();
+      if (this.chains.get(id) === held) this.chains.delete(id);
+    };
   }
 
   status(id: string): JobStatus | undefined {
@@ -193,11 +204,11 @@ export class GenerationService {
     const record = this.store.get(id);
     if (!record) throw new ApiFailure(404, 'not_found', `no generation ${id}`);
     if (record.state !== 'queued' && record.state !== 'running') throw new ApiFailure(409, 'finished', `generation ${id} is already ${record.state}`);
-    this.jobs.cancel(id);
-    // A queued job's cancelled event is already emitted; wait until it is recorded. A running job
-    // stops at its next step: its state is reported as cancelled from now on.
+    await this.jobs.cancel(id);
+    // A waiting job's cancelled event is already emitted; wait until it is recorded. A job a thread
+    // or worker holds stops at its next step: its state is reported as cancelled from now on.
     await (this.chains.get(id) ?? Promise.resolve());
-    if (this.store.get(id)?.state === 'running') this.store.touch(id, { state: 'cancelled' });
+    if (this.store.get(id)?.finishedAt === undefined) this.store.touch(id, { state: 'cancelled' });
     return this.status(id)!;
   }
 
@@ -215,25 +226,40 @@ export class GenerationService {
     };
   }
 
-  /** The queue's listener: events of one job are handled one after another. */
-  handle(event: JobEvent): void {
+  /**
+   * The queue's listener: events of one job are applied one after another. Resolves true once this
+   * one is applied to a job of this server, false for another's job or when applying it failed
+   * (reported here), so a queue that keeps results elsewhere (Redis) deletes only what is on disk.
+   */
+  handle(event: JobEvent): Promise<boolean> {
     const previous = this.chains.get(event.id) ?? Promise.resolve();
-    const next = previous.then(() => this.apply(event)).catch((error: unknown) => {
-      process.stderr.write(`kosmos-g serve: job ${event.id}: ${(error as Error).message}\n`);
-    });
+    const next = previous.then(() => this.apply(event)).then(
+      (ours) => ours,
+      (error: unknown) => {
+        process.stderr.write(`kosmos-g serve: job ${event.id}: ${(error as Error).message}\n`);
+        return false;
+      },
+    );
     this.chains.set(event.id, next);
     void next.then(() => {
       if (this.chains.get(event.id) === next) this.chains.delete(event.id);
     });
+    return next;
   }
 
   private emit(id: string, event: StreamEvent): void {
     for (const listener of this.listeners.get(id) ?? []) listener(event);
   }
 
-  private async apply(event: JobEvent): Promise<void> {
+  /** Applies the event to its job's record; false when this server has no such job. */
+  private async apply(event: JobEvent): Promise<boolean> {
     const record = this.store.get(event.id);
-    if (!record) return;
+    if (!record) return false;
+    // A finished job takes no more events: a result delivered twice (Redis after a server restart)
+    // is written once.
+    if (record.finishedAt !== undefined) return true;
+    // A job asked to cancel stays cancelled while its thread or worker reaches its next step.
+    if ((event.type === 'started' || event.type === 'step') && record.state === 'cancelled') return true;
     switch (event.type) {
       case 'started': {
         const queuedMs = Date.now() - Date.parse(record.createdAt);
@@ -244,13 +270,13 @@ export class GenerationService {
           const position = this.jobs.position(waiting);
           if (position !== null) this.emit(waiting, { event: 'queued', data: { queuePosition: position } });
         }
-        return;
+        return true;
       }
       case 'step': {
         this.store.touch(event.id, { step: event.step, totalSteps: event.totalSteps });
         const preview = event.preview && this.listeners.has(event.id) ? await previewDataUrl(event.preview) : undefined;
         this.emit(event.id, { event: 'step', data: { step: event.step, totalSteps: event.totalSteps, ...(preview ? { preview } : {}) } });
-        return;
+        return true;
       }
       case 'done': {
         const names = await this.writeImages(record, event.images, event.warnings);
@@ -261,18 +287,18 @@ export class GenerationService {
         this.generations++;
         this.generationSeconds += event.generateMs / 1000;
         this.emit(event.id, { event: 'done', data: { images: names.map((name) => `/v1/images/${name}`), timings } });
-        return;
+        return true;
       }
       case 'failed': {
         const error = { code: 'generation_failed', message: event.message };
         await this.store.update(event.id, { state: 'failed', error, finishedAt: new Date().toISOString() });
         this.emit(event.id, { event: 'error', data: error });
-        return;
+        return true;
       }
       case 'cancelled':
         await this.store.update(event.id, { state: 'cancelled', finishedAt: new Date().toISOString() });
         this.emit(event.id, { event: 'cancelled', data: {} });
-        return;
+        return true;
     }
   }
 
