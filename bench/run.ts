@@ -31,6 +31,7 @@ const groups: Record<string, BenchGroup> = {
   models: runModelsBench,
   train: () => runTrainBench(),
   server: optionalGroup('./server.js', 'runServerBench'),
+  workers: optionalGroup('./workers.js', 'runWorkersBench'),
 };
 
 async function main(): Promise<void> {

@@ -9,3 +9,10 @@ export function positiveInteger(what: string) {
     return n;
   };
 }
+
+/** A flag's integer within [minimum, maximum], or the one-line error naming the flag. */
+export function integer(value: string, flag: string, minimum: number, maximum = Number.MAX_SAFE_INTEGER): number {
+  const n = Number(value);
+  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < minimum || n > maximum) throw new Error(`${flag} must be an integer from ${minimum} to ${maximum}, got '${value}'`);
+  return n;
+}

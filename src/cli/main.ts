@@ -20,6 +20,7 @@ import { registerInitRandomCommand } from './init-random.js';
 import { registerServeCommand } from './serve.js';
 import { registerTrainTokenizerCommand } from './train-tokenizer.js';
 import { registerTrainCommand } from './train.js';
+import { registerWorkerCommand } from './worker.js';
 
 const program = new Command();
 program
@@ -37,6 +38,7 @@ registerTrainTokenizerCommand(program);
 registerTrainCommand(program);
 registerEvalCommand(program);
 registerServeCommand(program);
+registerWorkerCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);

@@ -1,8 +1,11 @@
 // `kosmos-g serve`: the HTTP API and the web page (src/server/, docs/server.md). Stops cleanly on
-// SIGINT/SIGTERM: running jobs finish, waiting ones are recorded as cancelled.
+// SIGINT/SIGTERM: running jobs finish, waiting ones are recorded as cancelled (with --redis, both
+// stay with the workers, and the next start collects their results: docs/deploy.md).
 import type { Command } from 'commander';
 import { parseByteSize } from '../pipeline/memory.js';
+import { redactedUrl } from '../server/redis-jobs.js';
 import { startServer } from '../server/server.js';
+import { integer } from './arguments.js';
 
 interface ServeFlags {
   model?: string;
@@ -23,12 +26,7 @@ interface ServeFlags {
   device: string;
   threads?: string;
   maxMemory?: string;
-}
-
-function integer(value: string, flag: string, minimum: number, maximum = Number.MAX_SAFE_INTEGER): number {
-  const n = Number(value);
-  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < minimum || n > maximum) throw new Error(`${flag} must be an integer from ${minimum} to ${maximum}, got '${value}'`);
-  return n;
+  redis?: string;
 }
 
 /** `NAME=PATH` pairs of a repeatable flag. */
@@ -68,8 +66,10 @@ export function registerServeCommand(program: Command): void {
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
     .option('--threads <n>', 'CPU threads of each generation (default: the cores shared between them)')
     .option('--max-memory <bytes>', 'refuse a request whose estimated peak memory is over this, e.g. 4G (default: half of this machine\'s memory)')
+    .option('--redis <url>', 'queue jobs in Redis for `kosmos-g worker` processes instead of running them here, e.g. redis://:PASSWORD@10.0.0.5:6379 (default: $KOSMOS_G_REDIS_URL; docs/deploy.md)')
     .action(async (flags: ServeFlags) => {
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device '${flags.device}' (cpu, webgpu or auto)`);
+      const redis = flags.redis ?? (process.env.KOSMOS_G_REDIS_URL || undefined);
       const server = await startServer({
         model: flags.model,
         data: flags.data,
@@ -89,13 +89,15 @@ export function registerServeCommand(program: Command): void {
         device: flags.device as 'cpu' | 'webgpu' | 'auto',
         threads: flags.threads === undefined ? undefined : integer(flags.threads, '--threads', 1),
         maxMemory: flags.maxMemory === undefined ? undefined : parseByteSize(flags.maxMemory, '--max-memory'),
+        redis,
       });
-      process.stdout.write(`kosmos-g serving ${flags.model ?? 'kosmos-g-mini'} at ${server.url}/ (results in ${flags.data})\n`);
+      const queue = redis === undefined ? '' : `, jobs queued at ${redactedUrl(redis)}`;
+      process.stdout.write(`kosmos-g serving ${flags.model ?? 'kosmos-g-mini'} at ${server.url}/ (results in ${flags.data}${queue})\n`);
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
-        process.stdout.write(`${signal}: finishing the running jobs; waiting ones are recorded as cancelled\n`);
+        process.stdout.write(redis === undefined ? `${signal}: finishing the running jobs; waiting ones are recorded as cancelled\n` : `${signal}: stopping; queued jobs stay in Redis for the workers\n`);
         server.close().then(
           () => process.exit(0),
           (error: unknown) => {

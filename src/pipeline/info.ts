@@ -38,7 +38,8 @@ async function folderBytes(directory: string): Promise<number> {
   return total;
 }
 
-async function weightSummary(directory: string): Promise<{ parameters: number; dtypes: Record<string, number> } | null> {
+/** Parameters and tensor dtypes of a model folder's weights, from the safetensors headers alone (null: no weights). */
+export async function weightSummary(directory: string): Promise<{ parameters: number; dtypes: Record<string, number> } | null> {
   const files = await readdir(directory);
   if (!files.some((file) => file.endsWith('.safetensors') || file.endsWith('.safetensors.index.json'))) return null;
   const reader = await openSafetensors(directory);

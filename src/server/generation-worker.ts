@@ -92,6 +92,11 @@ export class GenerationWorker {
     return this.current !== null;
   }
 
+  /** Why the thread is gone (it failed or exited), or null while it works. */
+  get broken(): Error | null {
+    return this.failure;
+  }
+
   /** Runs one job; resolves after its last event (done, failed or cancelled). */
   run(job: JobRequest, onEvent: (event: JobEvent) => void): Promise<void> {
     if (this.current) return Promise.reject(new Error('this generation thread is busy'));

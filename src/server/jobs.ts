@@ -39,9 +39,10 @@ export class JobStore {
 
   /**
    * Opens (or creates) the folder and loads its jobs. A job still queued or running was left by a
-   * server that stopped without shutting down: it is recorded as failed, never silently dropped.
+   * server that stopped without shutting down: it is recorded as failed, never silently dropped;
+   * unless `keepUnfinished` (jobs queued in Redis outlive the server: the queue settles them).
    */
-  static async open(directory: string, bounds: StoreBounds, warn: (message: string) => void): Promise<JobStore> {
+  static async open(directory: string, bounds: StoreBounds, warn: (message: string) => void, options: { keepUnfinished?: boolean } = {}): Promise<JobStore> {
     const store = new JobStore(directory, bounds);
     await mkdir(store.jobsDirectory, { recursive: true });
     await mkdir(store.imagesDirectory, { recursive: true });
@@ -55,7 +56,7 @@ export class JobStore {
       }
       const record: JobRecord = parsed.data;
       store.jobs.set(record.id, record);
-      if (!FINISHED_STATES.has(record.state)) {
+      if (!FINISHED_STATES.has(record.state) && !options.keepUnfinished) {
         await store.update(record.id, {
           state: 'failed',
           error: { code: 'interrupted', message: 'the server stopped before this job finished' },
@@ -82,6 +83,11 @@ export class JobStore {
   /** The newest jobs first. */
   list(limit: number): JobRecord[] {
     return [...this.jobs.values()].sort((a, b) => b.createdAt.localeCompare(a.createdAt)).slice(0, limit);
+  }
+
+  /** Jobs still queued or running, the oldest first. */
+  unfinished(): JobRecord[] {
+    return [...this.jobs.values()].filter((job) => !FINISHED_STATES.has(job.state)).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 
   countByState(): Record<JobRecord['state'], number> {

@@ -59,6 +59,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
             403: error('cross-origin request or foreign Host'),
             413: error('body or image too large'),
             429: error('queue full or rate limited (see Retry-After)'),
+            503: error('the Redis queue is unreachable (serve --redis)'),
           },
         },
         get: {
@@ -72,7 +73,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
         delete: {
           summary: 'Cancel a queued or running generation',
           parameters: [idParameter],
-          responses: { 200: { description: 'cancelled', content: content('JobStatus') }, 404: error('unknown id'), 409: error('already finished') },
+          responses: { 200: { description: 'cancelled', content: content('JobStatus') }, 404: error('unknown id'), 409: error('already finished'), 503: error('the Redis queue is unreachable (serve --redis)') },
         },
       },
       '/v1/generations/{id}/events': {

@@ -1,6 +1,6 @@
 // The job queue behind the API. `JobQueue` is what the server needs of a queue; `InProcessQueue`
-// runs jobs on this process's generation threads in arrival order (a Redis-backed implementation
-// can stand in its place to spread jobs over many machines).
+// runs jobs on this process's generation threads in arrival order (`BullMQQueue`, bullmq-queue.ts,
+// stands in its place to spread jobs over `kosmos-g worker` processes on many machines).
 import type { GenerationWorker, JobEvent, JobRequest } from './generation-worker.js';
 
 export class QueueFullError extends Error {
@@ -10,16 +10,19 @@ export class QueueFullError extends Error {
 }
 
 export interface JobQueue {
-  /** Queues a job; its events go to the queue's listener. Returns its position (0: next). */
-  add(job: JobRequest): number;
+  /** Queues a job; its events go to the queue's listener. Resolves to its position (0: next). */
+  add(job: JobRequest): Promise<number>;
   /** 0-based place among the waiting jobs, or null when the job is not waiting. */
   position(id: string): number | null;
   /**
-   * Cancels a waiting job at once (its `cancelled` event is emitted before this returns) or asks a
+   * Cancels a waiting job at once (its `cancelled` event is emitted before this resolves) or asks a
    * running one to stop after its current step. False when the queue does not hold the job.
    */
-  cancel(id: string): boolean;
-  /** Takes no more jobs, waits for the running ones, and returns the jobs that were still waiting (removed). */
+  cancel(id: string): Promise<boolean>;
+  /**
+   * Takes no more jobs and returns the jobs that were still waiting (removed). An in-process queue
+   * waits for its running jobs; a Redis queue leaves running and waiting jobs to its workers.
+   */
   shutdown(): Promise<JobRequest[]>;
 }
 
@@ -36,12 +39,12 @@ export class InProcessQueue implements JobQueue {
     if (!workers.length) throw new Error('a queue needs at least one generation thread');
   }
 
-  add(job: JobRequest): number {
+  async add(job: JobRequest): Promise<number> {
     if (this.closing) throw new Error('the server is shutting down');
     if (this.queue.length >= this.capacity) throw new QueueFullError(this.capacity);
     this.queue.push(job);
     const position = this.queue.length - 1;
-    // Dispatch after the caller has recorded the job, so its first event never comes before its record.
+    // Dispatched once the caller has the position (the service holds the job's events until its record is written).
     queueMicrotask(() => this.dispatch());
     return position;
   }
@@ -51,7 +54,7 @@ export class InProcessQueue implements JobQueue {
     return index < 0 ? null : index;
   }
 
-  cancel(id: string): boolean {
+  async cancel(id: string): Promise<boolean> {
     const index = this.queue.findIndex((job) => job.id === id);
     if (index >= 0) {
       this.queue.splice(index, 1);

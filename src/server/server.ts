@@ -1,5 +1,6 @@
-// `kosmos-g serve` as a library call: loads the pipeline into generation threads, opens the
-// results folder, and serves the API (routes.ts) and the page (the built web/ folder) with fastify.
+// `kosmos-g serve` as a library call: loads the pipeline into generation threads (or, with a Redis
+// URL, queues jobs for `kosmos-g worker` processes: bullmq-queue.ts), opens the results folder, and
+// serves the API (routes.ts) and the page (the built web/ folder) with fastify.
 import type { Socket } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { readFileSync } from 'node:fs';
@@ -15,10 +16,13 @@ import { readPipelineFolder } from '../pipeline/folder.js';
 import { acquireRunLock } from '../train/run-lock.js';
 import { defaultMemoryLimit } from '../pipeline/memory.js';
 import { ApiFailure } from './errors.js';
-import { GenerationWorker, type PipelineKind } from './generation-worker.js';
+import { BullMQQueue } from './bullmq-queue.js';
+import { GenerationWorker, type JobEvent, type ModelInfo } from './generation-worker.js';
 import { JobStore } from './jobs.js';
 import { ServerMetrics } from './metrics.js';
-import { InProcessQueue, QueueFullError } from './queue.js';
+import { pipelineKindOf, readModelInfo } from './model-info.js';
+import { InProcessQueue, type JobQueue, QueueFullError } from './queue.js';
+import { checkRedisUrl } from './redis-jobs.js';
 import { registerRoutes } from './routes.js';
 import { LIMITS } from './schemas.js';
 import { allowedHostNames, checkBinding, checkRequest } from './security.js';
@@ -47,6 +51,11 @@ export interface ServeOptions {
   /** CPU threads of each generation thread; default the cores but one, shared between them. */
   threads?: number;
   maxMemory?: number;
+  /**
+   * A redis:// URL: jobs are queued there for `kosmos-g worker` processes, and this server starts
+   * no generation thread (concurrency, threads and device are then the workers' flags).
+   */
+  redis?: string;
   /** Where warnings go (default stderr). */
   warn?: (message: string) => void;
   /** Hears every error that became a 500 answer (tests and the fuzzer check there are none). */
@@ -101,9 +110,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const concurrency = positive(options.concurrency ?? 1, 'concurrency');
   const maxQueue = positive(options.maxQueue ?? 32, 'max-queue');
   const rateLimit = positive(options.rateLimit ?? 120, 'rate-limit');
+  const { redis } = options;
+  if (redis !== undefined) checkRedisUrl(redis);
   const model = options.model ?? DEFAULT_MODEL;
   const folder = await readPipelineFolder(model);
-  const pipeline: PipelineKind = folder.className === 'KosmosGPipeline' ? 'kosmos-g' : 'clip-text';
+  const pipeline = pipelineKindOf(folder);
   const loras = checkAssets(options.loras ?? {}, 'LoRA');
   const controlnets = checkAssets(options.controlnets ?? {}, 'ControlNet');
 
@@ -111,26 +122,33 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // Two servers on one results folder would each take the other's unfinished jobs for a crash's.
   const lock = await acquireRunLock(resolve(options.data), warn, { holder: 'server', advice: 'stop it, or serve with another --data' });
   const workers: GenerationWorker[] = [];
+  const modelName = options.model === undefined ? 'kosmos-g-mini' : basename(resolve(model));
   let store: JobStore;
+  let service: GenerationService;
+  let metrics: ServerMetrics;
   try {
-    store = await JobStore.open(resolve(options.data), bounds, warn);
-    // One core is left to the event loop, so the API answers quickly while images are made (on two
-    // cores, two ORT threads and the main thread fighting for them put /healthz's p99 past 50 ms).
-    const threads = options.threads ?? Math.max(1, Math.floor((availableParallelism() - 1) / concurrency));
-    for (let index = 0; index < concurrency; index++) workers.push(await GenerationWorker.start({ model, pipeline, device: options.device ?? 'cpu', threads }));
+    // Jobs in Redis outlive this server: the queue settles the unfinished ones (bullmq-queue.ts).
+    store = await JobStore.open(resolve(options.data), bounds, warn, { keepUnfinished: redis !== undefined });
+    let info: ModelInfo;
+    // With Redis the workers load the pipeline; this server only checks requests against its configs.
+    if (redis !== undefined) info = await readModelInfo(folder);
+    else {
+      // One core is left to the event loop, so the API answers quickly while images are made (on two
+      // cores, two ORT threads and the main thread fighting for them put /healthz's p99 past 50 ms).
+      const threads = options.threads ?? Math.max(1, Math.floor((availableParallelism() - 1) / concurrency));
+      for (let index = 0; index < concurrency; index++) workers.push(await GenerationWorker.start({ model, pipeline, device: options.device ?? 'cpu', threads }));
+      info = workers[0]!.info;
+    }
+    metrics = new ServerMetrics(() => ({ queued: service.waiting, byState: store.countByState() }));
+    service = new GenerationService({ modelName, pipeline, info, loras, controlnets, maxMemory: options.maxMemory ?? defaultMemoryLimit() }, store, metrics);
+    const onEvent = (event: JobEvent) => service.handle(event);
+    const queue: JobQueue = redis !== undefined ? await BullMQQueue.open({ url: redis, capacity: maxQueue, onEvent, warn }, store) : new InProcessQueue(workers, maxQueue, onEvent);
+    service.attach(queue);
   } catch (error) {
     await Promise.all(workers.map((worker) => worker.close()));
     lock.release();
     throw error;
   }
-  const modelName = options.model === undefined ? 'kosmos-g-mini' : basename(resolve(model));
-  const metrics: ServerMetrics = new ServerMetrics(() => ({ queued: service.waiting, byState: store.countByState() }));
-  const service: GenerationService = new GenerationService(
-    { modelName, pipeline, info: workers[0]!.info, loras, controlnets, maxMemory: options.maxMemory ?? defaultMemoryLimit() },
-    store,
-    metrics,
-  );
-  service.attach(new InProcessQueue(workers, maxQueue, (event) => service.handle(event)));
 
   const app = Fastify({
     bodyLimit: LIMITS.maxBodyBytes,
