@@ -1,5 +1,5 @@
 // The page served at `/` (web/), driven in headless Chromium against a real server with a tiny
-// random pipeline: images in, prompt, settings, Generate, progress and preview, the gallery, and
+// random pipeline: images in (picked, dropped, pasted), prompt, settings, Generate, progress and preview, the gallery, and
 // the downloaded PNG's settings. Needs Chromium (CHROMIUM_PATH, default /usr/bin/chromium) and the
 // built page (`npm run build` builds both). With KOSMOS_G_SCREENSHOTS=1 it also writes the
 // screenshots of docs/screenshots/.
@@ -65,6 +65,23 @@ async function openPage(): Promise<Page> {
   return page;
 }
 
+/** Page code that makes a DataTransfer holding the image file at `path` (this file is compiled without the DOM's types, so it is a string). */
+async function transferOf(path: string, name: string): Promise<string> {
+  const bytes = JSON.stringify([...(await readFile(path))]);
+  return `(() => { const transfer = new DataTransfer(); transfer.items.add(new File([new Uint8Array(${bytes})], ${JSON.stringify(name)}, { type: 'image/png' })); return transfer; })()`;
+}
+
+/** Drops an image file on the tray, as a user dragging it from their files does. */
+async function dropImage(page: Page, path: string): Promise<void> {
+  const dataTransfer = await page.evaluateHandle(await transferOf(path, 'dropped.png'));
+  await page.dispatchEvent('#image-tray', 'drop', { dataTransfer });
+}
+
+/** Pastes an image on the page, as Ctrl+V of a copied image does. */
+async function pasteImage(page: Page, path: string): Promise<void> {
+  await page.evaluate(`document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: ${await transferOf(path, 'pasted.png')}, bubbles: true, cancelable: true }))`);
+}
+
 async function screenshot(page: Page, name: string): Promise<void> {
   if (SCREENSHOTS === null) return;
   await mkdir(SCREENSHOTS, { recursive: true });
@@ -77,7 +94,10 @@ test('two images and a prompt with two <i> generate an image whose PNG carries t
     await screenshot(page, 'page-empty.png');
     const { models } = (await (await fetch(new URL('/v1/models', server!.url))).json()) as { models: Array<{ defaults: { steps: number } }> };
     assert.equal(await page.inputValue('#steps'), String(models[0]!.defaults.steps), 'the defaults come from /v1/models');
-    await page.setInputFiles('#images-input', [red, blue]);
+    // One image from the file picker, one dropped on the tray.
+    await page.setInputFiles('#images-input', [red]);
+    await page.waitForFunction("document.querySelectorAll('#image-tray img').length === 1");
+    await dropImage(page, blue);
     await page.waitForFunction("document.querySelectorAll('#image-tray img').length === 2");
     const prompt = '<i> wearing <i> on the beach';
     await page.fill('#prompt', prompt);
@@ -128,7 +148,8 @@ test('two images and a prompt with two <i> generate an image whose PNG carries t
 test('a prompt whose <i> count differs from the images shows the error and keeps Generate disabled', async () => {
   const page = await openPage();
   try {
-    await page.setInputFiles('#images-input', [red, blue]);
+    await page.setInputFiles('#images-input', [red]);
+    await pasteImage(page, blue);
     await page.waitForFunction("document.querySelectorAll('#image-tray img').length === 2");
     await page.fill('#prompt', '<i> on the beach');
     const counter = page.locator('#image-count');
