@@ -9,6 +9,7 @@ import { checkReportFolder } from './output.js';
 import { registerEvalKosmosLmCommand } from './eval-kosmos-lm.js';
 import { registerEvalDreamBenchCommand } from './eval-dreambench.js';
 import { registerEvalJudgesCommand } from './eval-judges.js';
+import { registerEvalVaeCommand } from './eval-vae.js';
 
 /** The files `writeWorldSdReport` writes into --out. */
 const WORLD_SD_REPORT_FILES = ['metrics.json', 'samples.png', 'report.html'];
@@ -42,6 +43,7 @@ export function registerEvalCommand(program: Command): void {
   registerEvalKosmosLmCommand(evaluate);
   registerEvalDreamBenchCommand(evaluate);
   registerEvalJudgesCommand(evaluate);
+  registerEvalVaeCommand(evaluate);
   evaluate
     .command('world-sd')
     .description("the world's Stable Diffusion (VAE PSNR, CLIP-mini retrieval and zero-shot, U-Net-mini generations) on scenes never trained on")

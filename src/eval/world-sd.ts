@@ -304,6 +304,27 @@ export async function evaluateWorldSd(directory: string, options: WorldSdOptions
   }
 }
 
+export interface VaeEvaluationOptions {
+  /** Scenes per split (default 64, as `eval world-sd`). */
+  scenesPerSplit?: number;
+  device?: Device;
+  threads?: number;
+}
+
+/**
+ * The VAE measure of `eval world-sd` for a VAE folder alone (a run's export, before any U-Net is
+ * trained on its latents): reconstruction PSNR on the evaluation scenes of the world that
+ * `worldDirectory`'s `world.json` describes, so figures compare with that model's card.
+ */
+export async function evaluateVae(vaeDirectory: string, worldDirectory: string, options: VaeEvaluationOptions = {}): Promise<VaeReconstructionReport> {
+  const device = await resolveDevice(options.device ?? 'cpu');
+  const session = { executionProvider: device, ...(options.threads ? { threads: options.threads } : {}) };
+  const description = await readWorldDescription(worldDirectory, `${worldDirectory} has no ${WORLD_FILE}: --world must be a pipeline folder that describes its world (such as models/world-sd-mini)`);
+  const world = await openWorld({ seed: 0, splitSeed: description.splitSeed, splits: description.splits, concepts: description.concepts }, description.sceneSize, () => undefined);
+  const vae = await AutoencoderKL.fromPretrained(vaeDirectory);
+  return vaeReconstructionPsnr(vae, world, { scenesPerSplit: options.scenesPerSplit ?? 64, splits: description.splits, splitSeed: description.splitSeed, session });
+}
+
 /** The `world.json` of a pipeline folder; `missing` is the error when it has none. */
 async function readWorldDescription(directory: string, missing: string): Promise<WorldDescription> {
   const text = await readFile(join(directory, WORLD_FILE), 'utf8').catch(() => {
