@@ -265,7 +265,11 @@ export class LatentDiffusion {
     if (extras.control?.owned) await extras.control.model.close();
   }
 
-  /** The denoising loop alone: the final latents (numImages, C, h, w), before the VAE. */
+  /**
+   * The denoising loop alone: the final latents (numImages, C, h, w), before the VAE. The
+   * conditions are (1, 77, d), shared by every image, or (numImages, 77, d), one per image (several
+   * prompts in one batch).
+   */
   async denoise(condition: HostTensor, unconditional: HostTensor, settings: SamplingSettings, options: SamplingOptions, extras?: SamplingExtras): Promise<HostTensor> {
     const { numImages: n, width, height, guidanceScale } = settings;
     const guided = guidanceScale > 1;
@@ -410,7 +414,7 @@ export function seededNoise(seed: number, shape: readonly number[]): Float32Arra
   return data;
 }
 
-/** Rows of (1, …) tensors, each repeated: [[a, 2], [b, 2]] → (4, …) = [a, a, b, b]. */
+/** Rows of (1, …) tensors, each repeated: [[a, 2], [b, 2]] → (4, …) = [a, a, b, b]; a (count, …) tensor is taken as it is. */
 export function repeatRows(parts: readonly [HostTensor, number][]): HostTensor<'float32'> {
   const [first] = parts[0]!;
   const rowShape = first.shape.slice(1);
@@ -419,10 +423,16 @@ export function repeatRows(parts: readonly [HostTensor, number][]): HostTensor<'
   const data = new Float32Array(rows * rowSize);
   let offset = 0;
   for (const [tensor, count] of parts) {
-    if (tensor.dtype !== 'float32' || tensor.shape[0] !== 1 || tensor.shape.slice(1).join() !== rowShape.join()) {
-      throw new Error(`expected float32 [1, ${rowShape.join(', ')}] embeddings, got ${tensor.dtype} [${tensor.shape.join(', ')}]`);
+    // One row repeated `count` times, or `count` rows as they are (one condition per image).
+    if (tensor.dtype !== 'float32' || (tensor.shape[0] !== 1 && tensor.shape[0] !== count) || tensor.shape.slice(1).join() !== rowShape.join()) {
+      throw new Error(`expected float32 [1 or ${count}, ${rowShape.join(', ')}] embeddings, got ${tensor.dtype} [${tensor.shape.join(', ')}]`);
     }
-    for (let i = 0; i < count; i++, offset += rowSize) data.set(tensor.data as Float32Array, offset);
+    if (tensor.shape[0] === count && count !== 1) {
+      data.set(tensor.data as Float32Array, offset);
+      offset += count * rowSize;
+    } else {
+      for (let i = 0; i < count; i++, offset += rowSize) data.set(tensor.data as Float32Array, offset);
+    }
   }
   return { dtype: 'float32', shape: [rows, ...rowShape], data };
 }
