@@ -39,7 +39,7 @@ export function describeImageSource(source: ImageSource, index: number): string 
   return `image ${index + 1} (${escapeControlCharacters(source)})`;
 }
 
-function decodeDataUrl(url: string, name: string): Uint8Array {
+export function decodeDataUrl(url: string, name: string): Uint8Array {
   const match = /^data:([^,]*),(.*)$/s.exec(url);
   if (!match) throw new Error(`${name}: malformed data URL (expected data:[<type>][;base64],<data>)`);
   const [, header, payload] = match as unknown as [string, string, string];

@@ -9,12 +9,12 @@ export class ServerMetrics {
   private readonly jobs: Gauge<'state'>;
   private readonly generationSeconds: Histogram;
 
-  constructor(sample: () => { queued: number; byState: Record<JobState, number> }) {
+  constructor(byState: () => Record<JobState, number>) {
     this.queueLength = new Gauge({
       name: 'kosmos_g_queue_length',
       help: 'Jobs waiting for a generation thread',
       registers: [this.registry],
-      collect: () => this.queueLength.set(sample().queued),
+      collect: () => this.queueLength.set(byState().queued),
     });
     this.jobs = new Gauge({
       name: 'kosmos_g_jobs',
@@ -22,8 +22,8 @@ export class ServerMetrics {
       labelNames: ['state'],
       registers: [this.registry],
       collect: () => {
-        const { byState } = sample();
-        for (const state of JOB_STATES) this.jobs.set({ state }, byState[state]);
+        const counts = byState();
+        for (const state of JOB_STATES) this.jobs.set({ state }, counts[state]);
       },
     });
     this.generationSeconds = new Histogram({

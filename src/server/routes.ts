@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { decodeDataUrl } from '../pipeline/images.js';
 import { ApiFailure } from './errors.js';
 import type { JobStore } from './jobs.js';
 import type { ServerMetrics } from './metrics.js';
@@ -75,11 +76,6 @@ async function readParts(request: FastifyRequest): Promise<{ body: Record<string
   return { body, uploads };
 }
 
-/** The bytes of a base64 data URL already checked by imageDataUrl. */
-function dataUrlBytes(url: string): Uint8Array {
-  return Buffer.from(url.slice(url.indexOf(',') + 1).replace(/\s+/g, ''), 'base64');
-}
-
 async function readSubmission(request: FastifyRequest): Promise<{ body: GenerationRequest; uploads: Uploads }> {
   if (request.isMultipart()) {
     const { body, uploads } = await readMultipart(request);
@@ -93,7 +89,7 @@ async function readSubmission(request: FastifyRequest): Promise<{ body: Generati
   if (Array.isArray(images) && images.length > LIMITS.maxImages) throw new ApiFailure(400, 'too_many_images', `at most ${LIMITS.maxImages} images per request, got ${images.length}`);
   const body = parse(generationRequestSchema, request.body);
   const control = body.controlnet?.image;
-  return { body, uploads: { images: (body.images ?? []).map(dataUrlBytes), ...(control ? { controlImage: dataUrlBytes(control) } : {}) } };
+  return { body, uploads: { images: (body.images ?? []).map((url, index) => decodeDataUrl(url, `image ${index + 1}`)), ...(control ? { controlImage: decodeDataUrl(control, 'the control image') } : {}) } };
 }
 
 function writeEvent(reply: FastifyReply, event: StreamEvent): void {

@@ -19,10 +19,13 @@ export const LIMITS = {
   maxBodyBytes: 64 * 1024 * 1024,
 } as const;
 
-/** An asset the server was started with, by name: letters, digits, `-`, `_` and `.` (never a path). */
+/** An asset's name: letters, digits, `-`, `_` and `.`, never a path (the server's flags and requests alike). */
+export const ASSET_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/** An asset the server was started with, by name. */
 const assetName = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'an asset name is 1–64 letters, digits, "-", "_" or "." and names a LoRA or ControlNet the server was started with')
+  .regex(ASSET_NAME, 'an asset name is 1–64 letters, digits, "-", "_" or "." and names a LoRA or ControlNet the server was started with')
   .refine((name) => !name.includes('..'), 'an asset name is a name, not a path');
 
 /** A data URL of an image in a format the decoder reads (sharp: PNG, JPEG, WebP, GIF). */

@@ -24,7 +24,7 @@ import { pipelineKindOf, readModelInfo } from './model-info.js';
 import { InProcessQueue, type JobQueue, QueueFullError } from './queue.js';
 import { checkRedisUrl } from './redis-jobs.js';
 import { registerRoutes } from './routes.js';
-import { LIMITS } from './schemas.js';
+import { ASSET_NAME, LIMITS } from './schemas.js';
 import { allowedHostNames, checkBinding, checkRequest } from './security.js';
 import { GenerationService } from './service.js';
 
@@ -80,7 +80,7 @@ function positive(value: number, name: string): number {
 function checkAssets(assets: Readonly<Record<string, string>>, kind: string): Map<string, string> {
   const map = new Map<string, string>();
   for (const [name, path] of Object.entries(assets)) {
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name) || name.includes('..')) throw new Error(`${kind} name ${JSON.stringify(name)} must be 1–64 letters, digits, "-", "_" or "."`);
+    if (!ASSET_NAME.test(name) || name.includes('..')) throw new Error(`${kind} name ${JSON.stringify(name)} must be 1–64 letters, digits, "-", "_" or "."`);
     map.set(name, resolve(path));
   }
   return map;
@@ -139,7 +139,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       for (let index = 0; index < concurrency; index++) workers.push(await GenerationWorker.start({ model, pipeline, device: options.device ?? 'cpu', threads }));
       info = workers[0]!.info;
     }
-    metrics = new ServerMetrics(() => ({ queued: service.waiting, byState: store.countByState() }));
+    metrics = new ServerMetrics(() => store.countByState());
     service = new GenerationService({ modelName, pipeline, info, loras, controlnets, maxMemory: options.maxMemory ?? defaultMemoryLimit() }, store, metrics);
     const onEvent = (event: JobEvent) => service.handle(event);
     const queue: JobQueue = redis !== undefined ? await BullMQQueue.open({ url: redis, capacity: maxQueue, onEvent, warn }, store) : new InProcessQueue(workers, maxQueue, onEvent);
