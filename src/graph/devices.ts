@@ -1,11 +1,9 @@
-// Where graphs run: the CPU execution provider, or WebGPU (Dawn over Vulkan/Metal/D3D12) when the
-// machine has an adapter. onnxruntime-node fails session creation instead of falling back when a
-// WebGPU session finds no adapter, so the adapter is probed once, in a child process
-// (webgpu-probe.ts: Dawn's native warnings and any driver crash stay there), and the answer is
-// cached for the process (each worker thread probes for itself).
-import { execFile } from 'node:child_process';
-import { availableParallelism } from 'node:os';
-import { fileURLToPath } from 'node:url';
+// Where graphs run: the CPU execution provider (wasm in a page), or WebGPU (Dawn over
+// Vulkan/Metal/D3D12, or the browser's) when the machine has an adapter. ORT fails session creation
+// instead of falling back when a WebGPU session finds no adapter, so the adapter is probed once and
+// the answer cached for the process (each worker thread probes for itself). On Node the probe runs
+// in a child process (webgpu-probe.ts: Dawn's native warnings and any driver crash stay there).
+import { platform } from '#platform';
 
 /** What a caller asks for; `auto` picks WebGPU when an adapter is found, else the CPU. */
 export type Device = 'cpu' | 'webgpu' | 'auto';
@@ -19,9 +17,7 @@ export interface WebGpuProbe {
   ms: number;
 }
 
-const PROBE_SCRIPT = fileURLToPath(new URL('./webgpu-probe.js', import.meta.url));
-/** A probe that hangs (a wedged driver) counts as no adapter after this long. */
-const PROBE_TIMEOUT_MS = 20000;
+const PROBE_SCRIPT = new URL('./webgpu-probe.js', import.meta.url);
 
 let probe: Promise<WebGpuProbe> | undefined;
 
@@ -34,21 +30,14 @@ function webGpuReason(message: string): string {
   return line || 'unknown reason';
 }
 
-/** Runs the probe's child process once; the result is cached. */
+/** Probes once; the result is cached. */
 export function probeWebGpu(): Promise<WebGpuProbe> {
-  probe ??= new Promise((resolve) => {
+  probe ??= (async () => {
     const start = performance.now();
-    execFile(process.execPath, [PROBE_SCRIPT], { timeout: PROBE_TIMEOUT_MS, windowsHide: true }, (error, stdout) => {
-      const ms = performance.now() - start;
-      try {
-        const answer = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as { available: boolean; reason?: string };
-        resolve(answer.available ? { available: true, ms } : { available: false, reason: webGpuReason(answer.reason ?? ''), ms });
-      } catch {
-        const how = error?.signal ? `ended by ${error.signal}` : `exited with code ${String(error?.code ?? 0)}`;
-        resolve({ available: false, reason: `the WebGPU probe ${how} without an answer`, ms });
-      }
-    });
-  });
+    const answer = await platform.probeWebGpu(PROBE_SCRIPT);
+    const ms = performance.now() - start;
+    return answer.available ? { available: true, ms } : { available: false, reason: webGpuReason(answer.reason ?? ''), ms };
+  })();
   return probe;
 }
 
@@ -71,7 +60,7 @@ export async function resolveDevice(device: Device): Promise<ResolvedDevice> {
 
 /** Intra-op threads when none are given: one per core the process may use. */
 export function defaultThreads(): number {
-  return availableParallelism();
+  return platform.cores();
 }
 
 /** More intra-op threads than this many per core only make the threads wait for each other. */
@@ -84,12 +73,12 @@ const threadWarnings = new Set<number>();
  */
 export function checkThreads(threads: number): number {
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`threads must be a positive integer, got ${threads}`);
-  const cores = availableParallelism();
+  const cores = platform.cores();
   const limit = MAX_THREADS_PER_CORE * cores;
   if (threads <= limit) return threads;
   if (!threadWarnings.has(threads)) {
     threadWarnings.add(threads);
-    process.stderr.write(`warning: ${threads} threads is more than ${MAX_THREADS_PER_CORE} per core on ${cores} cores; using ${limit}\n`);
+    platform.warn(`warning: ${threads} threads is more than ${MAX_THREADS_PER_CORE} per core on ${cores} cores; using ${limit}`);
   }
   return limit;
 }

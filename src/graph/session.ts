@@ -1,21 +1,21 @@
-// Executes encoded graphs with onnxruntime-node. Host tensors go in as zero-copy views; outputs come
+// Executes encoded graphs with ONNX Runtime (onnxruntime-node, or onnxruntime-web in a page). Host tensors go in as zero-copy views; outputs come
 // back as host tensors, or, on WebGPU, named outputs stay in GPU memory as DeviceTensors to be fed
 // to the next run (training state). Node cannot read a GPU buffer directly, so DeviceDownloader
 // copies one out through a one-node Identity session whose output lives on the CPU.
-import { open } from 'node:fs/promises';
-import * as ort from 'onnxruntime-node';
+import { platform } from '#platform';
+import type * as ort from 'onnxruntime-common';
 import type { DType, HostTensor, TypedArray } from '../onnx/dtype.js';
 import { encodeModel } from '../onnx/proto.js';
 import { Graph } from './graph.js';
 import { checkThreads } from './devices.js';
-import { linkExternalFile } from './external-files.js';
 
 export type ExecutionProvider = 'cpu' | 'webgpu';
 
 /**
  * An external data file under the location string its initializers use (`path`): its bytes, or the
- * path of the file on disk. A file given by path is hard-linked into a per-process folder that ORT
- * reads itself (external-files.ts), and read into memory only where no link can be made.
+ * path of the file. The platform decides how ORT gets a file given by path: on Node it is hard-linked
+ * into a per-process folder that ORT reads itself (read into memory only where no link can be made),
+ * in a page its fetched bytes are handed over.
  */
 export interface ExternalDataFile {
   path: string;
@@ -57,28 +57,11 @@ export type Tensor = HostTensor | DeviceTensor;
 export function toOrtTensor(tensor: Tensor): ort.Tensor {
   if (tensor instanceof DeviceTensor) return tensor.tensor;
   if (tensor.dtype === 'bfloat16') throw new Error('bfloat16 tensors cannot be fed to onnxruntime; convert to float32');
-  return new ort.Tensor(tensor.dtype, tensor.data as never, tensor.shape);
+  return new platform.ort.Tensor(tensor.dtype, tensor.data as never, tensor.shape);
 }
 
 export function fromOrtTensor(tensor: ort.Tensor): HostTensor {
   return { dtype: tensor.type as DType, shape: [...tensor.dims], data: tensor.data as TypedArray };
-}
-
-/** The whole file in one buffer, read in chunks: a single read stops at 2 GiB. */
-async function readWholeFile(path: string): Promise<Uint8Array> {
-  const handle = await open(path, 'r');
-  try {
-    const { size } = await handle.stat();
-    const bytes = new Uint8Array(size);
-    for (let position = 0; position < size; ) {
-      const { bytesRead } = await handle.read(bytes, position, Math.min(size - position, 1 << 30), position);
-      if (bytesRead === 0) throw new Error(`${path} ended at byte ${position} of ${size} while it was read`);
-      position += bytesRead;
-    }
-    return bytes;
-  } finally {
-    await handle.close();
-  }
 }
 
 async function sessionOptionsFor(options: SessionOptions): Promise<ort.InferenceSession.SessionOptions> {
@@ -97,15 +80,16 @@ async function sessionOptionsFor(options: SessionOptions): Promise<ort.Inference
   }
   let externalFolder = options.externalDataDirectory;
   if (options.externalData) {
-    // Files given by path are linked into the process's weights folder and read by ORT from disk;
-    // only bytes (or files that cannot be linked) go through memory.
+    // Files given by path are read by ORT from a folder where the platform can offer one; only
+    // bytes (or files no folder can offer) go through memory.
     const inMemory: { path: string; data: Uint8Array }[] = [];
     for (const { path, data } of options.externalData) {
       if (typeof data !== 'string') inMemory.push({ path, data });
+      else if (options.externalDataDirectory) inMemory.push({ path, data: await platform.readBytes(data) });
       else {
-        const linkedFolder = options.externalDataDirectory ? null : await linkExternalFile(path, data);
-        if (linkedFolder) externalFolder = linkedFolder;
-        else inMemory.push({ path, data: await readWholeFile(data) });
+        const source = await platform.externalData(path, data);
+        if ('folder' in source) externalFolder = source.folder;
+        else inMemory.push({ path, data: source.bytes });
       }
     }
     if (inMemory.length) sessionOptions.externalData = inMemory;
@@ -135,7 +119,7 @@ export class GraphSession {
 
   static async create(model: Uint8Array, options: SessionOptions = {}): Promise<GraphSession> {
     const sessionOptions = await sessionOptionsFor(options);
-    const session = await ort.InferenceSession.create(model, sessionOptions);
+    const session = await platform.ort.InferenceSession.create(model, sessionOptions);
     // Names are checked on every provider, so a wrong one shows on a CPU-only machine too.
     for (const name of options.keepOnDevice ?? []) {
       if (!session.outputNames.includes(name)) {

@@ -1,6 +1,6 @@
 // Random access to the bytes of a file or an in-memory buffer, for readers that parse a small
 // header and then fetch ranges on demand (safetensors, torch checkpoints, zip archives).
-import { open, type FileHandle } from 'node:fs/promises';
+import { platform } from '#platform';
 
 export interface ByteSource {
   /** A file path or an in-memory label, for messages. */
@@ -25,34 +25,13 @@ export function bufferSource(buffer: Uint8Array, label = 'in-memory buffer'): By
   };
 }
 
-export function fileSource(handle: FileHandle, size: number, path: string): ByteSource {
-  return {
-    label: path,
-    size,
-    async read(position, length) {
-      const bytes = new Uint8Array(length);
-      let filled = 0;
-      while (filled < length) {
-        const { bytesRead } = await handle.read(bytes, filled, length - filled, position + filled);
-        if (bytesRead === 0) {
-          throw new Error(`${path}: file ended at byte ${position + filled} while reading bytes ${position}..${position + length} (was it truncated after opening?)`);
-        }
-        filled += bytesRead;
-      }
-      return bytes;
-    },
-    close: () => handle.close(),
-  };
-}
-
-/** Opens `path` for reading; the handle is closed again if `use` fails while setting up. */
+/** Opens `path` for reading; the file is closed again if `use` fails while setting up. */
 export async function openFileSource<T>(path: string, use: (source: ByteSource) => Promise<T>): Promise<T> {
-  const handle = await open(path, 'r');
+  const file = await platform.openRandomAccess(path);
   try {
-    const { size } = await handle.stat();
-    return await use(fileSource(handle, size, path));
+    return await use({ label: path, size: file.size, read: (position, length) => file.read(position, length), close: () => file.close() });
   } catch (error) {
-    await handle.close();
+    await file.close();
     throw error;
   }
 }

@@ -1,7 +1,7 @@
 // Reading reference config.json files. Python's json module writes NaN, Infinity and -Infinity
 // as bare tokens (diffusers scheduler configs contain `"lambda_min_clipped": -Infinity`), which
 // JSON.parse rejects; they are read here as the matching JavaScript numbers.
-import { readFile } from 'node:fs/promises';
+import { platform } from '#platform';
 import { oneLine } from './describe-value.js';
 
 const sentinel = '\u0000python-float:';
@@ -19,7 +19,7 @@ export function parsePythonJson(text: string, source = 'JSON'): unknown {
 export async function readConfigJson(path: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await platform.readText(path);
   } catch (error) {
     throw new Error(`cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }

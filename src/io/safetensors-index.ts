@@ -1,10 +1,9 @@
 // Sharded checkpoints (`*.safetensors.index.json` with a weight_map from tensor name to shard file)
 // and the one entry point that opens whatever a model folder holds.
 
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { platform, dirname, isAbsolute, join, relative, resolve } from '#platform';
 import { writeFileAtomic } from './atomic-file.js';
 import { describeValue, oneLine } from './describe-value.js';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { elementCount, type HostTensor } from '../onnx/dtype.js';
 import { describeAvailable, isPlainObject, SafetensorsFile, writeSafetensors, type ReadOptions, type SafetensorsReader, type TensorInfo, type WriteOptions } from './safetensors.js';
 
@@ -30,7 +29,7 @@ export class ShardedSafetensors implements SafetensorsReader {
     const fail = (problem: string): never => {
       throw new Error(`${indexPath}: invalid safetensors index: ${problem}`);
     };
-    const text = await readFile(indexPath, 'utf8');
+    const text = await platform.readText(indexPath);
     let index: unknown;
     try {
       index = JSON.parse(text);
@@ -57,7 +56,7 @@ export class ShardedSafetensors implements SafetensorsReader {
     const opened = new Map<string, SafetensorsFile>();
     try {
       for (const shardPath of new Set(shardFiles.values())) {
-        const exists = await stat(shardPath).then((s) => s.isFile(), () => false);
+        const exists = (await platform.pathKind(shardPath)) === 'file';
         if (!exists) fail(`shard ${describeValue(relative(directory, shardPath))} referenced by the weight_map does not exist`);
         opened.set(shardPath, await SafetensorsFile.open(shardPath));
       }
@@ -112,11 +111,12 @@ export class ShardedSafetensors implements SafetensorsReader {
  * (`model.safetensors`, `diffusion_pytorch_model.safetensors`, or exactly one index file).
  */
 export async function openSafetensors(pathOrDirectory: string): Promise<SafetensorsReader> {
-  const entry = await stat(pathOrDirectory);
-  if (!entry.isDirectory()) {
+  const kind = await platform.pathKind(pathOrDirectory);
+  if (kind === null) throw Object.assign(new Error(`${pathOrDirectory}: no such file or folder (ENOENT)`), { code: 'ENOENT' });
+  if (kind === 'file') {
     return pathOrDirectory.endsWith('.json') ? ShardedSafetensors.open(pathOrDirectory) : SafetensorsFile.open(pathOrDirectory);
   }
-  const files = await readdir(pathOrDirectory);
+  const files = await platform.listDirectory(pathOrDirectory);
   const single = SINGLE_FILE_NAMES.find((name) => files.includes(name));
   if (single) return SafetensorsFile.open(join(pathOrDirectory, single));
   const indexes = files.filter((name) => name.endsWith(INDEX_SUFFIX)).sort();

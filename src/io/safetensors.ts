@@ -3,7 +3,6 @@
 // Typed arrays are filled and read in host byte order; that is little-endian, as the format is, on
 // every platform onnxruntime-node ships for.
 
-import type { FileHandle } from 'node:fs/promises';
 import { replaceFileAtomically } from './atomic-file.js';
 import { type ByteSource, bufferSource, openFileSource } from './byte-source.js';
 import { describeNumbers, describeValue, oneLine } from './describe-value.js';
@@ -255,7 +254,7 @@ export class SafetensorsFile implements SafetensorsReader {
 
 function checkHeaderLength(label: string, lengthBytes: Uint8Array, size: number): number {
   if (size < 8) throw new Error(`${label}: truncated safetensors file: ${size} bytes, shorter than the 8-byte header length`);
-  const length = Buffer.from(lengthBytes.buffer, lengthBytes.byteOffset, 8).readBigUInt64LE(0);
+  const length = new DataView(lengthBytes.buffer, lengthBytes.byteOffset, 8).getBigUint64(0, true);
   if (length > BigInt(MAX_HEADER_BYTES)) {
     throw new Error(`${label}: header length ${length} is absurdly large (limit ${MAX_HEADER_BYTES} bytes); not a safetensors file?`);
   }
@@ -423,19 +422,14 @@ export async function writeSafetensorsDeferred(path: string, tensors: Map<string
 }
 
 async function writeLayout(path: string, layout: Layout, tensor: (name: string) => Promise<HostTensor>): Promise<void> {
-  await replaceFileAtomically(path, async (handle) => {
-    let position = await writeFully(handle, layout.header, 0);
-    for (const { name, dtype } of layout.order) position = await writeFully(handle, storedBytes(await tensor(name), dtype), position);
+  await replaceFileAtomically(path, async (sink) => {
+    await sink.write(layout.header, 0);
+    let position = layout.header.byteLength;
+    for (const { name, dtype } of layout.order) {
+      const bytes = storedBytes(await tensor(name), dtype);
+      await sink.write(bytes, position);
+      position += bytes.byteLength;
+    }
   });
-}
-
-/** A single write may be partial (disk full, signals); keep going until every byte is out. */
-async function writeFully(handle: FileHandle, bytes: Uint8Array, position: number): Promise<number> {
-  let written = 0;
-  while (written < bytes.byteLength) {
-    const { bytesWritten } = await handle.write(bytes, written, bytes.byteLength - written, position + written);
-    written += bytesWritten;
-  }
-  return position + written;
 }
 

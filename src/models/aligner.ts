@@ -8,8 +8,7 @@
 //       → decoder_proj: an encoder with its own positions, final LN, Linear d→2048 → (B, L, 2048)
 // Stage-2 loss: MSE(M(s), CLIP text states) + MSE(N(M(s)), s)·(77/L), means over all elements,
 // padding included.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { z } from 'zod';
 import { type DType, hostTensor } from '../onnx/dtype.js';
 import { type Graph, type Value, formatShape } from '../graph/graph.js';
@@ -427,8 +426,8 @@ export class AlignerNet extends Module {
 
   /** Writes `config.json` and `model.safetensors` with the official `aligner.*` key names. */
   async save(directory: string): Promise<void> {
-    await mkdir(directory, { recursive: true });
-    await writeFile(join(directory, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
+    await platform.makeDirectory(directory);
+    await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
     const tensors = Object.fromEntries(Object.entries(this.stateDict()).map(([key, tensor]) => [ALIGNER_PREFIX + key, tensor]));
     await writeSafetensors(join(directory, 'model.safetensors'), tensors);
   }
@@ -444,7 +443,7 @@ function expandQueries(rows: Value, batch: number): Value {
 async function readJson(path: string): Promise<unknown> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await platform.readText(path);
   } catch (error) {
     throw new Error(`cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }

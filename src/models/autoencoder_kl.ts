@@ -3,8 +3,7 @@
 // `latent_dist.sample() · 0.18215`, and generation decodes with `clamp(decode(z / 0.18215)/2 + 0.5, 0, 1)`.
 // Property paths are diffusers' state-dict keys; checkpoints saved before diffusers 0.14 name the
 // mid-block attention `query/key/value/proj_attn`, and both spellings load.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { z } from 'zod';
 import type { HostTensor } from '../onnx/dtype.js';
 import type { Graph, Value } from '../graph/graph.js';
@@ -405,8 +404,8 @@ export class AutoencoderKL extends Module {
 
   /** Writes config.json and model.safetensors (diffusers key names). */
   async save(directory: string): Promise<void> {
-    await mkdir(directory, { recursive: true });
-    await writeFile(join(directory, 'config.json'), `${JSON.stringify({ _class_name: 'AutoencoderKL', ...this.config }, null, 2)}\n`);
+    await platform.makeDirectory(directory);
+    await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify({ _class_name: 'AutoencoderKL', ...this.config }, null, 2)}\n`);
     await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict());
   }
 }
@@ -414,7 +413,7 @@ export class AutoencoderKL extends Module {
 export async function readAutoencoderKLConfig(directory: string): Promise<AutoencoderKLConfig> {
   const path = join(directory, 'config.json');
   try {
-    return parseAutoencoderKLConfig(JSON.parse(await readFile(path, 'utf8')));
+    return parseAutoencoderKLConfig(JSON.parse(await platform.readText(path)));
   } catch (error) {
     throw new Error(`${path}: ${(error as Error).message}`);
   }

@@ -3,8 +3,7 @@
 // `visual_projection.weight`, `logit_scale`) and a config.json holding `text_config` and
 // `vision_config` — the layout of openai/clip-vit-base-patch32, which CLIP-I and CLIP-T are
 // computed with. The towers are the architectures of clip_text.ts and clip_vision.ts.
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { CLIPTextModel } from './clip_text.js';
@@ -24,7 +23,7 @@ export async function saveClipModel(directory: string, text: CLIPTextModel, visi
   if (projection === undefined || projection !== vision.config.projection_dim) throw new Error(`the towers' projection_dim differ (${projection}, ${vision.config.projection_dim})`);
   const logitScale = options.logitScale ?? Math.log(1 / 0.07);
   const config = { architectures: ['CLIPModel'], model_type: 'clip', projection_dim: projection, logit_scale_init_value: logitScale, text_config: { ...text.config, model_type: 'clip_text_model' }, vision_config: { ...vision.config, model_type: 'clip_vision_model' } };
-  await mkdir(directory, { recursive: true });
+  await platform.makeDirectory(directory);
   await writeFileAtomic(join(directory, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
   const tensors = { ...text.stateDict(), ...vision.stateDict(), logit_scale: { dtype: 'float32' as const, shape: [], data: Float32Array.of(logitScale) } };
   await writeSafetensors(join(directory, 'model.safetensors'), tensors, options.dtype ? { dtype: options.dtype } : {});

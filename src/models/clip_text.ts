@@ -4,8 +4,7 @@
 // with a projection, `text_embeds`. Checkpoint keys are transformers' own (`text_model.…`,
 // `text_projection.weight`). The encoder layers below are transformers' `CLIPEncoder`, which the
 // vision tower (clip_vision.ts) shares exactly as modeling_clip.py does.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { z } from 'zod';
 import type { DType } from '../onnx/dtype.js';
 import type { Value } from '../graph/graph.js';
@@ -307,7 +306,7 @@ export class CLIPTextModel extends Module {
   /** Reads `config.json` and the safetensors weights (single file or sharded) of a model folder; strict. */
   static async fromPretrained(directory: string, options: CLIPTextPretrainedOptions = {}): Promise<CLIPTextModel> {
     const configPath = join(directory, 'config.json');
-    const config = parseClipTextConfig(JSON.parse(await readFile(configPath, 'utf8')), configPath);
+    const config = parseClipTextConfig(JSON.parse(await platform.readText(configPath)), configPath);
     const reader = await openSafetensors(directory);
     try {
       const withProjection = options.withProjection ?? reader.has(PROJECTION_KEY);
@@ -323,9 +322,9 @@ export class CLIPTextModel extends Module {
 
   /** Writes `config.json` and `model.safetensors` under transformers' names. */
   async save(directory: string): Promise<void> {
-    await mkdir(directory, { recursive: true });
+    await platform.makeDirectory(directory);
     const architectures = [this.text_projection ? 'CLIPTextModelWithProjection' : 'CLIPTextModel'];
-    await writeFile(join(directory, 'config.json'), `${JSON.stringify({ ...this.config, architectures, model_type: 'clip_text_model' }, null, 2)}\n`);
+    await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify({ ...this.config, architectures, model_type: 'clip_text_model' }, null, 2)}\n`);
     await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict());
   }
 }

@@ -3,8 +3,7 @@
 // the CLIP encoder shared with the text model, and `post_layernorm` on the class token for the
 // pooled output; with a projection, `image_embeds`. Checkpoint keys are transformers' own
 // (`vision_model.…`, `visual_projection.weight`).
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { z } from 'zod';
 import type { DType } from '../onnx/dtype.js';
 import type { Value } from '../graph/graph.js';
@@ -171,7 +170,7 @@ export class CLIPVisionModel extends Module {
   /** Reads `config.json` and the safetensors weights (single file or sharded) of a model folder; strict. */
   static async fromPretrained(directory: string, options: CLIPVisionPretrainedOptions = {}): Promise<CLIPVisionModel> {
     const configPath = join(directory, 'config.json');
-    const config = parseClipVisionConfig(JSON.parse(await readFile(configPath, 'utf8')), configPath);
+    const config = parseClipVisionConfig(JSON.parse(await platform.readText(configPath)), configPath);
     const reader = await openSafetensors(directory);
     try {
       const withProjection = options.withProjection ?? reader.has(PROJECTION_KEY);
@@ -187,9 +186,9 @@ export class CLIPVisionModel extends Module {
 
   /** Writes `config.json` and `model.safetensors` under transformers' names. */
   async save(directory: string): Promise<void> {
-    await mkdir(directory, { recursive: true });
+    await platform.makeDirectory(directory);
     const architectures = [this.visual_projection ? 'CLIPVisionModelWithProjection' : 'CLIPVisionModel'];
-    await writeFile(join(directory, 'config.json'), `${JSON.stringify({ ...this.config, architectures, model_type: 'clip_vision_model' }, null, 2)}\n`);
+    await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify({ ...this.config, architectures, model_type: 'clip_vision_model' }, null, 2)}\n`);
     await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict());
   }
 }

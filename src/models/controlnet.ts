@@ -3,8 +3,7 @@
 // output, and zero-initialised 1×1 convs (`controlnet_down_blocks.N`, `controlnet_mid_block`) that
 // turn each skip connection and the mid-block output into a residual for the U-Net, scaled by the
 // conditioning scale.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { z } from 'zod';
 import type { Value } from '../graph/graph.js';
 import { add, mean, mul, silu } from '../graph/ops/elementwise.js';
@@ -225,7 +224,7 @@ export class ControlNetModel extends Module {
   }
 
   static async fromPretrained(directory: string): Promise<ControlNetModel> {
-    const config = parseControlNetConfig(JSON.parse(await readFile(join(directory, 'config.json'), 'utf8')));
+    const config = parseControlNetConfig(JSON.parse(await platform.readText(join(directory, 'config.json'))));
     const model = new ControlNetModel(config, checkpointInitialized);
     const reader = await openSafetensors(directory);
     try {
@@ -237,8 +236,8 @@ export class ControlNetModel extends Module {
   }
 
   async save(directory: string): Promise<void> {
-    await mkdir(directory, { recursive: true });
-    await writeFile(join(directory, 'config.json'), `${JSON.stringify({ _class_name: 'ControlNetModel', ...this.config }, null, 2)}\n`);
+    await platform.makeDirectory(directory);
+    await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify({ _class_name: 'ControlNetModel', ...this.config }, null, 2)}\n`);
     await writeSafetensors(join(directory, 'diffusion_pytorch_model.safetensors'), this.stateDict());
   }
 }

@@ -6,8 +6,7 @@
 // + fairseq sinusoidal positions counted from 2. No xPos: the checkpoint carries a SoPE buffer, but
 // LMDecoder.forward never passes relative positions to the layers. The output Kosmos-G uses is the
 // final-LayerNorm hidden state at every position; the tied LM head serves stage-1 training.
-import { readFile, mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { z } from 'zod';
 import { type DType, type HostTensor, hostTensor } from '../onnx/dtype.js';
 import { type Graph, type Value, formatShape } from '../graph/graph.js';
@@ -339,8 +338,8 @@ export class KosmosGMllm extends Module {
 
   /** Writes `config.json` and `model.safetensors` with the official key names (the tied head is not duplicated). */
   async save(directory: string): Promise<void> {
-    await mkdir(directory, { recursive: true });
-    await writeFile(join(directory, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
+    await platform.makeDirectory(directory);
+    await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
     const tensors = Object.fromEntries(Object.entries(this.stateDict()).map(([key, tensor]) => [KOSMOS_MLLM_PREFIX + key, tensor]));
     await writeSafetensors(join(directory, 'model.safetensors'), tensors);
   }
@@ -394,7 +393,7 @@ function causalMaskConstant(graph: Graph, length: number, dtype: DType): Value {
 async function readJson(path: string): Promise<unknown> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await platform.readText(path);
   } catch (error) {
     throw new Error(`cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }

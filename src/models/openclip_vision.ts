@@ -5,8 +5,7 @@
 // no projection, then each token L2-normalised. Keys are the official ones below `img_model.`
 // (`visual.transformer.resblocks.N.ts_attn.q_proj.weight`); stock open_clip checkpoints
 // (`attn.in_proj_weight` = [q; k; v]) load into the same module.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { platform, isAbsolute, join } from '#platform';
 import { z } from 'zod';
 import type { DType, HostTensor } from '../onnx/dtype.js';
 import type { Value } from '../graph/graph.js';
@@ -292,7 +291,7 @@ export class OpenClipVisionModel extends Module {
    */
   static async fromPretrained(directory: string, options: OpenClipPretrainedOptions = {}): Promise<OpenClipVisionModel> {
     const configPath = join(directory, 'config.json');
-    const config = parseOpenClipVisionConfig(JSON.parse(await readFile(configPath, 'utf8')), configPath);
+    const config = parseOpenClipVisionConfig(JSON.parse(await platform.readText(configPath)), configPath);
     const checkpoint = options.checkpoint === undefined ? directory : isAbsolute(options.checkpoint) ? options.checkpoint : join(directory, options.checkpoint);
     const reader = await openSafetensors(checkpoint);
     try {
@@ -307,8 +306,8 @@ export class OpenClipVisionModel extends Module {
 
   /** Writes `config.json` and `model.safetensors` with the official key names (below `img_model.`). */
   async save(directory: string): Promise<void> {
-    await mkdir(directory, { recursive: true });
-    await writeFile(join(directory, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
+    await platform.makeDirectory(directory);
+    await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
     await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict());
   }
 }

@@ -3,8 +3,7 @@
 // CrossAttnUpBlock2D, concatenating the down path's skips) → GroupNorm → SiLU → conv_out. The
 // config is diffusers' config.json; keys left out take diffusers' defaults, as the SD 1.5 file
 // leaves most of them out. Blocks are in unet_2d_blocks.ts.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { z } from 'zod';
 import type { Value } from '../graph/graph.js';
 import { add, mul, silu, sub } from '../graph/ops/elementwise.js';
@@ -235,7 +234,7 @@ export class UNet2DConditionModel extends Module {
 
   /** Reads `config.json` and the safetensors weights (single file or sharded) of a diffusers folder; strict. */
   static async fromPretrained(directory: string): Promise<UNet2DConditionModel> {
-    const config = parseUNetConfig(JSON.parse(await readFile(join(directory, 'config.json'), 'utf8')));
+    const config = parseUNetConfig(JSON.parse(await platform.readText(join(directory, 'config.json'))));
     const model = new UNet2DConditionModel(config, checkpointInitialized);
     const reader = await openSafetensors(directory);
     try {
@@ -248,8 +247,8 @@ export class UNet2DConditionModel extends Module {
 
   /** Writes `config.json` and `diffusion_pytorch_model.safetensors` under diffusers' names. */
   async save(directory: string): Promise<void> {
-    await mkdir(directory, { recursive: true });
-    await writeFile(join(directory, 'config.json'), `${JSON.stringify({ _class_name: 'UNet2DConditionModel', ...this.config }, null, 2)}\n`);
+    await platform.makeDirectory(directory);
+    await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify({ _class_name: 'UNet2DConditionModel', ...this.config }, null, 2)}\n`);
     await writeSafetensors(join(directory, 'diffusion_pytorch_model.safetensors'), this.stateDict());
   }
 }

@@ -9,8 +9,7 @@
 // query.weight`, `layernorm.weight`. DINO was converted as a base model (convert_dino_to_pytorch.py,
 // base_model=True), so its keys carry no `vit.` prefix and it has no pooler; a ViTFor… checkpoint
 // (`vit.` prefix, a `classifier` head) loads too, as transformers' base_model_prefix does it.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { z } from 'zod';
 import type { DType, HostTensor } from '../onnx/dtype.js';
 import type { Value } from '../graph/graph.js';
@@ -319,7 +318,7 @@ export class ViTModel extends Module {
    */
   static async fromPretrained(directory: string, options: ViTPretrainedOptions = {}): Promise<ViTModel> {
     const configPath = join(directory, 'config.json');
-    const config = parseViTConfig(JSON.parse(await readFile(configPath, 'utf8')), configPath);
+    const config = parseViTConfig(JSON.parse(await platform.readText(configPath)), configPath);
     const reader = await openSafetensors(directory);
     try {
       const layout = vitCheckpointLayout(reader.names());
@@ -339,8 +338,8 @@ export class ViTModel extends Module {
 
   /** Writes `config.json` and `model.safetensors` in ViTModel's layout (no prefix), as save_pretrained does; float32 unless `dtype` says F16. */
   async save(directory: string, options: { dtype?: 'F32' | 'F16' } = {}): Promise<void> {
-    await mkdir(directory, { recursive: true });
-    await writeFile(join(directory, 'config.json'), `${JSON.stringify({ ...this.config, architectures: ['ViTModel'], model_type: 'vit' }, null, 2)}\n`);
+    await platform.makeDirectory(directory);
+    await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify({ ...this.config, architectures: ['ViTModel'], model_type: 'vit' }, null, 2)}\n`);
     await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict(), options.dtype ? { dtype: options.dtype } : {});
   }
 }

@@ -3,8 +3,7 @@
 // MLLM width, then learned latent queries attend once over concat(projected tokens, latents) with a
 // fairseq MultiheadAttention. No residual, no LayerNorm, no feed-forward. The official checkpoint
 // keys are `img_connector.{dense, latent_query, x_attn.{q,k,v,out}_proj}`.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { z } from 'zod';
 import type { HostTensor } from '../onnx/dtype.js';
 import type { Graph, Value } from '../graph/graph.js';
@@ -158,8 +157,8 @@ export class XConnector extends Module {
 
   /** Writes config.json and model.safetensors with the official `img_connector.` key names. */
   async save(directory: string): Promise<void> {
-    await mkdir(directory, { recursive: true });
-    await writeFile(join(directory, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
+    await platform.makeDirectory(directory);
+    await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
     const tensors = Object.fromEntries(Object.entries(this.stateDict()).map(([key, tensor]) => [XCONNECTOR_PREFIX + key, tensor]));
     await writeSafetensors(join(directory, 'model.safetensors'), tensors);
   }
@@ -168,7 +167,7 @@ export class XConnector extends Module {
 export async function readXConnectorConfig(directory: string): Promise<XConnectorConfig> {
   const path = join(directory, 'config.json');
   try {
-    return parseXConnectorConfig(JSON.parse(await readFile(path, 'utf8')));
+    return parseXConnectorConfig(JSON.parse(await platform.readText(path)));
   } catch (error) {
     throw new Error(`${path}: ${(error as Error).message}`);
   }

@@ -4,7 +4,7 @@
 //   condition     = M(MLLM([<s>] + Σ_i (text_i + <image>×(Q+1) + </image>) + tail, image latents))
 //   unconditional = M(MLLM([<s>] + tokens(negative prompt)))   — [<s>] alone for an empty one
 // The pipeline folder holds `tokenizer/`, `vision/`, `connector/`, `mllm/` and `aligner/`.
-import { join } from 'node:path';
+import { join } from '#platform';
 import type { Runtime } from '../graph/runtime.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import { type KosmosTokenizer, loadKosmosTokenizer } from '../tokenizers/kosmos_tokenizer.js';

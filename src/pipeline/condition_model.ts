@@ -6,8 +6,8 @@
 //       every position (B, L, D) → Aligner M with the padding mask tokens == <pad> → (B, 77, d)
 // Two graphs, each compiled once per shape signature through the Runtime, with the weights read
 // from the components' safetensors files by byte offset (external data).
+import { join } from '#platform';
 import { checkpointInitialized } from '../nn/layers.js';
-import { join } from 'node:path';
 import { Graph, type Value } from '../graph/graph.js';
 import { equal } from '../graph/ops/elementwise.js';
 import { reshape } from '../graph/ops/shape.js';

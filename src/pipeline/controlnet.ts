@@ -2,12 +2,13 @@
 // image. The image is resized to the output size (diffusers' image processor: no crop), scaled to
 // [0, 1] RGB and duplicated for classifier-free guidance; the residuals are multiplied by the
 // conditioning scale inside the guidance window [start, end] and by 0 outside it.
+import { platform } from '#platform';
 import { checkpointInitialized } from '../nn/layers.js';
-import sharp from 'sharp';
 import type { HostTensor } from '../onnx/dtype.js';
 import { ControlNetModel, parseControlNetConfig } from '../models/controlnet.js';
 
 import { type ImageSource, readImageBytes } from './images.js';
+import { resizeBicubicRgb } from './resample.js';
 import { BoundModel } from './weights.js';
 
 /** Largest decoded control image accepted, width × height. */
@@ -57,13 +58,13 @@ export function controlKeep(step: number, steps: number, guidanceStart: number, 
 export async function loadControlImage(source: ImageSource, width: number, height: number): Promise<HostTensor<'float32'>> {
   const name = typeof source === 'string' && !source.startsWith('data:') ? `control image ${source}` : 'control image';
   const bytes = await readImageBytes(source, name);
-  const decoder = { limitInputPixels: MAX_CONTROL_PIXELS, failOn: 'warning' as const };
-  let rgb: Buffer;
+  let decoded: Awaited<ReturnType<typeof platform.decodeImage>>;
   try {
-    rgb = await sharp(bytes, decoder).removeAlpha().toColourspace('srgb').resize(width, height, { fit: 'fill', kernel: 'cubic' }).raw({ depth: 'uchar' }).toBuffer();
+    decoded = await platform.decodeImage(bytes, MAX_CONTROL_PIXELS);
   } catch (error) {
     throw new Error(`${name}: not a readable image (${(error as Error).message.replace(/\s+/g, ' ').trim()})`);
   }
+  const rgb = resizeBicubicRgb(decoded.rgb, decoded.width, decoded.height, width, height);
   const plane = width * height;
   const data = new Float32Array(3 * plane);
   // Interleaved (H, W, 3) bytes → (3, H, W) in [0, 1].

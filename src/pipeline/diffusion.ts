@@ -17,8 +17,8 @@
 // (models/gaussian_noise.ts: xoshiro128** and Marsaglia's polar method from IEEE basic operations,
 // bit-identical on every platform, thread count and device). One image of a grid is therefore
 // reproduced alone with seed + i and numImages 1.
+import { join, platform } from '#platform';
 import { checkpointInitialized } from '../nn/layers.js';
-import { join } from 'node:path';
 import { Graph } from '../graph/graph.js';
 import type { Runtime } from '../graph/runtime.js';
 import type { HostTensor } from '../onnx/dtype.js';
@@ -214,7 +214,7 @@ export class LatentDiffusion {
     const maxMemory = options.maxMemory ?? defaultMemoryLimit();
     if (!Number.isSafeInteger(maxMemory) || maxMemory < 1) throw new Error(`maxMemory must be a positive number of bytes, got ${maxMemory}`);
     const request: GenerationRequest = { width, height, numImages, guided: guidanceScale > 1, controlnet: controlnet !== null };
-    checkGenerationMemory(this.memoryEstimate(request), request, process.memoryUsage().rss, maxMemory);
+    checkGenerationMemory(this.memoryEstimate(request), request, platform.residentMemory(), maxMemory);
     return { steps, guidanceScale, scheduler, seed, numImages, width, height, latents: options.latents ? 'given' : 'seeded', controlnet, lora };
   }
 

@@ -4,8 +4,7 @@
 // a tokenizer). A Kosmos-G folder holds mllm, vision, connector, aligner, unet, vae, scheduler and
 // tokenizer; the plain CLIP-text path (the Stable Diffusion baseline) needs text_encoder and a CLIP
 // tokenizer (`clip_tokenizer` beside a Kosmos-G tokenizer, `tokenizer` in a Stable Diffusion folder).
-import { readdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { parsePythonJson } from '../io/config-json.js';
 import { parseAlignerConfig } from '../models/aligner.js';
 import { parseAutoencoderKLConfig } from '../models/autoencoder_kl.js';
@@ -75,19 +74,12 @@ export interface PipelineFolder {
 /** Component names of a pipeline; `[null, null]` entries (disabled components, as diffusers writes them) are left out. */
 export type ModelIndex = { _class_name: string } & Record<string, unknown>;
 
-async function exists(path: string): Promise<'file' | 'directory' | null> {
-  try {
-    const entry = await stat(path);
-    return entry.isDirectory() ? 'directory' : entry.isFile() ? 'file' : null;
-  } catch {
-    return null;
-  }
-}
+const exists = (path: string) => platform.pathKind(path);
 
 /** What is missing from one component folder, as `name/file` phrases (empty when complete). */
 async function missingFiles(component: PipelineComponent, kind: ComponentKind): Promise<string[]> {
   if ((await exists(component.directory)) !== 'directory') return [`${component.name}/`];
-  const files = await readdir(component.directory);
+  const files = await platform.listDirectory(component.directory);
   const need = (file: string) => (files.includes(file) ? [] : [`${component.name}/${file}`]);
   switch (kind) {
     case 'model': {
@@ -112,7 +104,7 @@ async function configProblem(component: PipelineComponent, parseConfig: (config:
   const path = join(component.directory, 'config.json');
   if ((await exists(path)) !== 'file') return null;
   try {
-    parseConfig(parsePythonJson(await readFile(path, 'utf8'), path), path);
+    parseConfig(parsePythonJson(await platform.readText(path), path), path);
     return null;
   } catch (error) {
     return (error as Error).message.replace(/\s+/g, ' ');
@@ -143,7 +135,7 @@ export async function readPipelineFolder(directory: string): Promise<PipelineFol
   const indexPath = join(directory, 'model_index.json');
   let text: string;
   try {
-    text = await readFile(indexPath, 'utf8');
+    text = await platform.readText(indexPath);
   } catch {
     throw new Error(`${directory} is not a pipeline folder: model_index.json is missing`);
   }

@@ -1,16 +1,15 @@
 // Image preprocessing for Kosmos-G's vision tower, as the official demo does it (`app_model.py`):
 //   PIL open → convert("RGB") → Resize(S, bicubic) on the shortest side → CenterCrop(S) → /255
 //   → (x − CLIP mean) / CLIP std → (N, 3, S, S) float32
-// Decoding and resizing use sharp (libvips). Its cubic kernel is Catmull-Rom, the same cubic as
-// PIL's BICUBIC (a = −0.5), widened on downscaling as PIL does; pixel values can still differ from
-// PIL's by a rounding step. As in PIL, EXIF orientation is not applied and an alpha channel is
-// dropped (not composited). The resized size follows torchvision: the short side becomes S, the
-// long side ⌊S·long/short⌋; the crop offset is round((size − S)/2).
-import type { Stats } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
-import sharp from 'sharp';
+// The platform decodes (sharp on Node, createImageBitmap in a page); resizing is resample.ts, PIL's
+// own BICUBIC bit for bit, so Node, the browser and the official demo see the same pixels. As in
+// PIL, EXIF orientation is not applied and an alpha channel is dropped (not composited). The resized
+// size follows torchvision: the short side becomes S, the long side ⌊S·long/short⌋; the crop offset
+// is round((size − S)/2).
+import { platform } from '#platform';
 import { escapeControlCharacters } from '../io/describe-value.js';
 import type { HostTensor } from '../onnx/dtype.js';
+import { cropRgb, resizeBicubicRgb } from './resample.js';
 
 /** open_clip / OpenAI CLIP normalisation. */
 export const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
@@ -46,10 +45,17 @@ export function decodeDataUrl(url: string, name: string): Uint8Array {
   if (header.split(';').includes('base64')) {
     const compact = payload.replace(/\s+/g, '');
     if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(compact)) throw new Error(`${name}: the data URL's base64 payload has invalid characters`);
-    return Buffer.from(compact, 'base64');
+    let binary: string;
+    try {
+      binary = atob(compact.replace(/-/g, '+').replace(/_/g, '/'));
+    } catch {
+      throw new Error(`${name}: the data URL's base64 payload has an impossible length`);
+    }
+    return Uint8Array.from(binary, (char) => char.charCodeAt(0));
   }
   try {
-    return Buffer.from(decodeURIComponent(payload), 'latin1');
+    // Latin-1: each character is one byte (its low eight bits).
+    return Uint8Array.from(decodeURIComponent(payload), (char) => char.charCodeAt(0) & 0xff);
   } catch {
     throw new Error(`${name}: the data URL's percent-encoding is invalid`);
   }
@@ -61,16 +67,16 @@ export async function readImageBytes(source: ImageSource, name: string, maxBytes
   if (typeof source !== 'string') bytes = source;
   else if (source.startsWith('data:')) bytes = decodeDataUrl(source, name);
   else {
-    let info: Stats;
-    try {
-      info = await stat(source);
-    } catch (error) {
-      throw new Error(`${name}: cannot read the file (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
-    }
-    if (!info.isFile()) throw new Error(`${name}: not a regular file`);
-    const size = info.size;
+    const kind = await platform.pathKind(source);
+    if (kind === null) throw new Error(`${name}: cannot read the file (ENOENT)`);
+    if (kind !== 'file') throw new Error(`${name}: not a regular file`);
+    const size = await platform.fileSize(source);
     if (size > maxBytes) throw new Error(`${name}: the file is ${size} bytes, over the ${maxBytes}-byte limit`);
-    bytes = await readFile(source);
+    try {
+      bytes = await platform.readBytes(source);
+    } catch (error) {
+      throw new Error(`${name}: cannot read the file (${(error as { code?: string }).code ?? (error as Error).message})`);
+    }
   }
   if (bytes.byteLength === 0) throw new Error(`${name}: empty image`);
   if (bytes.byteLength > maxBytes) throw new Error(`${name}: the image is ${bytes.byteLength} bytes, over the ${maxBytes}-byte limit`);
@@ -92,33 +98,17 @@ function roundHalfEven(x: number): number {
 export async function loadImageRgb(source: ImageSource, size: number, name: string, limits: ImageLimits = {}): Promise<Uint8Array> {
   const bytes = await readImageBytes(source, name, limits.maxBytes);
   const maxPixels = limits.maxPixels ?? DEFAULT_MAX_PIXELS;
-  const decoderOptions = { limitInputPixels: maxPixels, failOn: 'warning' as const };
-  let width: number | undefined;
-  let height: number | undefined;
+  let decoded: Awaited<ReturnType<typeof platform.decodeImage>>;
   try {
-    // Only the header is read here; the size check below names the dimensions.
-    ({ width, height } = await sharp(bytes, { limitInputPixels: false }).metadata());
+    decoded = await platform.decodeImage(bytes, maxPixels);
   } catch (error) {
-    throw new Error(`${name}: not a readable image (${singleLine(error)})`);
+    const code = (error as { code?: string }).code;
+    if (code === 'EPIXELS') throw new Error(`${name}: ${singleLine(error)}`);
+    throw new Error(`${name}: ${code === 'EFORMAT' ? 'not a readable image' : 'cannot decode the image'} (${singleLine(error)})`);
   }
-  if (!width || !height) throw new Error(`${name}: the image has no size`);
-  if (width * height > maxPixels) throw new Error(`${name}: ${width}×${height} is over the ${maxPixels}-pixel limit`);
-  const geometry = resizeCropGeometry(width, height, size);
-  try {
-    const { data, info } = await sharp(bytes, decoderOptions)
-      .removeAlpha()
-      .toColourspace('srgb')
-      .resize(geometry.width, geometry.height, { kernel: 'cubic', fit: 'fill', fastShrinkOnLoad: false })
-      .extract({ left: geometry.left, top: geometry.top, width: size, height: size })
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
-    if (info.channels !== 3 || info.width !== size || info.height !== size) {
-      throw new Error(`decoded to ${info.width}×${info.height}×${info.channels}, expected ${size}×${size}×3`);
-    }
-    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  } catch (error) {
-    throw new Error(`${name}: cannot decode the image (${singleLine(error)})`);
-  }
+  const geometry = resizeCropGeometry(decoded.width, decoded.height, size);
+  const resized = resizeBicubicRgb(decoded.rgb, decoded.width, decoded.height, geometry.width, geometry.height);
+  return cropRgb(resized, geometry.width, geometry.height, geometry.left, geometry.top, size, size);
 }
 
 function singleLine(error: unknown): string {

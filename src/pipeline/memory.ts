@@ -16,7 +16,7 @@
 // Both terms are summed: ONNX Runtime's arena keeps the U-Net's memory while the VAE decodes.
 // The constants come from measured peaks of kosmos-g-mini on the CPU (64 to 768 pixels, 1 to 4
 // images), which the estimate exceeds by 1.02× (small images) to 1.5× (512 pixels).
-import { totalmem } from 'node:os';
+import { platform } from '#platform';
 
 /** The estimate's margin over the measured activations (arena rounding, ORT workspaces, host copies). */
 export const SAFETY_FACTOR = 1.5;
@@ -70,7 +70,7 @@ export function estimateGenerationMemory(model: DiffusionMemoryModel, request: G
 
 /** Half of this machine's memory (DEFAULT_MEMORY_SHARE). */
 export function defaultMemoryLimit(): number {
-  return Math.floor(totalmem() * DEFAULT_MEMORY_SHARE);
+  return Math.floor(platform.totalMemory() * DEFAULT_MEMORY_SHARE);
 }
 
 const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };

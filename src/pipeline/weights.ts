@@ -1,7 +1,7 @@
 // Pipeline components whose inference graphs read their weights straight from the checkpoint (ONNX
 // external data by byte offset, see nn/weights.ts): the module is built from its config.json only
 // for its structure and parameter shapes, and the safetensors file stays open beside it.
-import { join } from 'node:path';
+import { join } from '#platform';
 import { Graph } from '../graph/graph.js';
 import type { ExternalDataFile } from '../graph/session.js';
 import { readConfigJson } from '../io/config-json.js';

@@ -20,6 +20,7 @@ import { BullMQQueue } from './bullmq-queue.js';
 import { GenerationWorker, type JobEvent, type ModelInfo } from './generation-worker.js';
 import { JobStore } from './jobs.js';
 import { ServerMetrics } from './metrics.js';
+import { registerModelFiles } from './model-files.js';
 import { pipelineKindOf, readModelInfo } from './model-info.js';
 import { InProcessQueue, type JobQueue, QueueFullError } from './queue.js';
 import { checkRedisUrl } from './redis-jobs.js';
@@ -188,6 +189,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
   await app.register(fastifyMultipart, { limits: { fileSize: LIMITS.maxImageBytes } });
   await app.register(fastifyStatic, { root: WEB_ROOT, prefix: '/', index: 'index.html', wildcard: false, dotfiles: 'deny' });
+  await registerModelFiles(app, resolve(model));
   registerRoutes(app, { service, store, metrics, version: VERSION, rateLimit });
 
   let address: string;

@@ -2,9 +2,7 @@
 // text is cleaned, split by CLIP's pattern, mapped byte-by-byte to printable characters, merged
 // by rank with a "</w>" end-of-word marker, and framed as <|startoftext|> … <|endoftext|> padded
 // to the context length (77).
-import { readFile } from 'node:fs/promises';
-import { gunzipSync } from 'node:zlib';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { describeValue, oneLine } from '../io/describe-value.js';
 import { cleanBasic, cleanForClip } from './text_cleaning.js';
 import { parseVocabulary, readTokenizerJson } from './tokenizer_json.js';
@@ -65,8 +63,8 @@ export class ClipTokenizer {
 
   /** From openai/CLIP's merge list (`bpe_simple_vocab_16e6.txt[.gz]`); the vocabulary is derived from it. */
   static async fromMergeList(path: string): Promise<ClipTokenizer> {
-    const raw = await readFile(path);
-    const text = (path.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8');
+    const raw = await platform.readBytes(path);
+    const text = new TextDecoder().decode(path.endsWith('.gz') ? await platform.gunzip(raw) : raw);
     const lines = text.split('\n');
     // openai/CLIP uses lines[1 : 49152 − 256 − 2 + 1]: 48,894 merges for a 49,408-entry vocabulary.
     const merges = lines.slice(1, 49152 - 256 - 2 + 1).map(parseMerge(path));
@@ -81,12 +79,12 @@ export class ClipTokenizer {
     const mergesPath = join(directory, 'merges.txt');
     let vocabularyJson: unknown;
     try {
-      vocabularyJson = JSON.parse(await readFile(vocabularyPath, 'utf8'));
+      vocabularyJson = JSON.parse(await platform.readText(vocabularyPath));
     } catch (error) {
       throw new Error(`cannot read CLIP vocabulary ${vocabularyPath}: ${oneLine((error as Error).message)}`);
     }
     const vocabulary = parseVocabulary(vocabularyJson, vocabularyPath, 'the vocabulary');
-    const mergeLines = (await readFile(mergesPath, 'utf8')).split('\n').filter((line) => line && !line.startsWith('#version'));
+    const mergeLines = (await platform.readText(mergesPath)).split('\n').filter((line) => line && !line.startsWith('#version'));
     return new ClipTokenizer(vocabulary, mergeLines.map(parseMerge(mergesPath)));
   }
 

@@ -4,7 +4,7 @@
 // `</image>`, `</chunk>`, `</line>` are appended (64001–64006 for the official 63,997-line dict.txt,
 // vocabulary 64,007). No padding to a multiple is added (`--required-batch-size-multiple 1`).
 // Pieces not in the dictionary map to `<unk>`.
-import { readFile } from 'node:fs/promises';
+import { platform } from '#platform';
 import { describeValue } from '../io/describe-value.js';
 
 export const FAIRSEQ_SPECIALS = ['<s>', '<pad>', '</s>', '<unk>'] as const;
@@ -88,7 +88,7 @@ export class FairseqDictionary {
   static async fromFile(path: string): Promise<FairseqDictionary> {
     let text: string;
     try {
-      text = await readFile(path, 'utf8');
+      text = await platform.readText(path);
     } catch (error) {
       throw new Error(`cannot read dictionary ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
     }

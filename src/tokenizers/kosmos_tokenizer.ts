@@ -3,8 +3,7 @@
 // `<mask>`, `</doc>`, `<image>`, `</image>`, …); kosmos-g-mini uses a byte-level BPE trained on the
 // emoji world's captions with the same special ids at the front and `<image>`, `</image>` at the
 // end. Both implement this interface, so the prompt processor and the MLLM code path are the same.
-import { access } from 'node:fs/promises';
-import { join } from 'node:path';
+import { platform, join } from '#platform';
 import { FairseqDictionary } from './fairseq_dictionary.js';
 import { SentencePieceBpe } from './sentencepiece.js';
 import { MiniKosmosTokenizer } from './mini_kosmos_tokenizer.js';
@@ -71,12 +70,7 @@ export class SentencePieceKosmosTokenizer implements KosmosTokenizer {
 }
 
 async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
+  return (await platform.pathKind(path)) !== null;
 }
 
 /**

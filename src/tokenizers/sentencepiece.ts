@@ -33,7 +33,7 @@
 // otherwise (sentencepiece_processor.cc PopulateSentencePieceText) a run of adjacent unknown
 // symbols becomes ONE piece, their surface strings joined (its id is unk), so "▁東京の猫" with only
 // "▁" and "猫" known gives "▁", "東京の", "猫".
-import { readFile } from 'node:fs/promises';
+import { platform } from '#platform';
 import { describeValue } from '../io/describe-value.js';
 import { ProtoReader, WIRE_LENGTH_DELIMITED, expectWire, protoFloat, protoInt, protoString } from './protobuf_reader.js';
 
@@ -242,7 +242,7 @@ export class SentencePieceBpe {
   static async fromFile(path: string): Promise<SentencePieceBpe> {
     let bytes: Uint8Array;
     try {
-      bytes = await readFile(path);
+      bytes = await platform.readBytes(path);
     } catch (error) {
       throw new Error(`cannot read SentencePiece model ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
     }

@@ -6,8 +6,7 @@
 // so that transformers can load the files, but encoding here follows ClipTokenizer. No
 // post-processor is written: start/end tokens are added by the caller (ClipTokenizer.encode for
 // CLIP, the prompt processor for Kosmos-G).
-import { mkdir, readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { platform, dirname, join } from '#platform';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import { describeValue, oneLine } from '../io/describe-value.js';
 
@@ -71,14 +70,14 @@ export function tokenizerJsonDocument(bpe: BpeDefinition): Record<string, unknow
 }
 
 export async function writeTokenizerJson(path: string, bpe: BpeDefinition): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
+  await platform.makeDirectory(dirname(path));
   await writeFileAtomic(path, `${JSON.stringify(tokenizerJsonDocument(bpe), null, 2)}\n`);
 }
 
 /** transformers' slow-tokenizer files: `vocab.json` (including added tokens) and `merges.txt`. */
 export async function writeVocabAndMerges(directory: string, bpe: BpeDefinition): Promise<void> {
   const vocab = Object.fromEntries([...bpe.vocab].sort((a, b) => a[1] - b[1]));
-  await mkdir(directory, { recursive: true });
+  await platform.makeDirectory(directory);
   await writeFileAtomic(join(directory, 'vocab.json'), `${JSON.stringify(vocab)}\n`);
   await writeFileAtomic(join(directory, 'merges.txt'), `#version: 0.2\n${bpe.merges.map(([l, r]) => `${l} ${r}`).join('\n')}\n`);
 }
@@ -139,7 +138,7 @@ export function parseTokenizerJson(document: unknown, source = 'tokenizer.json')
 export async function readTokenizerJson(path: string): Promise<BpeDefinition> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await platform.readText(path);
   } catch (error) {
     throw new Error(`cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
