@@ -7,7 +7,9 @@ import { parseAutoencoderKLConfig } from '../models/autoencoder_kl.js';
 import { parseUNetConfig } from '../models/unet_2d_condition.js';
 import type { PipelineFolder } from '../pipeline/folder.js';
 import { weightSummary } from '../pipeline/info.js';
+import { DEFAULT_GUIDANCE, DEFAULT_STEPS, SCHEDULER_CHOICES } from '../pipeline/diffusion.js';
 import type { ModelInfo, PipelineKind } from './generation-worker.js';
+import { LIMITS, type ModelsResponse } from './schemas.js';
 
 export function pipelineKindOf(folder: PipelineFolder): PipelineKind {
   return folder.className === 'KosmosGPipeline' ? 'kosmos-g' : 'clip-text';
@@ -40,5 +42,24 @@ export async function readModelInfo(folder: PipelineFolder): Promise<ModelInfo> 
       vae: { block_out_channels: vae.block_out_channels, mid_block_add_attention: vae.mid_block_add_attention },
       parameters,
     },
+  };
+}
+
+/** `GET /v1/models` for one model; a static build of the page writes the same as its `site.json`. */
+export function describeModel(model: { name: string; pipeline: PipelineKind; info: ModelInfo; loras: string[]; controlnets: string[] }): ModelsResponse {
+  const { info } = model;
+  return {
+    models: [
+      {
+        id: model.name,
+        pipeline: model.pipeline,
+        defaults: { steps: DEFAULT_STEPS, guidance: DEFAULT_GUIDANCE, scheduler: 'dpm++', width: info.defaultSize, height: info.defaultSize, numImages: 1 },
+        sizeMultiple: info.sizeMultiple,
+        schedulers: [...SCHEDULER_CHOICES],
+        loras: model.loras,
+        controlnets: model.controlnets,
+        limits: { maxImages: LIMITS.maxImages, maxSteps: LIMITS.maxSteps, maxSide: LIMITS.maxSide, maxNumImages: LIMITS.maxNumImages, maxPromptLength: LIMITS.maxPromptLength },
+      },
+    ],
   };
 }

@@ -3,13 +3,14 @@
 // settings, previews for subscribers, metrics), cancels, and shuts down without losing a job.
 import { randomInt } from 'node:crypto';
 import sharp, { type Metadata } from 'sharp';
-import { DEFAULT_GUIDANCE, DEFAULT_STEPS, type GeneratedImage, SCHEDULER_CHOICES } from '../pipeline/diffusion.js';
+import { DEFAULT_GUIDANCE, DEFAULT_STEPS, type GeneratedImage } from '../pipeline/diffusion.js';
 import { encodePng, generationParameters } from '../pipeline/image_output.js';
 import { checkGenerationMemory, estimateGenerationMemory } from '../pipeline/memory.js';
 import { countPlaceholders } from '../pipeline/prompt.js';
 import { ApiFailure } from './errors.js';
 import type { JobEvent, JobRequest, ModelInfo, PipelineKind } from './generation-worker.js';
 import { type JobRecord, type JobStore, newJobId } from './jobs.js';
+import { describeModel } from './model-info.js';
 import type { ServerMetrics } from './metrics.js';
 import type { JobQueue } from './queue.js';
 import { type GenerationRequest, type JobSettings, type JobStatus, LIMITS, type ModelsResponse } from './schemas.js';
@@ -82,21 +83,8 @@ export class GenerationService {
   }
 
   models(): ModelsResponse {
-    const { info } = this.config;
-    return {
-      models: [
-        {
-          id: this.config.modelName,
-          pipeline: this.config.pipeline,
-          defaults: { steps: DEFAULT_STEPS, guidance: DEFAULT_GUIDANCE, scheduler: 'dpm++', width: info.defaultSize, height: info.defaultSize, numImages: 1 },
-          sizeMultiple: info.sizeMultiple,
-          schedulers: [...SCHEDULER_CHOICES],
-          loras: [...this.config.loras.keys()],
-          controlnets: [...this.config.controlnets.keys()],
-          limits: { maxImages: LIMITS.maxImages, maxSteps: LIMITS.maxSteps, maxSide: LIMITS.maxSide, maxNumImages: LIMITS.maxNumImages, maxPromptLength: LIMITS.maxPromptLength },
-        },
-      ],
-    };
+    const { modelName, pipeline, info, loras, controlnets } = this.config;
+    return describeModel({ name: modelName, pipeline, info, loras: [...loras.keys()], controlnets: [...controlnets.keys()] });
   }
 
   /** Checks a request completely, then queues it. Every refusal is an ApiFailure, before anything is queued. */

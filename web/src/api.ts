@@ -151,6 +151,16 @@ export async function listModels(): Promise<ModelInfo[]> {
   return (await json<{ models: ModelInfo[] }>('GET', '/v1/models')).models;
 }
 
+/**
+ * The model of a static build (`npm run build:web`): `site.json` beside the page describes it as
+ * `/v1/models` would; null when the page is not a static build.
+ */
+export async function staticModel(): Promise<ModelInfo | null> {
+  const response = await fetch('site.json').catch(() => null);
+  if (!response?.ok) return null;
+  return ((await response.json()) as { models: ModelInfo[] }).models[0] ?? null;
+}
+
 export function submit(request: GenerationRequest): Promise<Submitted> {
   return json<Submitted>('POST', '/v1/generations', request);
 }

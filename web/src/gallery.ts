@@ -13,17 +13,21 @@ export class Gallery {
     private readonly reportError: (error: unknown) => void,
   ) {}
 
-  /** Adds a finished job at the top (`newest`) or, for the list read at start, at the bottom. */
-  add(job: JobStatus, newest: boolean): void {
+  /**
+   * Adds a finished job at the top (`newest`) or, for the list read at start, at the bottom.
+   * `urlOf` turns an entry of `job.images` into a URL an element can show: an API path by
+   * default, or the blob URL of an image made on this device as it is.
+   */
+  add(job: JobStatus, newest: boolean, urlOf: (path: string) => Promise<string> = imageUrl): void {
     if (this.shown.has(job.id) || job.state !== 'done') return;
     this.shown.add(job.id);
-    const item = this.item(job);
+    const item = this.item(job, urlOf);
     if (newest) this.container.prepend(item);
     else this.container.append(item);
     this.empty.hidden = true;
   }
 
-  private item(job: JobStatus): HTMLElement {
+  private item(job: JobStatus, urlOf: (path: string) => Promise<string>): HTMLElement {
     const item = document.createElement('article');
     item.className = 'gallery-item';
     item.dataset.id = job.id;
@@ -42,7 +46,7 @@ export class Gallery {
       download.className = 'download';
       download.download = `kosmos-g-${job.settings.seed}-${index}.png`;
       download.textContent = job.images.length === 1 ? 'download' : `download ${index + 1}`;
-      imageUrl(path).then((url) => {
+      urlOf(path).then((url) => {
         img.src = url;
         download.href = url;
       }, this.reportError);

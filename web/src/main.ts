@@ -1,12 +1,15 @@
 // The page served at `/`: wires the image tray, the prompt box, the settings and the gallery to
-// the API (docs/server.md). One generation at a time from this page; the server queues others'.
+// the API (docs/server.md), or to the pipeline running in this page (device/: "Run on this
+// device", the only choice in a static build). One generation at a time from this page; the
+// server queues others'.
 
-import { ApiError, type JobHandlers, type JobStatus, apiKey, cancelJob, jobStatus, listModels, onUnauthorized, recentJobs, saveApiKey, submit, watchJob } from './api.js';
+import { ApiError, type JobHandlers, type JobStatus, type ModelInfo, apiKey, cancelJob, jobStatus, listModels, onUnauthorized, recentJobs, saveApiKey, staticModel, submit, watchJob } from './api.js';
+import { DeviceGenerator, type RgbImage, rgbToPng } from './device/client.js';
 import { element } from './dom.js';
 import { Gallery } from './gallery.js';
 import { ImageTray } from './images.js';
 import { PromptEditor } from './prompt-editor.js';
-import { SettingsForm } from './settings.js';
+import { type SettingValues, SettingsForm } from './settings.js';
 
 const form = element('form', HTMLFormElement);
 const generateButton = element('generate', HTMLButtonElement);
@@ -18,6 +21,8 @@ const previewPlaceholder = element('preview-placeholder', HTMLElement);
 const jobStatusLine = element('job-status', HTMLElement);
 const keyPanel = element('api-key-panel', HTMLElement);
 const keyInput = element('api-key', HTMLInputElement);
+const runOn = element('run-on', HTMLSelectElement);
+const deviceStatus = element('device-status', HTMLElement);
 
 const tray = new ImageTray(element('image-tray', HTMLElement), element('images-input', HTMLInputElement), element('tray-message', HTMLElement));
 const prompt = new PromptEditor(element('prompt', HTMLTextAreaElement), element('prompt-preview', HTMLElement), element('image-count', HTMLElement), element('insert-image', HTMLButtonElement), tray);
@@ -26,6 +31,10 @@ const gallery = new Gallery(element('gallery', HTMLElement), element('gallery-em
 
 /** The job this page is following, if any. */
 let current: { id: string; stop: () => void } | undefined;
+/** The model the page generates with; on this device it is the server's (or the static build's) model folder. */
+let model: ModelInfo | undefined;
+let device: DeviceGenerator | undefined;
+let deviceJobs = 0;
 
 /** Shows an API error (with its code), a network error or a message of the page itself. */
 function showError(error: unknown): void {
@@ -103,12 +112,63 @@ function follow(id: string): JobHandlers {
   };
 }
 
+function showPreview(image: RgbImage): void {
+  void rgbToPng(image).then((blob) => {
+    if (livePreview.src.startsWith('blob:')) URL.revokeObjectURL(livePreview.src);
+    livePreview.src = URL.createObjectURL(blob);
+    livePreview.hidden = false;
+    previewPlaceholder.hidden = true;
+  });
+}
+
+/** One generation in this page: the model is downloaded (or read from the cache) on first use. */
+async function generateOnDevice(values: SettingValues): Promise<void> {
+  current = { id: '', stop: () => {} };
+  updateButtons();
+  try {
+    device ??= new DeviceGenerator(new URL('device-worker.js', location.href));
+    const loaded = await device.load(new URL('model/', location.href).href, 'auto', (path, done, total, cached) => {
+      jobStatusLine.textContent = `${cached ? 'Reading the model from the cache' : 'Downloading the model'}: ${path.replace(/^\/model\//, '')} ${(done / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB`;
+      progress.max = Math.max(total, 1);
+      progress.value = done;
+    });
+    deviceStatus.textContent = `${model?.id ?? 'model'} on ${loaded.backend === 'webgpu' ? 'WebGPU' : `WebAssembly, ${loaded.threads} thread${loaded.threads === 1 ? '' : 's'}`}`;
+    const seed = values.seed ?? Math.floor(Math.random() * 2 ** 32);
+    const { lora: _lora, seed: _seed, ...sampling } = values;
+    jobStatusLine.textContent = 'Running on this device';
+    const result = await device.generate({ prompt: prompt.value, images: tray.list().map((image) => image.dataUrl), ...sampling, seed, previewEvery: 5 }, (step, steps, preview) => {
+      progress.max = Math.max(steps, 1);
+      progress.value = step;
+      jobStatusLine.textContent = `Step ${step} / ${steps} on this device`;
+      if (preview) showPreview(preview);
+    });
+    const urls = await Promise.all(result.images.map(async (image) => URL.createObjectURL(await rgbToPng(image))));
+    const job: JobStatus = {
+      id: `device-${++deviceJobs}`,
+      state: 'done',
+      queuePosition: null,
+      step: values.steps,
+      totalSteps: values.steps,
+      createdAt: new Date().toISOString(),
+      timings: { generateMs: result.generateMs },
+      settings: { ...values, prompt: prompt.value, images: tray.list().length, seed: result.seed, lora: null, model: model?.id ?? '' },
+      images: urls,
+    };
+    gallery.add(job, true, async (url) => url);
+    finish(`Done on this device in ${(result.generateMs / 1000).toFixed(1)} s (seed ${result.seed})`);
+  } catch (error) {
+    showError(error);
+    finish('Failed');
+  }
+}
+
 async function generate(): Promise<void> {
   clearError();
   await tray.settled();
   if (!prompt.matches) return updateButtons();
   const values = settings.read();
   if (typeof values === 'string') return showError(values);
+  if (runOn.value === 'device') return generateOnDevice(values);
   progress.max = 1;
   progress.value = 0;
   livePreview.hidden = true;
@@ -131,6 +191,7 @@ async function generate(): Promise<void> {
 }
 
 async function cancel(): Promise<void> {
+  // A generation on this device cannot be stopped between steps; its button stays disabled.
   if (current === undefined || current.id === '') return;
   cancelButton.disabled = true;
   try {
@@ -145,8 +206,16 @@ async function cancel(): Promise<void> {
 async function load(): Promise<void> {
   clearError();
   try {
-    const [model] = await listModels();
+    // A static build has no API: it generates on this device only.
+    const built = await staticModel();
+    [model] = built ? [built] : await listModels();
     if (model === undefined) throw new Error('the server lists no model');
+    if (built) {
+      runOn.value = 'device';
+      runOn.querySelector('option[value="server"]')?.remove();
+    }
+    // The page runs the Kosmos-G pipeline only; a text-only model is generated on the server.
+    if (model.pipeline !== 'kosmos-g') runOn.querySelector('option[value="device"]')?.remove();
     settings.applyModel(model);
     // A text-only (clip-text) model takes no images: no tray, and `<i>` is plain text.
     const interleaved = model.pipeline === 'kosmos-g';
@@ -155,7 +224,7 @@ async function load(): Promise<void> {
     tray.maxImages = interleaved ? model.limits.maxImages : 0;
     prompt.configure(interleaved, model.limits.maxPromptLength);
     element('model-name', HTMLElement).textContent = model.id;
-    for (const job of await recentJobs(20)) gallery.add(job, false);
+    if (!built) for (const job of await recentJobs(20)) gallery.add(job, false);
     document.body.dataset.ready = 'true';
   } catch (error) {
     showError(error);
