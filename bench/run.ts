@@ -32,6 +32,7 @@ const groups: Record<string, BenchGroup> = {
   train: () => runTrainBench(),
   server: optionalGroup('./server.js', 'runServerBench'),
   workers: optionalGroup('./workers.js', 'runWorkersBench'),
+  browser: optionalGroup('./browser.js', 'runBrowserBench'),
 };
 
 async function main(): Promise<void> {

@@ -345,12 +345,12 @@ function planLayout(tensors: Iterable<[string, TensorLayout]>, options: WriteOpt
     offset += byteLength;
   }
   // Padding to a multiple of 8 keeps the data buffer 8-byte aligned, as the Rust writer does.
-  const json = Buffer.from(JSON.stringify(header), 'utf8');
-  const padded = Buffer.alloc(Math.ceil(json.length / 8) * 8, ' ');
-  json.copy(padded);
-  const prefixed = Buffer.alloc(8 + padded.length);
-  prefixed.writeBigUInt64LE(BigInt(padded.length), 0);
-  padded.copy(prefixed, 8);
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const paddedLength = Math.ceil(json.length / 8) * 8;
+  // (8-byte little-endian length)(JSON)(spaces up to the padded length)
+  const prefixed = new Uint8Array(8 + paddedLength).fill(0x20, 8 + json.length);
+  new DataView(prefixed.buffer).setBigUint64(0, BigInt(paddedLength), true);
+  prefixed.set(json, 8);
   return { header: prefixed, order };
 }
 
@@ -385,10 +385,17 @@ function storedBytes(tensor: HostTensor, dtype: SafetensorsDType): Uint8Array {
 }
 
 /** The whole file in memory. */
-export function encodeSafetensors(tensors: Record<string, HostTensor> | Map<string, HostTensor>, options: WriteOptions = {}): Buffer {
+export function encodeSafetensors(tensors: Record<string, HostTensor> | Map<string, HostTensor>, options: WriteOptions = {}): Uint8Array {
   const entries = entriesOf(tensors);
   const layout = planLayout(entries, options);
-  return Buffer.concat([layout.header, ...layout.order.map(({ name, dtype }) => storedBytes(entries.get(name)!, dtype))]);
+  const parts = [layout.header, ...layout.order.map(({ name, dtype }) => storedBytes(entries.get(name)!, dtype))];
+  const bytes = new Uint8Array(parts.reduce((total, part) => total + part.byteLength, 0));
+  let offset = 0;
+  for (const part of parts) {
+    bytes.set(part, offset);
+    offset += part.byteLength;
+  }
+  return bytes;
 }
 
 /**

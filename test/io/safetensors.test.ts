@@ -82,7 +82,7 @@ describe('writing and reading back', () => {
   });
 
   test('the header is padded with spaces so the data buffer starts 8-byte aligned', () => {
-    const encoded = encodeSafetensors(sampleTensors());
+    const encoded = Buffer.from(encodeSafetensors(sampleTensors()));
     const headerLength = Number(encoded.readBigUInt64LE(0));
     assert.equal(headerLength % 8, 0);
     const headerText = encoded.subarray(8, 8 + headerLength).toString('utf8');

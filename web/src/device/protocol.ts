@@ -7,6 +7,8 @@ export interface DeviceLoadRequest {
   modelUrl: string;
   /** 'auto' takes WebGPU when the browser has an adapter, else wasm. */
   device: 'auto' | 'wasm' | 'webgpu';
+  /** wasm threads; default: up to 4 in a cross-origin isolated page, else 1. */
+  threads?: number;
 }
 
 export interface DeviceGenerateRequest {
@@ -21,8 +23,9 @@ export interface DeviceGenerateRequest {
   scheduler: string;
   seed: number;
   numImages: number;
-  width: number;
-  height: number;
+  /** Absent: the model's default size. */
+  width?: number;
+  height?: number;
   /** Decode a preview every this many steps; 0: none. */
   previewEvery: number;
 }

@@ -32,7 +32,8 @@ async function load(request: DeviceLoadRequest): Promise<KosmosGPipeline> {
   // The wasm binaries are copied beside this worker by the build (web/build.mjs).
   ort.env.wasm.wasmPaths = new URL('./ort/', import.meta.url).href;
   // Threads need SharedArrayBuffer, which only a cross-origin isolated page has.
-  const threads = scope.crossOriginIsolated ? Math.min(MAX_WASM_THREADS, platform.cores()) : 1;
+  if (request.threads !== undefined && (!Number.isInteger(request.threads) || request.threads < 1)) throw new Error(`threads must be a positive integer, got ${request.threads}`);
+  const threads = scope.crossOriginIsolated ? (request.threads ?? Math.min(MAX_WASM_THREADS, platform.cores())) : 1;
   ort.env.wasm.numThreads = threads;
   const backend = request.device === 'wasm' ? 'wasm' : request.device === 'webgpu' || (await platform.probeWebGpu(new URL(import.meta.url))).available ? 'webgpu' : 'wasm';
   const stop = onDownloadProgress((progress) => post({ type: 'download', ...progress }));
