@@ -10,11 +10,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Browser, type Page, chromium } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import sharp from 'sharp';
 import { KosmosGPipeline } from '../../src/pipeline/kosmos_g_pipeline.js';
 import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
+import { launchChromium } from './chromium.js';
 
 const MINI = fileURLToPath(new URL('../../../models/kosmos-g-mini', import.meta.url));
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
@@ -28,11 +29,7 @@ let browser: Browser | undefined;
 
 before(async () => {
   scratch = await mkdtemp(join(tmpdir(), 'kosmos-g-device-test-'));
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -9,11 +9,12 @@ import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Browser, type Page, chromium } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import sharp from 'sharp';
 import { readPngText } from '../../src/pipeline/image_output.js';
 import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
+import { launchChromium } from './chromium.js';
 
 const SCREENSHOTS = process.env.KOSMOS_G_SCREENSHOTS === '1' ? fileURLToPath(new URL('../../../docs/screenshots/', import.meta.url)) : null;
 /** Generous: the tiny model is quick, but the machine may be busy with other tests. */
@@ -34,11 +35,7 @@ before(async () => {
   await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 230, g: 30, b: 30 } } }).png().toFile(red);
   await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 30, g: 30, b: 230 } } }).png().toFile(blue);
   server = await startServer({ model, data: join(scratch, 'data'), port: 0, warn: () => {} });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
