@@ -1,7 +1,7 @@
 // `npm run bench -- browser`: the same Kosmos-G generation in headless Chromium (the page's worker,
-// onnxruntime-web on wasm, two threads: the server makes the page cross-origin isolated) and in
-// Node (onnxruntime-node, two threads): kosmos-g-mini with a two-image interleaved prompt at its
-// default size, and the tiny random pipeline. Medians of several runs after one warm-up, the first
+// onnxruntime-web on wasm; threads work because the server makes the page cross-origin isolated)
+// and in Node (onnxruntime-node), at 1 and 2 threads each: kosmos-g-mini with a two-image
+// interleaved prompt at its default size and steps, and the tiny random pipeline. Medians of several runs after one warm-up, the first
 // load (download, Cache API, sessions) apart, and the ratio page / Node. One JSON line per case;
 // nothing is asserted about time. Needs Chromium (CHROMIUM_PATH, default /usr/bin/chromium).
 import { cpus, tmpdir } from 'node:os';
@@ -9,13 +9,16 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { DEFAULT_STEPS } from '../src/pipeline/diffusion.js';
 import { KosmosGPipeline } from '../src/pipeline/kosmos_g_pipeline.js';
 import { createRandomPipeline } from '../src/pipeline/random_pipeline.js';
 import { startServer } from '../src/server/server.js';
 import { median, round } from './measure.js';
 
-const RUNS = 3;
-const STEPS = 20;
+const RUNS = 2;
+/** The pipeline's default, what `generate` does without --steps. */
+const STEPS = DEFAULT_STEPS;
+const THREADS = [1, 2];
 const SEED = 3;
 const EXAMPLES = fileURLToPath(new URL('../../examples/', import.meta.url));
 const MINI = fileURLToPath(new URL('../../models/kosmos-g-mini', import.meta.url));
@@ -56,22 +59,22 @@ function pageScript(prompt: string, images: string[], runs: number, threads: num
   })()`;
 }
 
-async function inPage(browserCase: Case, dataUrls: string[], scratch: string): Promise<PageTimes> {
-  const server = await startServer({ model: browserCase.model, data: join(scratch, `data-${browserCase.name}`), port: 0, warn: () => {} });
+async function inPage(browserCase: Case, dataUrls: string[], scratch: string, threads: number): Promise<PageTimes> {
+  const server = await startServer({ model: browserCase.model, data: join(scratch, `data-${browserCase.name}-${threads}`), port: 0, warn: () => {} });
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', headless: true, args: ['--no-sandbox', '--disable-gpu'] });
   try {
     const page = await browser.newPage();
     await page.goto(server.url);
-    return (await page.evaluate(pageScript(browserCase.prompt, dataUrls, RUNS))) as PageTimes;
+    return (await page.evaluate(pageScript(browserCase.prompt, dataUrls, RUNS, threads))) as PageTimes;
   } finally {
     await browser.close();
     await server.close();
   }
 }
 
-async function inNode(browserCase: Case): Promise<{ loadMs: number; generateMs: number[] }> {
+async function inNode(browserCase: Case, threads: number): Promise<{ loadMs: number; generateMs: number[] }> {
   const start = performance.now();
-  const pipeline = await KosmosGPipeline.fromPretrained(browserCase.model, { threads: 2 });
+  const pipeline = await KosmosGPipeline.fromPretrained(browserCase.model, { threads });
   const loadMs = performance.now() - start;
   try {
     const generateMs: number[] = [];
@@ -97,22 +100,24 @@ export async function runBrowserBench(): Promise<void> {
     ];
     for (const benchCase of cases) {
       const dataUrls = await Promise.all(benchCase.images.map(async (path) => `data:image/png;base64,${(await readFile(path)).toString('base64')}`));
-      const page = await inPage(benchCase, dataUrls, scratch);
-      const node = await inNode(benchCase);
-      const pageMs = median(page.generateMs);
-      const nodeMs = median(node.generateMs);
-      console.log(
-        JSON.stringify({
-          bench: 'browser',
-          case: benchCase.name,
-          work: `${benchCase.images.length}-image interleaved prompt, ${STEPS} DPM-Solver++ steps, guidance 6, default size`,
-          page: { backend: page.backend, threads: page.threads, firstLoadMs: Math.round(page.loadMs), generateMsMedian: round(pageMs), runs: page.generateMs.map((ms) => Math.round(ms)) },
-          node: { backend: 'cpu', threads: 2, loadMs: Math.round(node.loadMs), generateMsMedian: round(nodeMs), runs: node.generateMs.map((ms) => Math.round(ms)) },
-          // Above 1: the page is slower than Node by this factor.
-          pageOverNode: round(pageMs / nodeMs),
-          cpu: `${cpus().length}× ${cpus()[0]?.model.trim() ?? 'unknown'}`,
-        }),
-      );
+      for (const threads of THREADS) {
+        const page = await inPage(benchCase, dataUrls, scratch, threads);
+        const node = await inNode(benchCase, threads);
+        const pageMs = median(page.generateMs);
+        const nodeMs = median(node.generateMs);
+        console.log(
+          JSON.stringify({
+            bench: 'browser',
+            case: `${benchCase.name}-${threads}-thread${threads === 1 ? '' : 's'}`,
+            work: `${benchCase.images.length}-image interleaved prompt, ${STEPS} DPM-Solver++ steps (the default), guidance 6, default size`,
+            page: { backend: page.backend, threads: page.threads, firstLoadMs: Math.round(page.loadMs), secondsPerImage: round(pageMs / 1000), runs: page.generateMs.map((ms) => Math.round(ms)) },
+            node: { backend: 'cpu', threads, loadMs: Math.round(node.loadMs), secondsPerImage: round(nodeMs / 1000), runs: node.generateMs.map((ms) => Math.round(ms)) },
+            // Above 1: the page is slower than Node by this factor.
+            pageOverNode: round(pageMs / nodeMs),
+            cpu: `${cpus().length}× ${cpus()[0]?.model.trim() ?? 'unknown'}`,
+          }),
+        );
+      }
     }
   } finally {
     await rm(scratch, { recursive: true, force: true });
