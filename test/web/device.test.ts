@@ -124,13 +124,24 @@ test('kosmos-g-mini in the page on wasm: an interleaved prompt with two images g
   assert.ok(difference <= MAX_PIXEL_DIFFERENCE, `max |Δ| ${difference}/255 is over ${MAX_PIXEL_DIFFERENCE}`);
 });
 
-test('the tiny random pipeline on this device: quick, with previews, and the same image as Node', async () => {
+test('the tiny random pipeline on this device: cancel, then a run with previews that gives the image Node gives', async () => {
   const model = join(scratch, 'tiny');
   await createRandomPipeline(model, { config: 'tiny', seed: 0 });
   const red = join(scratch, 'red.png');
   await sharp({ create: { width: 40, height: 24, channels: 3, background: { r: 230, g: 30, b: 30 } } }).png().toFile(red);
   const settings = { prompt: 'a <i> in the rain', images: [red], steps: 6, seed: 11 };
-  const inPage = await withServer(model, (_server, page) => generateInPage(page, settings));
+  const inPage = await withServer(model, async (_server, page) => {
+    // Cancel stops the worker mid-run; the next generation starts a new one.
+    await page.selectOption('#run-on', 'device');
+    await page.fill('#prompt', 'a long run');
+    await page.fill('#steps', '150');
+    await page.click('#generate');
+    await page.waitForFunction("/^Step \\d+ \\/ 150/.test(document.querySelector('#job-status').textContent)", undefined, { timeout: GENERATION_TIMEOUT_MS });
+    await page.click('#cancel');
+    await page.waitForFunction("document.querySelector('#job-status').textContent === 'Cancelled'");
+    assert.equal(await page.locator('.gallery-item').count(), 0);
+    return generateInPage(page, settings);
+  });
   assert.match(inPage.status, /^Done on this device in [\d.]+ s \(seed 11\)$/);
   assert.match(inPage.preview, /^blob:/, 'the worker\'s step previews are shown');
   const inNode = await generateInNode(model, settings);

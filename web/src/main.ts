@@ -35,6 +35,9 @@ let current: { id: string; stop: () => void } | undefined;
 let model: ModelInfo | undefined;
 let device: DeviceGenerator | undefined;
 let deviceJobs = 0;
+/** `current.id` while a generation runs on this device. */
+const DEVICE_JOB = 'device';
+let cancelling = false;
 
 /** Shows an API error (with its code), a network error or a message of the page itself. */
 function showError(error: unknown): void {
@@ -64,6 +67,7 @@ function reuseSettings(job: JobStatus): void {
 function finish(message: string): void {
   current?.stop();
   current = undefined;
+  cancelling = false;
   jobStatusLine.textContent = message;
   updateButtons();
 }
@@ -123,7 +127,7 @@ function showPreview(image: RgbImage): void {
 
 /** One generation in this page: the model is downloaded (or read from the cache) on first use. */
 async function generateOnDevice(values: SettingValues): Promise<void> {
-  current = { id: '', stop: () => {} };
+  current = { id: DEVICE_JOB, stop: () => {} };
   updateButtons();
   try {
     device ??= new DeviceGenerator(new URL('device-worker.js', location.href));
@@ -157,8 +161,11 @@ async function generateOnDevice(values: SettingValues): Promise<void> {
     gallery.add(job, true, async (url) => url);
     finish(`Done on this device in ${(result.generateMs / 1000).toFixed(1)} s (seed ${result.seed})`);
   } catch (error) {
-    showError(error);
-    finish('Failed');
+    if (current?.id === DEVICE_JOB && cancelling) finish('Cancelled');
+    else {
+      showError(error);
+      finish('Failed');
+    }
   }
 }
 
@@ -191,8 +198,15 @@ async function generate(): Promise<void> {
 }
 
 async function cancel(): Promise<void> {
-  // A generation on this device cannot be stopped between steps; its button stays disabled.
   if (current === undefined || current.id === '') return;
+  if (current.id === DEVICE_JOB) {
+    // A run inside the worker cannot be interrupted, so the worker goes; the next generation
+    // starts a new one, which reads the model back from the browser's cache.
+    cancelling = true;
+    device?.terminate();
+    device = undefined;
+    return;
+  }
   cancelButton.disabled = true;
   try {
     await cancelJob(current.id);

@@ -72,8 +72,10 @@ export class DeviceGenerator {
     });
   }
 
-  terminate(): void {
+  /** Stops the worker at once (a running generation included); its pending promises reject with `reason`. */
+  terminate(reason = 'cancelled'): void {
     this.worker.terminate();
+    for (const listener of this.listeners) listener({ type: 'error', message: reason });
   }
 }
 
