@@ -116,6 +116,8 @@ export interface InitialParameterSource {
   trainingOnly?: readonly string[];
   /** Reads a model folder the stage exported, as float32 training parameters. */
   importModel: (directory: string) => Promise<Record<string, HostTensor>>;
+  /** Keys kept at their `expected` value whatever the source holds (the config's `initFromExcept`). */
+  fresh?: readonly string[];
 }
 
 /**
@@ -155,7 +157,14 @@ export async function readInitialParameters(
   }
   const problems: string[] = [];
   const keptInitial: string[] = [];
+  const fresh = new Set(source.fresh ?? []);
+  for (const key of fresh) if (!(key in expected)) problems.push(`initFromExcept names ${key}, which this model does not have`);
   for (const [key, tensor] of Object.entries(expected)) {
+    if (fresh.has(key)) {
+      parameters[key] = tensor;
+      keptInitial.push(key);
+      continue;
+    }
     const found = parameters[key];
     if (!found) {
       if (!mayLack.includes(key)) problems.push(`missing ${key}`);

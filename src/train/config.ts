@@ -94,6 +94,12 @@ export const baseConfigSchema = z.strictObject({
    * optimizer state, the step count and the schedule start fresh.
    */
   initFrom: z.string().min(1).optional(),
+  /**
+   * Keys that start fresh at step 0 although `initFrom` holds them, their shapes in the source not
+   * checked: a warm start across a changed interface, e.g. a U-Net's conv_in and conv_out when the
+   * VAE's latent channels change while every inner layer carries over.
+   */
+  initFromExcept: z.array(z.string().min(1)).min(1).optional(),
 }).superRefine((config, issues) => {
   // A schedule that ends before the run would train its last steps at the final learning rate
   // (0 by default) without a word.
@@ -104,6 +110,9 @@ export const baseConfigSchema = z.strictObject({
       path: ['schedule', 'totalSteps'],
       message: `totalSteps ${totalSteps} is less than steps ${config.steps}: the last ${config.steps - totalSteps} steps would train at the final learning rate ${finalLearningRate ?? 0}; set it to at least steps`,
     });
+  }
+  if (config.initFromExcept !== undefined && config.initFrom === undefined) {
+    issues.addIssue({ code: 'custom', path: ['initFromExcept'], message: 'initFromExcept only applies with initFrom' });
   }
 });
 

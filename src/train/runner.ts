@@ -134,6 +134,7 @@ async function runLocked<C extends BaseConfig>(stage: StageDefinition<C>, option
       ...(instance.addedByFineTune ? { addedByFineTune: instance.addedByFineTune } : {}),
       ...(instance.trainingOnly ? { trainingOnly: instance.trainingOnly } : {}),
       importModel: (directory) => stage.importModel(config, directory),
+      ...(config.initFromExcept ? { fresh: config.initFromExcept } : {}),
     });
     initial = fromSource.parameters;
     const added = fromSource.keptInitial.length > 0 ? ` (new here, initialised fresh: ${fromSource.keptInitial.join(', ')})` : '';
