@@ -15,7 +15,7 @@ import sharp from 'sharp';
 import { KosmosGPipeline } from '../../src/pipeline/kosmos_g_pipeline.js';
 import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
-import { launchChromium } from './chromium.js';
+import { launchChromium, screenshot } from './chromium.js';
 
 const MINI = fileURLToPath(new URL('../../../models/kosmos-g-mini', import.meta.url));
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
@@ -111,6 +111,7 @@ test('kosmos-g-mini in the page on wasm: an interleaved prompt with two images g
   const settings = { prompt: '<i> and <i> on a beach', images: [join(EXAMPLES, 'openmoji-cat.png'), join(EXAMPLES, 'openmoji-umbrella.png')], steps: 4, seed: 7 };
   const { inPage, cachedFiles, isolated } = await withServer(MINI, async (_server, page) => {
     const inPage = await generateInPage(page, settings);
+    await screenshot(page, 'page-device.png');
     const cachedFiles = (await page.evaluate("(async () => (await (await caches.open('kosmos-g-files-v1')).keys()).length)()")) as number;
     return { inPage, cachedFiles, isolated: (await page.evaluate('crossOriginIsolated')) as boolean };
   });

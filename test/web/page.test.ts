@@ -5,18 +5,16 @@
 // screenshots of docs/screenshots/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import sharp from 'sharp';
 import { readPngText } from '../../src/pipeline/image_output.js';
 import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
-import { launchChromium } from './chromium.js';
+import { launchChromium, screenshot } from './chromium.js';
 
-const SCREENSHOTS = process.env.KOSMOS_G_SCREENSHOTS === '1' ? fileURLToPath(new URL('../../../docs/screenshots/', import.meta.url)) : null;
 /** Generous: the tiny model is quick, but the machine may be busy with other tests. */
 const GENERATION_TIMEOUT_MS = 180_000;
 
@@ -77,12 +75,6 @@ async function dropImage(page: Page, path: string): Promise<void> {
 /** Pastes an image on the page, as Ctrl+V of a copied image does. */
 async function pasteImage(page: Page, path: string): Promise<void> {
   await page.evaluate(`document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: ${await transferOf(path, 'pasted.png')}, bubbles: true, cancelable: true }))`);
-}
-
-async function screenshot(page: Page, name: string): Promise<void> {
-  if (SCREENSHOTS === null) return;
-  await mkdir(SCREENSHOTS, { recursive: true });
-  await page.screenshot({ path: join(SCREENSHOTS, name), fullPage: true });
 }
 
 test('two images and a prompt with two <i> generate an image whose PNG carries the prompt and seed', async () => {
