@@ -62,8 +62,9 @@ export function registerTrainCommand(program: Command): void {
     .description("write a run's newest checkpoint (its EMA weights when the run keeps an EMA) as a model folder (e.g. diffusers layout, fp16)")
     .requiredOption('--run <dir>', 'run folder')
     .requiredOption('--to <dir>', 'model folder to write')
-    .action(async (flags: { run: string; to: string }) => {
-      const { stage, step } = await exportRun(flags.run, flags.to);
+    .option('--format <name>', 'layout, for stages that write several (lora: peft, kohya)')
+    .action(async (flags: { run: string; to: string; format?: string }) => {
+      const { stage, step } = await exportRun(flags.run, flags.to, flags.format);
       console.log(`exported ${stage} at step ${step} to ${flags.to}`);
     });
 }

@@ -28,6 +28,8 @@ export const captionedScenesSchema = z.strictObject({
    * Subject ids (`style:concept`) never drawn: a judge leaves out the subjects it will judge, so that its figures on them are held-out figures.
    */
   excludeSubjects: z.array(z.string().regex(/^[^:]+:[^:]+$/, 'a subject id is style:concept')).optional(),
+  /** Draw only subjects and scene-emoji backgrounds of these styles (the scenes of a style LoRA). */
+  styles: z.array(z.string().min(1)).min(1).optional(),
 });
 
 export type CaptionedScenesConfig = z.output<typeof captionedScenesSchema>;
@@ -74,9 +76,12 @@ export class CaptionedSceneStream {
     const excluded = new Set(options.excludeSubjects ?? []);
     const unknown = [...excluded].filter((id) => !world.catalog.subjectById.has(id));
     if (unknown.length) throw new Error(`excludeSubjects names subjects this world does not have: ${unknown.join(', ')}`);
-    this.subjects = [...new Set(pools.flatMap((pool) => pool.subjects))].filter((id) => !excluded.has(id)).sort();
-    this.backgroundStyles = [...new Set(pools.flatMap((pool) => pool.backgroundStyles))].sort();
-    if (this.subjects.length === 0) throw new Error(`the ${splits.join(' + ')} split has no subjects in this catalog`);
+    const unknownStyles = (options.styles ?? []).filter((style) => !world.catalog.styleById.has(style));
+    if (unknownStyles.length) throw new Error(`styles names styles this world does not have: ${unknownStyles.join(', ')}`);
+    const inStyle = (style: string) => options.styles?.includes(style) ?? true;
+    this.subjects = [...new Set(pools.flatMap((pool) => pool.subjects))].filter((id) => !excluded.has(id) && inStyle(world.catalog.subjectById.get(id)!.style)).sort();
+    this.backgroundStyles = [...new Set(pools.flatMap((pool) => pool.backgroundStyles))].filter(inStyle).sort();
+    if (this.subjects.length === 0) throw new Error(`the ${splits.join(' + ')} split has no subjects${options.styles ? ` of style ${options.styles.join(', ')}` : ''} in this catalog`);
   }
 
   /** Concepts the stream draws, sorted. */

@@ -264,15 +264,18 @@ async function runLocked<C extends BaseConfig>(stage: StageDefinition<C>, option
 }
 
 /** `train export`: writes the newest checkpoint of `run` (its EMA weights, if it keeps them) as a model folder. */
-export async function exportRun(run: string, to: string): Promise<{ stage: string; step: number }> {
+export async function exportRun(run: string, to: string, format?: string): Promise<{ stage: string; step: number }> {
   const configPath = join(run, RUN_CONFIG);
   const json = parseJson(await readFile(configPath, 'utf8'), configPath) as { stage?: unknown };
   const stage = findStage(String(json.stage));
+  if (format !== undefined && !stage.exportFormats?.includes(format)) {
+    throw new Error(stage.exportFormats ? `the ${stage.name} stage exports ${stage.exportFormats.join(' or ')}, not ${JSON.stringify(format)}` : `the ${stage.name} stage exports one layout; --format is not for it`);
+  }
   const config = parseConfig(stage.schema, json, configPath);
   const checkpoint = await latestCheckpoint(join(run, 'checkpoints'));
   if (!checkpoint) throw new Error(`${run} has no checkpoint yet`);
   const state = await readCheckpointState(checkpoint);
-  await stage.exportModel(config, averagedParameters(state), to);
+  await stage.exportModel(config, averagedParameters(state), to, format ?? stage.exportFormats?.[0]);
   return { stage: stage.name, step: state.step };
 }
 

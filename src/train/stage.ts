@@ -47,8 +47,13 @@ export interface StageDefinition<C extends BaseConfig = BaseConfig> {
   description: string;
   schema: z.ZodType<C>;
   build(config: C, environment: StageEnvironment): Promise<StageInstance>;
-  /** Writes trained parameters as a loadable model folder (e.g. diffusers layout, fp16). */
-  exportModel(config: C, parameters: Readonly<Record<string, HostTensor>>, directory: string): Promise<void>;
+  /**
+   * The layouts `exportModel` can write, the default first (`train export --format`); absent: one
+   * layout, and a format asked for is refused.
+   */
+  exportFormats?: readonly string[];
+  /** Writes trained parameters as a loadable model folder (e.g. diffusers layout, fp16), in `format` when the stage has several. */
+  exportModel(config: C, parameters: Readonly<Record<string, HostTensor>>, directory: string, format?: string): Promise<void>;
   /** Reads a folder `exportModel` wrote back as float32 parameters (for `initFrom`), less `trainingOnly`. */
   importModel(config: C, directory: string): Promise<Record<string, HostTensor>>;
 }

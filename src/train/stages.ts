@@ -6,6 +6,7 @@ import { judgeDinoStage } from './judge-dino.js';
 import { kosmosAlignStage } from './kosmos-align.js';
 import { kosmosInstructStage } from './kosmos-instruct.js';
 import { kosmosLmStage } from './kosmos-lm.js';
+import { loraStage } from './lora.js';
 import { unetStage } from './unet.js';
 import { vaeStage } from './vae.js';
 
@@ -17,6 +18,7 @@ export const TRAINING_STAGES: readonly StageDefinition<BaseConfig>[] = [
   kosmosAlignStage as unknown as StageDefinition<BaseConfig>,
   kosmosInstructStage as unknown as StageDefinition<BaseConfig>,
   judgeDinoStage as unknown as StageDefinition<BaseConfig>,
+  loraStage as unknown as StageDefinition<BaseConfig>,
 ];
 
 export function findStage(name: string): StageDefinition<BaseConfig> {
