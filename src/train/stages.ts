@@ -2,6 +2,7 @@
 import type { BaseConfig } from './config.js';
 import type { StageDefinition } from './stage.js';
 import { clipStage } from './clip.js';
+import { controlnetStage } from './controlnet.js';
 import { judgeDinoStage } from './judge-dino.js';
 import { kosmosAlignStage } from './kosmos-align.js';
 import { kosmosInstructStage } from './kosmos-instruct.js';
@@ -19,6 +20,7 @@ export const TRAINING_STAGES: readonly StageDefinition<BaseConfig>[] = [
   kosmosInstructStage as unknown as StageDefinition<BaseConfig>,
   judgeDinoStage as unknown as StageDefinition<BaseConfig>,
   loraStage as unknown as StageDefinition<BaseConfig>,
+  controlnetStage as unknown as StageDefinition<BaseConfig>,
 ];
 
 export function findStage(name: string): StageDefinition<BaseConfig> {
