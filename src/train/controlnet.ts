@@ -17,7 +17,6 @@ import { readConfigJson } from '../io/config-json.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { readAutoencoderKLConfig } from '../models/autoencoder_kl.js';
 import { type ControlNetConfig, ControlNetModel, parseControlNetConfig } from '../models/controlnet.js';
-import { gaussianNoise } from '../models/gaussian_noise.js';
 import { parseUNetConfig, perBlockValues, type UNet2DConditionConfig, UNet2DConditionModel, type UNetForwardOptions } from '../models/unet_2d_condition.js';
 import { checkpointInitialized } from '../nn/layers.js';
 import { contextFromValues, Module, type TraceContext } from '../nn/module.js';
@@ -35,7 +34,7 @@ import { imageGridPng } from './images.js';
 import { openDecoder } from './kosmos-align.js';
 import { LatentSampler } from './latent-sampler.js';
 import type { StageDefinition } from './stage.js';
-import { minSnrWeights, unetNoWeightDecay } from './unet.js';
+import { type NoisedBatchSource, noisedBatch, noisedBatchSpec, unetNoWeightDecay } from './unet.js';
 import { EVAL_SCENE_SEED, openWorld, worldDataSchema } from './world-data.js';
 
 export const controlnetConfigSchema = baseConfigSchema.extend({
@@ -228,44 +227,18 @@ export const controlnetStage: StageDefinition<ControlnetConfig> = {
     const parameters = root.stateDict();
     const trainable = Object.keys(parameters).filter((key) => key.startsWith('controlnet.'));
     environment.report(`ControlNet (${config.control}): ${(root.controlnet.parameterCount() / 1e6).toFixed(2)} M parameters trained, U-Net ${(unet.parameterCount() / 1e6).toFixed(2)} M frozen`);
-    const noiseSchedule = new DDPMScheduler(scheduler);
-    const trainTimesteps = noiseSchedule.config.num_train_timesteps;
-    const latentShape = [config.batchSize, ...encoders.latentShape];
-    const text = encoders.textEncoder.config;
+    const noised: NoisedBatchSource = { seed: config.seed, captionDropout: config.captionDropout, snrGamma: config.snrGamma, encoders, noiseSchedule: new DDPMScheduler(scheduler) };
     let previewParts: { without: RgbaImage[]; sampler: LatentSampler; maps: RgbaImage[] } | null = null;
     return {
       parameters,
       trainable,
       noWeightDecay: unetNoWeightDecay,
-      batchSpec: {
-        noisy_latents: { dtype: 'float32', shape: latentShape },
-        timesteps: { dtype: 'float32', shape: [config.batchSize] },
-        encoder_hidden_states: { dtype: 'float32', shape: [config.batchSize, text.max_position_embeddings, text.hidden_size] },
-        controlnet_cond: { dtype: 'float32', shape: [config.batchSize, 3, side, side] },
-        noise: { dtype: 'float32', shape: latentShape },
-        ...(config.snrGamma === null ? {} : { loss_weights: { dtype: 'float32' as const, shape: [config.batchSize] } }),
-      },
+      // The unet stage's batch (the same draws from (seed, step)) plus each scene's control map.
+      batchSpec: { ...noisedBatchSpec(noised, config.batchSize), controlnet_cond: { dtype: 'float32', shape: [config.batchSize, 3, side, side] } },
       loss: (context) => controlledNoiseLoss(root, context),
       async batch(step) {
         const scenes = stream.batch(step, config.batchSize);
-        // Caption dropout, timesteps, posterior and diffusion noise from (seed, step), as the unet stage draws them.
-        const rng = new Random(deriveSeed(config.seed ^ 0x0d1f, step));
-        const captions = scenes.map((scene) => (rng.chance(config.captionDropout) ? '' : scene.caption));
-        const timesteps = scenes.map(() => rng.int(trainTimesteps));
-        const latents = await encoders.latents(
-          scenes.map((scene) => scene.image),
-          gaussianNoise(deriveSeed(config.seed ^ 0x7e5a, step), latentShape),
-        );
-        const noise = gaussianNoise(deriveSeed(config.seed ^ 0x2d1f, step), latentShape);
-        const noisy = noiseSchedule.addNoise(latents.data as Float32Array, noise.data as Float32Array, timesteps);
-        return {
-          noisy_latents: { dtype: 'float32', shape: latentShape, data: noisy },
-          timesteps: { dtype: 'float32', shape: [config.batchSize], data: Float32Array.from(timesteps) },
-          encoder_hidden_states: await encoders.encodeText(captions),
-          controlnet_cond: controlTensor(scenes.map((scene) => sceneControlMap(config, world, scene)), side, side),
-          noise,
-          ...(config.snrGamma === null ? {} : { loss_weights: { dtype: 'float32' as const, shape: [config.batchSize], data: minSnrWeights(noiseSchedule.alphasCumprod, timesteps, config.snrGamma) } }),
-        };
+        return { ...(await noisedBatch(noised, scenes, step)), controlnet_cond: controlTensor(scenes.map((scene) => sceneControlMap(config, world, scene)), side, side) };
       },
       async sampleGrid(current) {
         const captions = previewScenes.map((scene) => scene.caption);

@@ -25,7 +25,6 @@ import { readConfigJson } from '../io/config-json.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import { readAutoencoderKLConfig } from '../models/autoencoder_kl.js';
-import { gaussianNoise } from '../models/gaussian_noise.js';
 import { LoraAdapter, namedLayers } from '../models/lora.js';
 import { parseUNetConfig, UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import { checkpointInitialized } from '../nn/layers.js';
@@ -42,7 +41,7 @@ import { baseConfigSchema } from './config.js';
 import { imageGridPng } from './images.js';
 import { LatentSampler } from './latent-sampler.js';
 import type { StageDefinition } from './stage.js';
-import { FrozenEncoders, minSnrWeights } from './unet.js';
+import { FrozenEncoders, type NoisedBatchSource, noisedBatch, noisedBatchSpec } from './unet.js';
 import { EVAL_SCENE_SEED, openWorld, worldDataSchema } from './world-data.js';
 
 /** The attention projections of every transformer block (attn1 and attn2), as diffusers' LoRA scripts target. */
@@ -225,10 +224,7 @@ export const loraStage: StageDefinition<LoraConfig> = {
       `LoRA: ${adapter.targets.length} layers of ${config.base}'s U-Net, ${adapter.parameterCount()} parameters (rank ${config.lora.rank}, alpha ${loraAlpha(config)}); ` +
         `${(unet.parameterCount() / 1e6).toFixed(2)} M frozen; ${stream.subjects.length} subjects`,
     );
-    const noiseSchedule = new DDPMScheduler(schedulerConfig);
-    const trainTimesteps = noiseSchedule.config.num_train_timesteps;
-    const latentShape = [config.batchSize, ...encoders.latentShape];
-    const hiddenShape = [config.batchSize, encoders.textEncoder.config.max_position_embeddings, encoders.textEncoder.config.hidden_size];
+    const noised: NoisedBatchSource = { seed: config.seed, captionDropout: config.captionDropout, snrGamma: config.snrGamma, encoders, noiseSchedule: new DDPMScheduler(schedulerConfig) };
     // Sample grids: one sampler for both rows; the LoRA row feeds U-Net weights with B·A fused in,
     // held by a second U-Net and adapter so the traced training modules keep the base's values.
     let sampler: LatentSampler | null = null;
@@ -238,34 +234,9 @@ export const loraStage: StageDefinition<LoraConfig> = {
       parameters: { ...unetParameters, ...loraParameters },
       trainable: Object.keys(loraParameters),
       trainingOnly: Object.keys(unetParameters),
-      batchSpec: {
-        noisy_latents: { dtype: 'float32', shape: latentShape },
-        timesteps: { dtype: 'float32', shape: [config.batchSize] },
-        encoder_hidden_states: { dtype: 'float32', shape: hiddenShape },
-        noise: { dtype: 'float32', shape: latentShape },
-        ...(config.snrGamma === null ? {} : { loss_weights: { dtype: 'float32' as const, shape: [config.batchSize] } }),
-      },
+      batchSpec: noisedBatchSpec(noised, config.batchSize),
       loss: (context) => loraNoiseLoss(unet, adapter, context),
-      async batch(step) {
-        const scenes = stream.batch(step, config.batchSize);
-        // Caption dropout, timesteps, posterior and diffusion noise: all from (seed, step).
-        const rng = new Random(deriveSeed(config.seed ^ 0x0d1f, step));
-        const captions = scenes.map((scene) => (rng.chance(config.captionDropout) ? '' : scene.caption));
-        const timesteps = scenes.map(() => rng.int(trainTimesteps));
-        const latents = await encoders.latents(
-          scenes.map((scene) => scene.image),
-          gaussianNoise(deriveSeed(config.seed ^ 0x7e5a, step), latentShape),
-        );
-        const noise = gaussianNoise(deriveSeed(config.seed ^ 0x2d1f, step), latentShape);
-        const noisy = noiseSchedule.addNoise(latents.data as Float32Array, noise.data as Float32Array, timesteps);
-        return {
-          noisy_latents: { dtype: 'float32', shape: latentShape, data: noisy },
-          timesteps: { dtype: 'float32', shape: [config.batchSize], data: Float32Array.from(timesteps) },
-          encoder_hidden_states: await encoders.encodeText(captions),
-          noise,
-          ...(config.snrGamma === null ? {} : { loss_weights: { dtype: 'float32' as const, shape: [config.batchSize], data: minSnrWeights(noiseSchedule.alphasCumprod, timesteps, config.snrGamma) } }),
-        };
-      },
+      batch: (step) => noisedBatch(noised, stream.batch(step, config.batchSize), step),
       async sampleGrid(parameters) {
         sampler ??= await LatentSampler.create(unet, encoders, schedulerConfig, previewScenes.length, session);
         const captions = previewScenes.map((scene) => scene.caption);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import type { Value } from '../graph/graph.js';
 import type { SessionOptions } from '../graph/session.js';
-import type { LossContext } from '../graph/train-step.js';
+import type { LossContext, TensorSpec } from '../graph/train-step.js';
 import { mseLoss } from '../graph/ops/nn.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { AutoencoderKL, readAutoencoderKLConfig } from '../models/autoencoder_kl.js';
@@ -172,6 +172,54 @@ export function minSnrWeights(alphasCumprod: readonly number[], timesteps: reado
   });
 }
 
+/** What an ε-prediction stage draws a batch with (unet, lora, controlnet). */
+export interface NoisedBatchSource {
+  seed: number;
+  captionDropout: number;
+  snrGamma: number | null;
+  encoders: Pick<FrozenEncoders, 'latents' | 'encodeText' | 'latentShape' | 'textEncoder'>;
+  noiseSchedule: DDPMScheduler;
+}
+
+/** The batch layout of `noisedBatch` for `batchSize` scenes. */
+export function noisedBatchSpec(source: NoisedBatchSource, batchSize: number): Record<string, TensorSpec> {
+  const latentShape = [batchSize, ...source.encoders.latentShape];
+  const text = source.encoders.textEncoder.config;
+  return {
+    noisy_latents: { dtype: 'float32', shape: latentShape },
+    timesteps: { dtype: 'float32', shape: [batchSize] },
+    encoder_hidden_states: { dtype: 'float32', shape: [batchSize, text.max_position_embeddings, text.hidden_size] },
+    noise: { dtype: 'float32', shape: latentShape },
+    ...(source.snrGamma === null ? {} : { loss_weights: { dtype: 'float32' as const, shape: [batchSize] } }),
+  };
+}
+
+/**
+ * The ε-prediction batch of `scenes` at `step`: caption dropout, timesteps, posterior and diffusion
+ * noise all drawn from (seed, step), so a resumed run draws the same; the frozen encoders make the
+ * latents and text states; min-SNR-γ weights when the stage asks for them.
+ */
+export async function noisedBatch(source: NoisedBatchSource, scenes: readonly { image: Parameters<typeof imagesToTensor>[0][number]; caption: string }[], step: number): Promise<Record<string, HostTensor>> {
+  const { seed, encoders, noiseSchedule } = source;
+  const latentShape = [scenes.length, ...encoders.latentShape];
+  const rng = new Random(deriveSeed(seed ^ 0x0d1f, step));
+  const captions = scenes.map((scene) => (rng.chance(source.captionDropout) ? '' : scene.caption));
+  const timesteps = scenes.map(() => rng.int(noiseSchedule.config.num_train_timesteps));
+  const latents = await encoders.latents(
+    scenes.map((scene) => scene.image),
+    gaussianNoise(deriveSeed(seed ^ 0x7e5a, step), latentShape),
+  );
+  const noise = gaussianNoise(deriveSeed(seed ^ 0x2d1f, step), latentShape);
+  const noisy = noiseSchedule.addNoise(latents.data as Float32Array, noise.data as Float32Array, timesteps);
+  return {
+    noisy_latents: { dtype: 'float32', shape: latentShape, data: noisy },
+    timesteps: { dtype: 'float32', shape: [scenes.length], data: Float32Array.from(timesteps) },
+    encoder_hidden_states: await encoders.encodeText(captions),
+    noise,
+    ...(source.snrGamma === null ? {} : { loss_weights: { dtype: 'float32' as const, shape: [scenes.length], data: minSnrWeights(noiseSchedule.alphasCumprod, timesteps, source.snrGamma) } }),
+  };
+}
+
 /** Biases and norm scales/shifts are not decayed (the usual AdamW practice). */
 export const unetNoWeightDecay = (key: string): boolean => key.endsWith('.bias') || /norm/.test(key);
 
@@ -190,42 +238,14 @@ export const unetStage: StageDefinition<UnetConfig> = {
     const previewScenes = Array.from({ length: config.preview.count }, (_, i) => preview.sample(i));
     const model = initialModel(config);
     environment.report(`U-Net-mini: ${(model.parameterCount() / 1e6).toFixed(2)} M parameters, ${stream.concepts().length} concepts`);
-    const noiseSchedule = new DDPMScheduler(config.scheduler);
-    const trainTimesteps = noiseSchedule.config.num_train_timesteps;
-    const latentShape = [config.batchSize, ...encoders.latentShape];
-    const hiddenShape = [config.batchSize, encoders.textEncoder.config.max_position_embeddings, encoders.textEncoder.config.hidden_size];
+    const noised: NoisedBatchSource = { seed: config.seed, captionDropout: config.captionDropout, snrGamma: config.snrGamma, encoders, noiseSchedule: new DDPMScheduler(config.scheduler) };
     let sampler: LatentSampler | null = null;
     return {
       parameters: model.stateDict(),
       noWeightDecay: unetNoWeightDecay,
-      batchSpec: {
-        noisy_latents: { dtype: 'float32', shape: latentShape },
-        timesteps: { dtype: 'float32', shape: [config.batchSize] },
-        encoder_hidden_states: { dtype: 'float32', shape: hiddenShape },
-        noise: { dtype: 'float32', shape: latentShape },
-        ...(config.snrGamma === null ? {} : { loss_weights: { dtype: 'float32' as const, shape: [config.batchSize] } }),
-      },
+      batchSpec: noisedBatchSpec(noised, config.batchSize),
       loss: (context) => unetNoiseLoss(model, context),
-      async batch(step) {
-        const scenes = stream.batch(step, config.batchSize);
-        // Caption dropout, timesteps, posterior and diffusion noise: all from (seed, step).
-        const rng = new Random(deriveSeed(config.seed ^ 0x0d1f, step));
-        const captions = scenes.map((scene) => (rng.chance(config.captionDropout) ? '' : scene.caption));
-        const timesteps = scenes.map(() => rng.int(trainTimesteps));
-        const latents = await encoders.latents(
-          scenes.map((scene) => scene.image),
-          gaussianNoise(deriveSeed(config.seed ^ 0x7e5a, step), latentShape),
-        );
-        const noise = gaussianNoise(deriveSeed(config.seed ^ 0x2d1f, step), latentShape);
-        const noisy = noiseSchedule.addNoise(latents.data as Float32Array, noise.data as Float32Array, timesteps);
-        return {
-          noisy_latents: { dtype: 'float32', shape: latentShape, data: noisy },
-          timesteps: { dtype: 'float32', shape: [config.batchSize], data: Float32Array.from(timesteps) },
-          encoder_hidden_states: await encoders.encodeText(captions),
-          noise,
-          ...(config.snrGamma === null ? {} : { loss_weights: { dtype: 'float32' as const, shape: [config.batchSize], data: minSnrWeights(noiseSchedule.alphasCumprod, timesteps, config.snrGamma) } }),
-        };
-      },
+      batch: (step) => noisedBatch(noised, stream.batch(step, config.batchSize), step),
       async sampleGrid(parameters) {
         sampler ??= await LatentSampler.create(model, encoders, config.scheduler, previewScenes.length, session);
         const captions = previewScenes.map((scene) => scene.caption);
