@@ -28,14 +28,14 @@ import { attributionMarkdown } from '../world/attribution.js';
 import type { RgbaImage } from '../world/image.js';
 import { renderScene } from '../world/scene.js';
 import type { World } from '../world/world.js';
-import { type CaptionedScene, CaptionedSceneStream, captionedScenesSchema } from './captioned-scenes.js';
+import { type CaptionedScene, CaptionedSceneStream } from './captioned-scenes.js';
 import { baseConfigSchema } from './config.js';
 import { imageGridPng } from './images.js';
 import { openDecoder } from './kosmos-align.js';
 import { LatentSampler } from './latent-sampler.js';
 import type { StageDefinition } from './stage.js';
-import { type NoisedBatchSource, noisedBatch, noisedBatchSpec, unetNoWeightDecay } from './unet.js';
-import { EVAL_SCENE_SEED, openWorld, worldDataSchema } from './world-data.js';
+import { type NoisedBatchSource, noisedBatch, noisedBatchSpec, noisedTrainingFields, previewSchema, unetNoWeightDecay } from './unet.js';
+import { EVAL_SCENE_SEED, openWorld } from './world-data.js';
 
 export const controlnetConfigSchema = baseConfigSchema.extend({
   stage: z.literal('controlnet'),
@@ -51,16 +51,10 @@ export const controlnetConfigSchema = baseConfigSchema.extend({
    * whose weights it starts from.
    */
   model: z.record(z.string(), z.unknown()).default({}),
-  /** Share of samples whose caption is replaced by "" (the control map stays). */
-  captionDropout: z.number().min(0).max(1).default(0.1),
-  /** Min-SNR-γ weighting of each sample's ε-MSE (see the unet stage); null: plain MSE. */
-  snrGamma: z.number().positive().nullable().default(null),
-  data: worldDataSchema,
-  scenes: captionedScenesSchema.default({ singleSubjectFraction: 0.3, shortCaptionFraction: 0.5 }),
+  /** Caption dropout replaces the caption only; the control map stays. */
+  ...noisedTrainingFields,
   /** Sample grids: evaluation-seed scenes' control maps, then generations without and with the ControlNet. */
-  preview: z
-    .strictObject({ count: z.number().int().positive(), steps: z.number().int().positive(), guidanceScale: z.number().min(1) })
-    .default({ count: 6, steps: 20, guidanceScale: 4 }),
+  preview: previewSchema({ count: 6, steps: 20, guidanceScale: 4 }),
 });
 
 export type ControlnetConfig = z.output<typeof controlnetConfigSchema>;

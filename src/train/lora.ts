@@ -36,13 +36,13 @@ import { DDPMScheduler, type SchedulerConfig } from '../schedulers/index.js';
 import { deriveSeed, Random } from '../util/random.js';
 import { attributionMarkdown } from '../world/attribution.js';
 import type { RgbaImage } from '../world/image.js';
-import { CaptionedSceneStream, captionedScenesSchema } from './captioned-scenes.js';
+import { CaptionedSceneStream } from './captioned-scenes.js';
 import { baseConfigSchema } from './config.js';
 import { imageGridPng } from './images.js';
 import { LatentSampler } from './latent-sampler.js';
 import type { StageDefinition } from './stage.js';
-import { FrozenEncoders, type NoisedBatchSource, noisedBatch, noisedBatchSpec } from './unet.js';
-import { EVAL_SCENE_SEED, openWorld, worldDataSchema } from './world-data.js';
+import { FrozenEncoders, type NoisedBatchSource, noisedBatch, noisedBatchSpec, noisedTrainingFields, previewSchema } from './unet.js';
+import { EVAL_SCENE_SEED, openWorld } from './world-data.js';
 
 /** The attention projections of every transformer block (attn1 and attn2), as diffusers' LoRA scripts target. */
 const DEFAULT_TARGET_MODULES = ['to_q', 'to_k', 'to_v', 'to_out.0'] as const;
@@ -64,17 +64,10 @@ export const loraConfigSchema = baseConfigSchema.extend({
     /** PEFT target_modules: a Linear or Conv2d is adapted when its path is, or ends in "." + , one of these. */
     targetModules: z.array(z.string().min(1)).min(1).default([...DEFAULT_TARGET_MODULES]),
   }),
-  /** Share of samples whose caption is replaced by "" (classifier-free guidance). */
-  captionDropout: z.number().min(0).max(1).default(0.1),
-  /** Min-SNR-γ loss weighting as in the unet stage; null: plain MSE. */
-  snrGamma: z.number().positive().nullable().default(null),
-  data: worldDataSchema,
   /** `scenes.styles` restricts the training scenes to some styles: a style LoRA. */
-  scenes: captionedScenesSchema.default({ singleSubjectFraction: 0.3, shortCaptionFraction: 0.5 }),
+  ...noisedTrainingFields,
   /** Sample grids: evaluation-seed scenes, then the base's and the LoRA's generations of their captions. */
-  preview: z
-    .strictObject({ count: z.number().int().positive(), steps: z.number().int().positive(), guidanceScale: z.number().min(1) })
-    .default({ count: 4, steps: 25, guidanceScale: 4 }),
+  preview: previewSchema({ count: 4, steps: 25, guidanceScale: 4 }),
 });
 
 export type LoraConfig = z.output<typeof loraConfigSchema>;

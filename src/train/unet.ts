@@ -33,16 +33,8 @@ import { LatentSampler } from './latent-sampler.js';
 import type { StageDefinition } from './stage.js';
 import { EVAL_SCENE_SEED, openWorld, worldDataSchema } from './world-data.js';
 
-export const unetConfigSchema = baseConfigSchema.extend({
-  stage: z.literal('unet'),
-  /** diffusers UNet2DConditionModel config.json keys; sample_size is the latent side. */
-  model: modelConfigSchema(parseUNetConfig, 'model'),
-  /** Frozen components, folders relative to the working directory. */
-  vae: z.string().min(1),
-  textEncoder: z.string().min(1),
-  tokenizer: z.string().min(1),
-  /** Noise schedule (diffusers scheduler config); Stable Diffusion 1.5's by default. */
-  scheduler: z.record(z.string(), z.unknown()).default({ ...SD15_SCHEDULER_CONFIG }),
+/** The config fields of every ε-prediction stage (unet, lora, controlnet) besides its models. */
+export const noisedTrainingFields = {
   /** Share of samples whose caption is replaced by "" (classifier-free guidance). */
   captionDropout: z.number().min(0).max(1).default(0.1),
   /**
@@ -53,10 +45,26 @@ export const unetConfigSchema = baseConfigSchema.extend({
   snrGamma: z.number().positive().nullable().default(null),
   data: worldDataSchema,
   scenes: captionedScenesSchema.default({ singleSubjectFraction: 0.3, shortCaptionFraction: 0.5 }),
+};
+
+/** The sample grids' generation settings (DPM-Solver++ with guidance), with a stage's defaults. */
+export function previewSchema(defaults: { count: number; steps: number; guidanceScale: number }) {
+  return z.strictObject({ count: z.number().int().positive(), steps: z.number().int().positive(), guidanceScale: z.number().min(1) }).default(defaults);
+}
+
+export const unetConfigSchema = baseConfigSchema.extend({
+  stage: z.literal('unet'),
+  /** diffusers UNet2DConditionModel config.json keys; sample_size is the latent side. */
+  model: modelConfigSchema(parseUNetConfig, 'model'),
+  /** Frozen components, folders relative to the working directory. */
+  vae: z.string().min(1),
+  textEncoder: z.string().min(1),
+  tokenizer: z.string().min(1),
+  /** Noise schedule (diffusers scheduler config); Stable Diffusion 1.5's by default. */
+  scheduler: z.record(z.string(), z.unknown()).default({ ...SD15_SCHEDULER_CONFIG }),
+  ...noisedTrainingFields,
   /** Sample grids: evaluation-seed captions generated with DPM-Solver++ and guidance. */
-  preview: z
-    .strictObject({ count: z.number().int().positive(), steps: z.number().int().positive(), guidanceScale: z.number().min(1) })
-    .default({ count: 8, steps: 25, guidanceScale: 4 }),
+  preview: previewSchema({ count: 8, steps: 25, guidanceScale: 4 }),
 });
 
 export type UnetConfig = z.output<typeof unetConfigSchema>;

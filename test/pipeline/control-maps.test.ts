@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { cannyEdges, controlTensor, layoutColour, layoutMap } from '../../src/pipeline/control-maps.js';
+import { Random } from '../../src/util/random.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -26,19 +27,10 @@ interface CannyCase {
   high: number;
 }
 
-/** mulberry32: the same images on every run. */
-function seeded(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** A disc, a rectangle whose channels differ, a stripe pattern on one channel, and ±`noise`/2 noise. */
 function shapes(width: number, height: number, channels: 1 | 3, seed: number, noise: number): Uint8Array {
-  const random = seeded(seed);
+  const generator = new Random(seed);
+  const random = () => generator.next();
   const image = new Uint8Array(width * height * channels);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {

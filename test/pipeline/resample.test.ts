@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { cropRgb, resizeBicubicRgb } from '../../src/pipeline/resample.js';
+import { Random } from '../../src/util/random.js';
 
 const run = promisify(execFile);
 
@@ -20,22 +21,13 @@ interface Case {
   rgb: Uint8Array;
 }
 
-/** mulberry32: a small seeded generator, so the images are the same on every run. */
-function seeded(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * Gradients plus noise, with saturated 0/255 stripes so the negative lobes of the cubic
  * overshoot and the clipping path is exercised; `noise` = 1 gives pure noise.
  */
 function image(width: number, height: number, seed: number, noise: number): Uint8Array {
-  const random = seeded(seed);
+  const generator = new Random(seed);
+  const random = () => generator.next();
   const rgb = new Uint8Array(width * height * 3);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {

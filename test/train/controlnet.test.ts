@@ -3,7 +3,6 @@
 // prediction unchanged; it learns; layout batches hold layout maps; a cross-attention width other
 // than the U-Net's is refused; a run killed with SIGKILL and resumed logs the losses of an
 // uninterrupted one, and its export loads through loadControlNet and steers generation.
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -27,11 +26,9 @@ import { type ControlnetConfig, controlNetConfigFor, ControlNetTrainingRoot, con
 import { ForwardSession } from '../../src/train/forward.js';
 import { readStepLog } from '../../src/train/log.js';
 import { exportRun } from '../../src/train/runner.js';
+import { WORLD_TEST_CACHE, trainCli } from './train-cli.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
-const cli = join(root, 'dist/src/cli/main.js');
-// The world tests' sprite cache: small, and rendered once per machine.
-const cache = join(tmpdir(), 'kosmos-g-world-test-cache');
 const quiet = { device: 'cpu' as const, threads: 2, report: () => undefined };
 
 let scratch = '';
@@ -41,7 +38,7 @@ let config: ControlnetConfig;
 
 before(async () => {
   scratch = await mkdtemp(join(tmpdir(), 'kosmos-g-controlnet-'));
-  process.env['KOSMOS_G_CACHE'] = cache;
+  process.env['KOSMOS_G_CACHE'] = WORLD_TEST_CACHE;
   base = join(scratch, 'base');
   await createRandomPipeline(base, { config: 'tiny', seed: 3 });
   // The shipped tiny config names models/world-sd-mini; the random tiny pipeline stands in.
@@ -135,32 +132,8 @@ test('a ControlNet that does not fit the base U-Net is refused in one line', asy
   }
 });
 
-interface Finished {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stderr: string;
-}
-
-/** `train controlnet` on the test config; `killWhen` is polled and the child gets SIGKILL once it holds. */
-function train(out: string, extra: string[], killWhen?: () => boolean): Promise<Finished> {
-  const child = spawn(process.execPath, [cli, 'train', 'controlnet', '--config', configPath, '--out', out, '--threads', '1', '--progress', 'none', ...extra], {
-    env: { ...process.env, KOSMOS_G_CACHE: cache },
-  });
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const poll = killWhen
-    ? setInterval(() => {
-        if (killWhen()) child.kill('SIGKILL');
-      }, 2)
-    : undefined;
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearInterval(poll);
-      resolve({ code, signal, stderr });
-    });
-  });
-}
+/** `train controlnet` on the test config (train-cli.ts). */
+const train = (out: string, extra: string[], killWhen?: () => boolean) => trainCli('controlnet', configPath, out, extra, killWhen);
 
 test('a run killed with SIGKILL and resumed logs the same losses; its export loads and steers generate --controlnet', { timeout: 180000 }, async () => {
   const [whole, interrupted] = [join(scratch, 'whole'), join(scratch, 'interrupted')];

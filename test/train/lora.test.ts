@@ -2,7 +2,6 @@
 // loss and moves only the LoRA pairs, both export layouts load through the generation loader and
 // reproduce the trained LoRA's U-Net output, bad target modules are refused in one line, the style
 // filter keeps one style, and a run killed with SIGKILL and resumed logs the uninterrupted losses.
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,10 +28,9 @@ import { readStepLog } from '../../src/train/log.js';
 import { createAdapter, exportLora, KOHYA_FILE, loraStage, PEFT_FILE, type LoraConfig } from '../../src/train/lora.js';
 import { exportRun } from '../../src/train/runner.js';
 import { openWorld } from '../../src/train/world-data.js';
+import { WORLD_TEST_CACHE, trainCli } from './train-cli.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
-const cli = join(root, 'dist/src/cli/main.js');
-const cache = join(tmpdir(), 'kosmos-g-world-test-cache');
 const quiet = { device: 'cpu' as const, threads: 1, report: () => undefined };
 
 let scratch = '';
@@ -42,7 +40,7 @@ let configJson: Record<string, unknown> = {};
 
 before(async () => {
   scratch = await mkdtemp(join(tmpdir(), 'kosmos-g-lora-'));
-  process.env['KOSMOS_G_CACHE'] = cache;
+  process.env['KOSMOS_G_CACHE'] = WORLD_TEST_CACHE;
   base = join(scratch, 'base');
   await createRandomPipeline(base, { config: 'tiny', seed: 5 });
   // The shipped config names the folder `init-random` writes; here the test's own stands in.
@@ -175,20 +173,8 @@ test('scenes.styles keeps the subjects and scene backgrounds of those styles onl
   assert.throws(() => new CaptionedSceneStream(world, 1, config.data.splits, 0, { ...config.scenes, styles: ['crayon'] }), /styles names styles this world does not have: crayon$/);
 });
 
-/** `train lora` on the tiny config through the CLI; SIGKILL once `killWhen` holds (polled). */
-function train(out: string, extra: string[], killWhen?: () => boolean): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
-  const child = spawn(process.execPath, [cli, 'train', 'lora', '--config', configPath, '--out', out, '--threads', '1', '--progress', 'none', ...extra], { env: { ...process.env, KOSMOS_G_CACHE: cache } });
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const poll = killWhen ? setInterval(() => killWhen() && child.kill('SIGKILL'), 2) : undefined;
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearInterval(poll);
-      resolve({ code, signal, stderr });
-    });
-  });
-}
+/** `train lora` on the test config (train-cli.ts). */
+const train = (out: string, extra: string[], killWhen?: () => boolean) => trainCli('lora', configPath, out, extra, killWhen);
 
 test('a LoRA run killed with SIGKILL and resumed logs the same losses as an uninterrupted run, and exports', { timeout: 120000 }, async () => {
   const whole = join(scratch, 'run-whole');

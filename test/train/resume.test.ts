@@ -2,7 +2,6 @@
 // exactly the losses of an uninterrupted run. Runs the real CLI on the tiny VAE config (also with
 // weight EMA, whose averages must end bit-identical too) and on the tiny configs of the three
 // Kosmos-G stages.
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,41 +12,14 @@ import assert from 'node:assert/strict';
 import { readStepLog } from '../../src/train/log.js';
 import { latestCheckpoint, listCheckpoints, readCheckpointState } from '../../src/train/checkpoint.js';
 import { createTinyChain } from './kosmos-g-tiny.js';
+import { trainCli } from './train-cli.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
-const cli = join(root, 'dist/src/cli/main.js');
-// The world tests' sprite cache: small, and rendered once per machine.
-const environment = { ...process.env, KOSMOS_G_CACHE: join(tmpdir(), 'kosmos-g-world-test-cache') };
 
 let scratch = '';
 after(async () => {
   if (scratch) await rm(scratch, { recursive: true, force: true });
 });
-
-interface Finished {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stderr: string;
-}
-
-/** Runs `train STAGE` on a tiny config; `killWhen` is polled and the child gets SIGKILL once it holds. */
-function train(stage: string, config: string, out: string, extra: string[], killWhen?: () => boolean): Promise<Finished> {
-  const child = spawn(process.execPath, [cli, 'train', stage, '--config', config, '--out', out, '--threads', '1', '--progress', 'none', ...extra], { env: environment });
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const poll = killWhen
-    ? setInterval(() => {
-        if (killWhen()) child.kill('SIGKILL');
-      }, 2)
-    : undefined;
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearInterval(poll);
-      resolve({ code, signal, stderr });
-    });
-  });
-}
 
 /**
  * Runs a tiny config whole, then killed after its first checkpoint and resumed; both logs must
@@ -57,19 +29,19 @@ async function checkResume(stage: string, tinyConfig: string, name = stage): Pro
   const whole = join(scratch, `${name}-whole`);
   const interrupted = join(scratch, `${name}-interrupted`);
 
-  const uninterrupted = await train(stage, tinyConfig, whole, []);
+  const uninterrupted = await trainCli(stage, tinyConfig, whole, []);
   assert.equal(uninterrupted.code, 0, uninterrupted.stderr);
   const expected = await readStepLog(join(whole, 'log.jsonl'));
   const steps = (JSON.parse(await readFile(tinyConfig, 'utf8')) as { steps: number }).steps;
   assert.deepEqual(expected.map((record) => record.step), Array.from({ length: steps }, (_, i) => i + 1));
 
   // Killed right after the first checkpoint folder appears, mid-way through the following steps.
-  const killed = await train(stage, tinyConfig, interrupted, [], () => existsSync(join(interrupted, 'checkpoints', 'step-00000002')));
+  const killed = await trainCli(stage, tinyConfig, interrupted, [], () => existsSync(join(interrupted, 'checkpoints', 'step-00000002')));
   assert.equal(killed.signal, 'SIGKILL', `the run finished before it could be killed:\n${killed.stderr}`);
   const beforeResume = await listCheckpoints(join(interrupted, 'checkpoints'));
   assert.ok(beforeResume.length > 0 && beforeResume.at(-1)!.step < steps, 'a checkpoint short of the end must exist');
 
-  const resumed = await train(stage, tinyConfig, interrupted, ['--resume']);
+  const resumed = await trainCli(stage, tinyConfig, interrupted, ['--resume']);
   assert.equal(resumed.code, 0, resumed.stderr);
   assert.match(resumed.stderr, new RegExp(`resuming ${stage} from step ${beforeResume.at(-1)!.step}`));
   const actual = await readStepLog(join(interrupted, 'log.jsonl'));
@@ -80,7 +52,7 @@ async function checkResume(stage: string, tinyConfig: string, name = stage): Pro
   for (const file of ['loss.png', 'config.json', 'sessions.jsonl']) assert.ok(existsSync(join(interrupted, file)), `${file} is written`);
 
   // A finished run resumed again has nothing left to do and changes nothing.
-  const again = await train(stage, tinyConfig, interrupted, ['--resume']);
+  const again = await trainCli(stage, tinyConfig, interrupted, ['--resume']);
   assert.equal(again.code, 0, again.stderr);
   assert.deepEqual(await readStepLog(join(interrupted, 'log.jsonl')), actual);
   return { whole, interrupted };
