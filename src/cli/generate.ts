@@ -36,7 +36,11 @@ interface GenerateFlags {
   threads?: string;
   pipeline?: string;
   controlnet?: string;
+  control?: string;
   controlImage?: string;
+  controlMap?: string;
+  cannyLow: string;
+  cannyHigh: string;
   controlScale: string;
   controlStart: string;
   controlEnd: string;
@@ -113,7 +117,11 @@ export function registerGenerateCommand(program: Command): void {
     .option('--threads <n>', 'CPU threads per graph (default: one per core)')
     .option('--pipeline <kind>', 'kosmos-g, or clip-text for the plain Stable Diffusion path (default: from model_index.json)')
     .option('--controlnet <dir>', 'ControlNet folder')
-    .option('--control-image <file>', 'control image for --controlnet')
+    .option('--control <kind>', 'make the control map from --control-image: canny (edges, as cv2.Canny)')
+    .option('--control-image <file>', 'the image --control makes the control map from; the output size follows it unless --width/--height are given')
+    .option('--control-map <file>', 'a ready control map for --controlnet (instead of --control and --control-image)')
+    .option('--canny-low <t>', 'Canny low threshold', '100')
+    .option('--canny-high <t>', 'Canny high threshold', '200')
     .option('--control-scale <s>', 'ControlNet conditioning scale', '1')
     .option('--control-start <f>', 'fraction of the steps where ControlNet starts', '0')
     .option('--control-end <f>', 'fraction of the steps where ControlNet ends', '1')
@@ -138,12 +146,18 @@ export function registerGenerateCommand(program: Command): void {
       const height = flags.height === undefined ? size : integer(flags.height, '--height', 1);
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device '${flags.device}' (cpu, webgpu or auto)`);
       const threads = flags.threads === undefined ? undefined : integer(flags.threads, '--threads', 1);
-      if (flags.controlImage && !flags.controlnet) throw new Error('--control-image needs --controlnet');
-      if (flags.controlnet && !flags.controlImage) throw new Error('--controlnet needs a --control-image');
+      if (flags.control !== undefined && flags.control !== 'canny') throw new Error(`unknown --control '${flags.control}' (canny; give any other map with --control-map)`);
+      if (flags.controlImage && !flags.control) throw new Error('--control-image needs --control canny; a ready control map goes in --control-map');
+      if (flags.control && !flags.controlImage) throw new Error('--control needs a --control-image to make the map from');
+      if (flags.controlImage && flags.controlMap) throw new Error('give --control-image (with --control) or --control-map, not both');
+      const controlSource = flags.controlImage ?? flags.controlMap;
+      if (controlSource && !flags.controlnet) throw new Error(`${flags.controlImage ? '--control-image' : '--control-map'} needs --controlnet`);
+      if (flags.controlnet && !controlSource) throw new Error('--controlnet needs a --control-map, or --control canny with a --control-image');
       const controlnet = flags.controlnet
         ? {
             model: flags.controlnet,
-            image: flags.controlImage!,
+            image: controlSource!,
+            ...(flags.control ? { preprocess: { kind: 'canny' as const, low: decimal(flags.cannyLow, '--canny-low'), high: decimal(flags.cannyHigh, '--canny-high') } } : {}),
             conditioningScale: decimal(flags.controlScale, '--control-scale'),
             guidanceStart: decimal(flags.controlStart, '--control-start'),
             guidanceEnd: decimal(flags.controlEnd, '--control-end'),

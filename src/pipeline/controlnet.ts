@@ -1,12 +1,15 @@
 // ControlNet as a generation option (reference §8): a diffusers ControlNetModel folder and a control
-// image. The image is resized to the output size (diffusers' image processor: no crop), scaled to
-// [0, 1] RGB and duplicated for classifier-free guidance; the residuals are multiplied by the
-// conditioning scale inside the guidance window [start, end] and by 0 outside it.
+// image, either the control map itself or an image a preprocessor turns into one (Canny edges). As
+// in the official demo (`resize_image`), the output size follows the control image: its short side
+// becomes the model's default size and both sides are rounded to a size the U-Net accepts; the
+// image is resized to the output size (no crop) before any preprocessing, scaled to [0, 1] RGB and
+// duplicated for classifier-free guidance. The residuals are multiplied by the conditioning scale
+// inside the guidance window [start, end] and by 0 outside it.
 import { platform } from '#platform';
 import { checkpointInitialized } from '../nn/layers.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import { ControlNetModel, parseControlNetConfig } from '../models/controlnet.js';
-
+import { type CannyThresholds, cannyEdges, controlTensor } from './control-maps.js';
 import { type ImageSource, readImageBytes } from './images.js';
 import { resizeBicubicRgb } from './resample.js';
 import { BoundModel } from './weights.js';
@@ -23,8 +26,10 @@ export function loadControlNet(directory: string): Promise<LoadedControlNet> {
 export interface ControlNetOptions {
   /** A ControlNet folder (config.json + weights) or one loaded with `loadControlNet`. */
   model: string | LoadedControlNet;
-  /** The control image (file path, data URL or encoded bytes), e.g. an edge map. */
+  /** The control image (file path, data URL or encoded bytes): the map itself, or what `preprocess` makes one from. */
   image: ImageSource;
+  /** Canny edges of `image` (cv2.Canny's thresholds, the annotator's 100 and 200 by default); absent: `image` is the map. */
+  preprocess?: { kind: 'canny' } & Partial<CannyThresholds>;
   /** Multiplies every residual; default 1. */
   conditioningScale?: number;
   /** Fraction of the steps after which the ControlNet starts acting; default 0. */
@@ -33,8 +38,16 @@ export interface ControlNetOptions {
   guidanceEnd?: number;
 }
 
-/** Checks the numeric settings; returns them with defaults filled in. */
-export function controlSettings(options: ControlNetOptions): { conditioningScale: number; guidanceStart: number; guidanceEnd: number } {
+/** The settings of a ControlNet run, defaults filled in; `preprocess` null when the image is the map. */
+export interface ControlRunSettings {
+  conditioningScale: number;
+  guidanceStart: number;
+  guidanceEnd: number;
+  preprocess: ({ kind: 'canny' } & CannyThresholds) | null;
+}
+
+/** Checks the numeric settings and the preprocessor; returns them with defaults filled in. */
+export function controlSettings(options: ControlNetOptions): ControlRunSettings {
   if (options.image === undefined || options.image === null || options.image === '') throw new Error('ControlNet needs a control image');
   const conditioningScale = options.conditioningScale ?? 1;
   const guidanceStart = options.guidanceStart ?? 0;
@@ -43,7 +56,15 @@ export function controlSettings(options: ControlNetOptions): { conditioningScale
   if (!(guidanceStart >= 0 && guidanceStart < guidanceEnd && guidanceEnd <= 1)) {
     throw new Error(`ControlNet guidance window must satisfy 0 ≤ start < end ≤ 1, got [${guidanceStart}, ${guidanceEnd}]`);
   }
-  return { conditioningScale, guidanceStart, guidanceEnd };
+  const { preprocess } = options;
+  if (preprocess !== undefined) {
+    if (preprocess?.kind !== 'canny') throw new Error(`ControlNet preprocess must be {kind: 'canny'}, got ${JSON.stringify(preprocess)}`);
+    for (const key of ['low', 'high'] as const) {
+      const value = preprocess[key];
+      if (value !== undefined && !(Number.isFinite(value) && value >= 0)) throw new Error(`Canny threshold ${key} must be a non-negative number, got ${value}`);
+    }
+  }
+  return { conditioningScale, guidanceStart, guidanceEnd, preprocess: preprocess ? { kind: 'canny', low: preprocess.low ?? 100, high: preprocess.high ?? 200 } : null };
 }
 
 /**
@@ -54,20 +75,52 @@ export function controlKeep(step: number, steps: number, guidanceStart: number, 
   return step / steps < guidanceStart || (step + 1) / steps > guidanceEnd ? 0 : 1;
 }
 
-/** The control image as (1, 3, height, width) float32 in [0, 1], resized to the output size. */
-export async function loadControlImage(source: ImageSource, width: number, height: number): Promise<HostTensor<'float32'>> {
+/** A decoded control image, before it is sized to the output. */
+export interface ControlSource {
+  name: string;
+  width: number;
+  height: number;
+  /** Interleaved RGB bytes. */
+  rgb: Uint8Array;
+}
+
+/** Reads and decodes the control image of `options` (checked against the decoded-size limit). */
+export async function readControlImage(options: Pick<ControlNetOptions, 'image'>): Promise<ControlSource> {
+  const source = options.image;
   const name = typeof source === 'string' && !source.startsWith('data:') ? `control image ${source}` : 'control image';
   const bytes = await readImageBytes(source, name);
-  let decoded: Awaited<ReturnType<typeof platform.decodeImage>>;
   try {
-    decoded = await platform.decodeImage(bytes, MAX_CONTROL_PIXELS);
+    const { width, height, rgb } = await platform.decodeImage(bytes, MAX_CONTROL_PIXELS);
+    return { name, width, height, rgb };
   } catch (error) {
     throw new Error(`${name}: not a readable image (${(error as Error).message.replace(/\s+/g, ' ').trim()})`);
   }
-  const rgb = resizeBicubicRgb(decoded.rgb, decoded.width, decoded.height, width, height);
-  const plane = width * height;
-  const data = new Float32Array(3 * plane);
-  // Interleaved (H, W, 3) bytes → (3, H, W) in [0, 1].
-  for (let i = 0; i < plane; i++) for (let channel = 0; channel < 3; channel++) data[channel * plane + i] = rgb[i * 3 + channel]! / 255;
-  return { dtype: 'float32', shape: [1, 3, height, width], data };
+}
+
+const roundTo = (value: number, multiple: number) => Math.max(multiple, Math.round(value / multiple) * multiple);
+
+/**
+ * The output size for a control image and the sizes asked (either may be absent): with neither, the
+ * image's short side becomes `base` (the official demo's `resize_image` with the model's default
+ * resolution); with one, the other follows the image's aspect; each is rounded to `multiple`. With
+ * both, they must have the image's aspect within that rounding, or the map would be stretched.
+ */
+export function controlOutputSize(source: Pick<ControlSource, 'name' | 'width' | 'height'>, asked: { width?: number | undefined; height?: number | undefined }, base: number, multiple: number): { width: number; height: number } {
+  const aspect = source.width / source.height;
+  if (asked.width === undefined && asked.height === undefined) {
+    const scale = base / Math.min(source.width, source.height);
+    return { width: roundTo(source.width * scale, multiple), height: roundTo(source.height * scale, multiple) };
+  }
+  if (asked.height === undefined) return { width: asked.width!, height: roundTo(asked.width! / aspect, multiple) };
+  if (asked.width === undefined) return { width: roundTo(asked.height * aspect, multiple), height: asked.height };
+  if (roundTo(asked.width / aspect, multiple) !== asked.height && roundTo(asked.height * aspect, multiple) !== asked.width) {
+    throw new Error(`${source.name} is ${source.width}×${source.height}, another aspect ratio than the ${asked.width}×${asked.height} asked; leave out the width or the height (or both) to follow the control image`);
+  }
+  return { width: asked.width, height: asked.height };
+}
+
+/** The ControlNet's input at the output size: (1, 3, height, width) float32 in [0, 1], the image resized, then preprocessed. */
+export function controlInput(source: ControlSource, width: number, height: number, preprocess: ControlRunSettings['preprocess']): HostTensor<'float32'> {
+  const resized = resizeBicubicRgb(source.rgb, source.width, source.height, width, height);
+  return controlTensor([preprocess ? cannyEdges(resized, width, height, preprocess) : resized], width, height);
 }

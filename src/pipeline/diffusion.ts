@@ -30,7 +30,7 @@ import { LoraAdapter } from '../models/lora.js';
 import { UNet2DConditionModel, parseUNetConfig } from '../models/unet_2d_condition.js';
 import { constantBindings } from '../nn/module.js';
 import { type Scheduler, type SchedulerConfig, schedulerByName, schedulerFromConfig, schedulerNames } from '../schedulers/index.js';
-import { type ControlNetOptions, type LoadedControlNet, controlKeep, controlSettings, loadControlImage, loadControlNet } from './controlnet.js';
+import { type ControlNetOptions, type ControlRunSettings, type ControlSource, type LoadedControlNet, controlInput, controlKeep, controlOutputSize, controlSettings, loadControlNet, readControlImage } from './controlnet.js';
 import { checkGenerationMemory, defaultMemoryLimit, estimateGenerationMemory, type GenerationRequest, type MemoryEstimate } from './memory.js';
 import { BoundModel, mergedContext } from './weights.js';
 
@@ -90,7 +90,7 @@ export interface SamplingSettings {
   width: number;
   height: number;
   latents: 'seeded' | 'given';
-  controlnet: { model: string; conditioningScale: number; guidanceStart: number; guidanceEnd: number } | null;
+  controlnet: ({ model: string } & ControlRunSettings) | null;
   lora: { file: string; scale: number } | null;
 }
 
@@ -172,7 +172,7 @@ export class LatentDiffusion {
   }
 
   /** Checks the options and fills in defaults; every user error is thrown here, before any work. */
-  resolve(options: SamplingOptions, defaults: DiffusionDefaults): SamplingSettings {
+  resolve(options: SamplingOptions, defaults: DiffusionDefaults, control?: Pick<ControlSource, 'name' | 'width' | 'height'>): SamplingSettings {
     const steps = options.steps ?? DEFAULT_STEPS;
     if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw new Error(`steps must be an integer from 1 to 1000, got ${steps}`);
     const guidanceScale = options.guidanceScale ?? DEFAULT_GUIDANCE;
@@ -187,8 +187,8 @@ export class LatentDiffusion {
     const numImages = options.numImages ?? 1;
     if (!Number.isInteger(numImages) || numImages < 1 || numImages > MAX_IMAGES) throw new Error(`number of images must be an integer from 1 to ${MAX_IMAGES}, got ${numImages}`);
     if (!Number.isSafeInteger(seed + numImages - 1)) throw new Error(`seed ${seed} + ${numImages} images leaves the safe integer range`);
-    const width = options.width ?? this.defaultSize;
-    const height = options.height ?? this.defaultSize;
+    // A control image sets the output size the width and height leave open (controlnet.ts).
+    const { width, height } = control ? controlOutputSize(control, options, this.defaultSize, this.sizeMultiple) : { width: options.width ?? this.defaultSize, height: options.height ?? this.defaultSize };
     const multiple = this.sizeMultiple;
     for (const [name, value] of [['width', width], ['height', height]] as const) {
       if (!Number.isInteger(value) || value < multiple || value % multiple !== 0) {
@@ -255,9 +255,9 @@ export class LatentDiffusion {
    * Loads what the options add to the U-Net step (ControlNet and its image, LoRA), so that a bad
    * file fails before any condition is encoded. Release the result with `releaseExtras`.
    */
-  async prepare(settings: SamplingSettings, options: SamplingOptions): Promise<SamplingExtras> {
+  async prepare(settings: SamplingSettings, options: SamplingOptions, controlSource?: ControlSource): Promise<SamplingExtras> {
     const lora = settings.lora ? { ...settings.lora, adapter: await this.loadLora(settings.lora.file) } : null;
-    const control = settings.controlnet && options.controlnet ? await this.prepareControl(options.controlnet, settings) : null;
+    const control = settings.controlnet && options.controlnet ? await this.prepareControl(options.controlnet, settings, controlSource) : null;
     return { control, lora };
   }
 
@@ -322,8 +322,8 @@ export class LatentDiffusion {
     return { dtype: 'float32', shape, data: latents };
   }
 
-  private async prepareControl(options: ControlNetOptions, settings: SamplingSettings): Promise<NonNullable<SamplingExtras['control']>> {
-    const image = await loadControlImage(options.image, settings.width, settings.height);
+  private async prepareControl(options: ControlNetOptions, settings: SamplingSettings, source?: ControlSource): Promise<NonNullable<SamplingExtras['control']>> {
+    const image = controlInput(source ?? (await readControlImage(options)), settings.width, settings.height, settings.controlnet!.preprocess);
     const owned = typeof options.model === 'string';
     const model = typeof options.model === 'string' ? await loadControlNet(options.model) : options.model;
     const unetChannels = this.unet.model.config.block_out_channels.join();

@@ -11,6 +11,7 @@ import { LatentDiffusion, type SamplingOptions } from './diffusion.js';
 import { KOSMOS_G_COMPONENTS, readPipelineFolder, requireComponents } from './folder.js';
 import { checkImageCount } from './prompt.js';
 import type { GenerationResult, PipelineLoadOptions } from './text_to_image.js';
+import { readControlImage } from './controlnet.js';
 
 export interface KosmosGGenerateOptions extends SamplingOptions {
   /** Text with one `<i>` placeholder per image, in order. */
@@ -62,9 +63,11 @@ export class KosmosGPipeline {
     const images = options.images ?? [];
     // Every user error is raised before any image is decoded or any graph runs.
     checkImageCount(options.prompt, images.length);
-    const settings = this.diffusion.resolve(options, { scheduler: 'dpm++' });
+    // The control image is read first: the output size follows it.
+    const control = options.controlnet ? await readControlImage(options.controlnet) : undefined;
+    const settings = this.diffusion.resolve(options, { scheduler: 'dpm++' }, control);
     const negativePrompt = options.negativePrompt ?? '';
-    const extras = await this.diffusion.prepare(settings, options);
+    const extras = await this.diffusion.prepare(settings, options, control);
     try {
       const condition = await this.encoder.encode(options.prompt, images);
       // Without guidance (g ≤ 1) the unconditional branch is never run.

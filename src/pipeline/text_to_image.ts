@@ -15,6 +15,7 @@ import { ClipTokenizer } from '../tokenizers/clip_bpe.js';
 import { type GeneratedImage, LatentDiffusion, type SamplingOptions, type SamplingSettings } from './diffusion.js';
 import { DIFFUSION_COMPONENTS, clipTokenizerComponent, readPipelineFolder, requireComponents } from './folder.js';
 import { BoundModel } from './weights.js';
+import { readControlImage } from './controlnet.js';
 
 export interface PipelineLoadOptions {
   /** cpu (default), webgpu, or auto (WebGPU when an adapter is found). */
@@ -105,13 +106,15 @@ export class TextToImagePipeline {
 
   async generate(options: TextToImageOptions): Promise<GenerationResult> {
     if (typeof options.prompt !== 'string') throw new Error('prompt must be a string');
-    const settings = this.diffusion.resolve(options, { scheduler: 'dpm++' });
+    // The control image is read first: the output size follows it.
+    const control = options.controlnet ? await readControlImage(options.controlnet) : undefined;
+    const settings = this.diffusion.resolve(options, { scheduler: 'dpm++' }, control);
     const negativePrompt = options.negativePrompt ?? '';
     const warnings = [
       this.truncationWarning(options.prompt, 'prompt'),
       settings.guidanceScale > 1 ? this.truncationWarning(negativePrompt, 'negative prompt') : null,
     ].filter((warning): warning is string => warning !== null);
-    const extras = await this.diffusion.prepare(settings, options);
+    const extras = await this.diffusion.prepare(settings, options, control);
     try {
       const condition = await this.encodePrompt(options.prompt);
       // Without guidance (g ≤ 1) the unconditional branch is never run.

@@ -36,7 +36,7 @@ export interface JobRequest {
   width: number;
   height: number;
   lora: { file: string; scale: number } | null;
-  controlnet: { model: string; image: Uint8Array; conditioningScale: number } | null;
+  controlnet: { model: string; image: Uint8Array; conditioningScale: number; preprocess?: { kind: 'canny'; low?: number; high?: number } } | null;
   previewEvery: number;
   /** An Int32Array(1) over this buffer: set to 1 to stop the job after its current step. */
   cancel: SharedArrayBuffer;

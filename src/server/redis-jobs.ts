@@ -106,7 +106,7 @@ export async function shrinkPreview(image: GeneratedImage, side: number): Promis
 /** A job as BullMQ stores it (the job's BullMQ id is its own id). */
 export type WireJob = Omit<JobRequest, 'images' | 'controlnet' | 'cancel'> & {
   images: string[];
-  controlnet: { model: string; image: string; conditioningScale: number } | null;
+  controlnet: (Omit<NonNullable<JobRequest['controlnet']>, 'image'> & { image: string }) | null;
 };
 
 const base64 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');

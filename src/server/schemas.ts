@@ -36,6 +36,8 @@ export const imageDataUrl = z
 
 const seed = z.number().int().min(0).max(2 ** 32 - 1);
 
+const cannyPreprocess = z.strictObject({ kind: z.literal('canny'), low: z.number().min(0).max(2048).optional(), high: z.number().min(0).max(2048).optional() });
+
 export const generationRequestSchema = z.strictObject({
   prompt: z.string().max(LIMITS.maxPromptLength).describe('text with one <i> per image, in order'),
   images: z.array(imageDataUrl).max(LIMITS.maxImages).optional().describe('one image per <i> (JSON requests; multipart sends files in the field "images")'),
@@ -53,8 +55,10 @@ export const generationRequestSchema = z.strictObject({
       name: assetName,
       image: imageDataUrl.optional().describe('the control image (JSON requests; multipart sends a file in the field "controlImage")'),
       scale: z.number().min(0).max(4).optional(),
+      preprocess: cannyPreprocess.optional().describe('make the control map from the image (Canny edges, cv2.Canny thresholds; 100 and 200 by default); absent: the image is the map'),
     })
-    .optional(),
+    .optional()
+    .describe('the output size follows the control image where width and height are left out; given both, they must have its aspect ratio'),
 });
 export type GenerationRequest = z.output<typeof generationRequestSchema>;
 
@@ -79,7 +83,7 @@ export const jobSettingsSchema = z.object({
   width: z.number().int(),
   height: z.number().int(),
   lora: z.object({ name: z.string(), scale: z.number() }).nullable(),
-  controlnet: z.object({ name: z.string(), scale: z.number() }).nullable(),
+  controlnet: z.object({ name: z.string(), scale: z.number(), preprocess: cannyPreprocess.optional() }).nullable(),
 });
 export type JobSettings = z.output<typeof jobSettingsSchema>;
 

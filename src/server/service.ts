@@ -5,6 +5,7 @@ import { randomInt } from 'node:crypto';
 import sharp, { type Metadata } from 'sharp';
 import { DEFAULT_GUIDANCE, DEFAULT_STEPS, type GeneratedImage } from '../pipeline/diffusion.js';
 import { encodePng, generationParameters } from '../pipeline/image_output.js';
+import { controlOutputSize } from '../pipeline/controlnet.js';
 import { checkGenerationMemory, estimateGenerationMemory } from '../pipeline/memory.js';
 import { countPlaceholders } from '../pipeline/prompt.js';
 import { ApiFailure } from './errors.js';
@@ -98,20 +99,16 @@ export class GenerationService {
       throw new ApiFailure(400, 'image_count_mismatch', `the prompt has ${placeholders} <i> placeholder${placeholders === 1 ? '' : 's'} but ${images.length} image${images.length === 1 ? ' was' : 's were'} sent`);
     }
     for (const [index, image] of images.entries()) await checkImage(image, `image ${index + 1}`);
-    const width = request.width ?? info.defaultSize;
-    const height = request.height ?? info.defaultSize;
-    for (const [name, value] of [['width', width], ['height', height]] as const) {
-      if (value % info.sizeMultiple !== 0) throw new ApiFailure(400, 'invalid_size', `${name} ${value} is not a multiple of ${info.sizeMultiple}`);
-    }
     const lora = request.lora ? { name: request.lora.name, scale: request.lora.scale ?? 1 } : null;
     const loraFile = lora ? this.config.loras.get(lora.name) : undefined;
     if (lora && !loraFile) throw new ApiFailure(400, 'unknown_asset', `no LoRA named ${JSON.stringify(lora.name)} (this server has: ${[...this.config.loras.keys()].join(', ') || 'none'})`);
-    const controlnet = request.controlnet ? { name: request.controlnet.name, scale: request.controlnet.scale ?? 1 } : null;
+    const controlnet = request.controlnet ? { name: request.controlnet.name, scale: request.controlnet.scale ?? 1, ...(request.controlnet.preprocess ? { preprocess: request.controlnet.preprocess } : {}) } : null;
     const controlDirectory = controlnet ? this.config.controlnets.get(controlnet.name) : undefined;
     if (controlnet && !controlDirectory) throw new ApiFailure(400, 'unknown_asset', `no ControlNet named ${JSON.stringify(controlnet.name)} (this server has: ${[...this.config.controlnets.keys()].join(', ') || 'none'})`);
     if (controlnet && !uploads.controlImage) throw new ApiFailure(400, 'missing_control_image', 'a ControlNet needs a control image');
     if (!controlnet && uploads.controlImage) throw new ApiFailure(400, 'unexpected_control_image', 'a control image was sent without a ControlNet');
-    if (uploads.controlImage) await checkImage(uploads.controlImage, 'the control image');
+    const controlSize = uploads.controlImage ? await checkImage(uploads.controlImage, 'the control image') : null;
+    const { width, height } = this.outputSize(request, controlSize);
     const steps = request.steps ?? DEFAULT_STEPS;
     const scheduler = request.scheduler ?? 'dpm++';
     if (scheduler === 'pndm' && steps < 2) throw new ApiFailure(400, 'invalid_steps', 'the pndm scheduler needs at least 2 steps');
@@ -147,7 +144,7 @@ export class GenerationService {
       ...sampling,
       images,
       lora: lora && loraFile ? { file: loraFile, scale: lora.scale } : null,
-      controlnet: controlnet && controlDirectory && uploads.controlImage ? { model: controlDirectory, image: uploads.controlImage, conditioningScale: controlnet.scale } : null,
+      controlnet: controlnet && controlDirectory && uploads.controlImage ? { model: controlDirectory, image: uploads.controlImage, conditioningScale: controlnet.scale, ...(controlnet.preprocess ? { preprocess: controlnet.preprocess } : {}) } : null,
       previewEvery: Math.max(1, Math.round(steps / PREVIEWS_PER_JOB)),
       cancel: new SharedArrayBuffer(4),
     };
@@ -162,6 +159,22 @@ export class GenerationService {
     } finally {
       recorded();
     }
+  }
+
+  /** The output size: as asked, the model's default, or following the control image (pipeline/controlnet.ts). */
+  private outputSize(request: GenerationRequest, controlSize: { width: number; height: number } | null): { width: number; height: number } {
+    const { info } = this.config;
+    let size: { width: number; height: number };
+    try {
+      size = controlSize ? controlOutputSize({ name: 'the control image', ...controlSize }, request, info.defaultSize, info.sizeMultiple) : { width: request.width ?? info.defaultSize, height: request.height ?? info.defaultSize };
+    } catch (error) {
+      throw new ApiFailure(400, 'invalid_size', (error as Error).message);
+    }
+    for (const [name, value] of [['width', size.width], ['height', size.height]] as const) {
+      if (value % info.sizeMultiple !== 0) throw new ApiFailure(400, 'invalid_size', `${name} ${value} is not a multiple of ${info.sizeMultiple}`);
+      if (value > LIMITS.maxSide) throw new ApiFailure(400, 'invalid_size', `${name} ${value} is over the ${LIMITS.maxSide}-pixel limit`);
+    }
+    return size;
   }
 
   /** Makes the job's events wait until the returned function is called. */
@@ -332,8 +345,8 @@ function currentEvent(status: JobStatus): StreamEvent {
   }
 }
 
-/** Refuses bytes that are not a decodable image within the pixel limit, before the job is queued. */
-async function checkImage(bytes: Uint8Array, name: string): Promise<void> {
+/** Refuses bytes that are not a decodable image within the pixel limit, before the job is queued; returns its size. */
+async function checkImage(bytes: Uint8Array, name: string): Promise<{ width: number; height: number }> {
   if (bytes.byteLength > LIMITS.maxImageBytes) throw new ApiFailure(413, 'image_too_large', `${name} is ${bytes.byteLength} bytes, over the ${LIMITS.maxImageBytes}-byte limit`);
   let metadata: Metadata;
   try {
@@ -344,6 +357,7 @@ async function checkImage(bytes: Uint8Array, name: string): Promise<void> {
   const pixels = (metadata.width ?? 0) * (metadata.height ?? 0);
   if (!pixels) throw new ApiFailure(400, 'invalid_image', `${name} has no size`);
   if (pixels > LIMITS.maxImagePixels) throw new ApiFailure(400, 'image_too_large', `${name} is ${metadata.width}×${metadata.height}, over the ${LIMITS.maxImagePixels / 1024 / 1024}-megapixel limit`);
+  return { width: metadata.width!, height: metadata.height! };
 }
 
 /** A small PNG data URL of a preview (images larger than PREVIEW_SIDE are scaled down). */

@@ -85,10 +85,14 @@ test('generate with --controlnet and --lora records both in the sidecar and chan
   const plain = join(scratch, 'plain.png');
   const extra = join(scratch, 'extra.png');
   assert.equal((await cli(...common, '--out', plain)).code, 0);
-  const result = await cli(...common, '--controlnet', controlnet, '--control-image', controlImage, '--control-scale', '0.5', '--control-end', '0.8', '--lora', lora, '--lora-scale', '0.7', '--out', extra);
+  const result = await cli(...common, '--controlnet', controlnet, '--control-map', controlImage, '--control-scale', '0.5', '--control-end', '0.8', '--lora', lora, '--lora-scale', '0.7', '--out', extra);
   assert.equal(result.code, 0, result.stderr);
   const sidecar = JSON.parse(await readFile(join(scratch, 'extra.json'), 'utf8')) as { controlnet: unknown; lora: unknown };
-  assert.deepEqual(sidecar.controlnet, { model: controlnet, conditioningScale: 0.5, guidanceStart: 0, guidanceEnd: 0.8 });
+  assert.deepEqual(sidecar.controlnet, { model: controlnet, conditioningScale: 0.5, guidanceStart: 0, guidanceEnd: 0.8, preprocess: null });
+  const canny = await cli(...common, '--controlnet', controlnet, '--control', 'canny', '--control-image', controlImage, '--canny-low', '40', '--out', join(scratch, 'canny.png'));
+  assert.equal(canny.code, 0, canny.stderr);
+  const cannySidecar = JSON.parse(await readFile(join(scratch, 'canny.json'), 'utf8')) as { controlnet: { preprocess: unknown } };
+  assert.deepEqual(cannySidecar.controlnet.preprocess, { kind: 'canny', low: 40, high: 200 });
   assert.deepEqual(sidecar.lora, { file: lora, scale: 0.7 });
   assert.ok(!(await readFile(plain)).equals(await readFile(extra)));
 });
@@ -116,7 +120,9 @@ test('every bad input exits non-zero with one line on stderr and leaves nothing 
     [generate(), /the prompt has 1 <i> placeholder but 0 images were given/],
     [generate('--image', cat, '--size', '60'), /width 60 is not a positive multiple of 16/],
     [generate('--image', cat, '--scheduler', 'heun'), /unknown scheduler 'heun' \(choose dpm\+\+, ddim, pndm, euler\)/],
-    [generate('--image', cat, '--controlnet', join(scratch, 'controlnet')), /--controlnet needs a --control-image/],
+    [generate('--image', cat, '--controlnet', join(scratch, 'controlnet')), /--controlnet needs a --control-map, or --control canny with a --control-image/],
+    [generate('--image', cat, '--controlnet', join(scratch, 'controlnet'), '--control-image', cat), /--control-image needs --control canny; a ready control map goes in --control-map/],
+    [generate('--image', cat, '--controlnet', join(scratch, 'controlnet'), '--control', 'depth', '--control-image', cat), /unknown --control 'depth'/],
     [generate('--image', cat, '--steps', 'many'), /--steps must be an integer ≥ 1, got 'many'/],
     [generate('--image', cat, '--device', 'tpu'), /unknown device 'tpu'/],
     [['generate', '--model', model, '--prompt', 'a cat', '--out', join(folder, 'out.jpg')], /--out must name a \.png file/],

@@ -62,10 +62,10 @@ export function tinyExtras(): Promise<{ controlnet: string; lora: string; contro
     randomize(adapter, new Random(24));
     const lora = join(scratch, 'lora.safetensors');
     await adapter.save(lora);
-    const pixels = Buffer.alloc(48 * 40 * 3);
+    const pixels = Buffer.alloc(48 * 48 * 3);
     for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 37) % 256;
     const controlImage = join(scratch, 'edges.png');
-    await sharp(pixels, { raw: { width: 48, height: 40, channels: 3 } }).png().toFile(controlImage);
+    await sharp(pixels, { raw: { width: 48, height: 48, channels: 3 } }).png().toFile(controlImage);
     return { controlnet, lora, controlImage };
   })();
   return extras;

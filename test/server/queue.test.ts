@@ -1,6 +1,7 @@
 // The queue and the server's life: a full queue answers 429, jobs are cancelled while queued and
 // while running, a restarted server keeps its results, a clean shutdown records the waiting jobs
 // as cancelled, a crash's unfinished jobs come back as failed; API keys, binding and rate limits.
+import sharp from 'sharp';
 import assert from 'node:assert/strict';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -167,6 +168,17 @@ test('LoRAs and ControlNets are used by the names the server was started with; r
     assert.ok(!sidecar.includes(extras.lora) && !sidecar.includes(extras.controlnet), sidecar);
     const withoutImage = await postJson(server, { prompt: 'x', controlnet: { name: 'edges' } });
     assert.equal(((await withoutImage.json()) as { error: { code: string } }).error.code, 'missing_control_image');
+
+    // A 2:1 control image sets the size the request leaves open; Canny makes the map from it.
+    const wide = `data:image/png;base64,${(await sharp({ create: { width: 96, height: 48, channels: 3, background: { r: 200, g: 40, b: 40 } } }).png().toBuffer()).toString('base64')}`;
+    const canny = await waitFinished(server, await idOf(await postJson(server, { prompt: 'x', steps: 2, seed: 3, controlnet: { name: 'edges', image: wide, preprocess: { kind: 'canny', low: 50 } } })));
+    assert.equal(canny.state, 'done', JSON.stringify(canny.error));
+    const settings = canny.settings as Json;
+    assert.equal(settings.width, 2 * (settings.height as number));
+    assert.deepEqual((settings.controlnet as Json).preprocess, { kind: 'canny', low: 50 });
+    const squashed = await postJson(server, { prompt: 'x', width: 64, height: 64, controlnet: { name: 'edges', image: wide } });
+    assert.equal(squashed.status, 400);
+    assert.match(((await squashed.json()) as { error: { code: string; message: string } }).error.message, /the control image is 96×48, another aspect ratio than the 64×64 asked/);
   } finally {
     await server.close();
   }
