@@ -84,8 +84,12 @@ export interface ControlSource {
   rgb: Uint8Array;
 }
 
-/** Reads and decodes the control image of `options` (checked against the decoded-size limit). */
-export async function readControlImage(options: Pick<ControlNetOptions, 'image'>): Promise<ControlSource> {
+/**
+ * Reads and decodes the control image of `options` (checked against the decoded-size limit), after
+ * the cheap checks of its settings, so a bad setting is reported before any file is read.
+ */
+export async function readControlImage(options: ControlNetOptions): Promise<ControlSource> {
+  controlSettings(options);
   const source = options.image;
   const name = typeof source === 'string' && !source.startsWith('data:') ? `control image ${source}` : 'control image';
   const bytes = await readImageBytes(source, name);

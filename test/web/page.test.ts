@@ -12,6 +12,7 @@ import type { Browser, Page } from 'playwright-core';
 import sharp from 'sharp';
 import { readPngText } from '../../src/pipeline/image_output.js';
 import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
+import { tinyExtras } from '../pipeline/tiny.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
 import { launchChromium, screenshot } from './chromium.js';
 
@@ -32,7 +33,9 @@ before(async () => {
   blue = join(scratch, 'blue.png');
   await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 230, g: 30, b: 30 } } }).png().toFile(red);
   await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 30, g: 30, b: 230 } } }).png().toFile(blue);
-  server = await startServer({ model, data: join(scratch, 'data'), port: 0, warn: () => {} });
+  // A ControlNet for the tiny U-Net (test/pipeline/tiny.ts), so the page shows its fields.
+  const { controlnet } = await tinyExtras();
+  server = await startServer({ model, data: join(scratch, 'data'), port: 0, warn: () => {}, controlnets: { edges: controlnet } });
   browser = await launchChromium();
 });
 
@@ -129,6 +132,30 @@ test('two images and a prompt with two <i> generate an image whose PNG carries t
     await page.reload();
     await page.waitForSelector('body[data-ready]');
     assert.equal(await page.locator('.gallery-item').count(), 1);
+  } finally {
+    await page.close();
+  }
+});
+
+test('with a ControlNet the server makes Canny edges of the control image, and the size follows it', async () => {
+  const page = await openPage();
+  try {
+    const wide = join(scratch, 'wide.png');
+    await sharp({ create: { width: 96, height: 48, channels: 3, background: { r: 20, g: 160, b: 60 } } }).png().toFile(wide);
+    const side = Number(await page.inputValue('#width'));
+    await page.selectOption('#controlnet', 'edges');
+    assert.equal(await page.isDisabled('#width'), true, 'the size follows the control image');
+    await page.fill('#prompt', 'a cat');
+    await page.fill('#steps', '3');
+    await page.click('#generate');
+    await page.waitForFunction("!document.querySelector('#error').hidden");
+    assert.equal(await page.textContent('#error'), 'a ControlNet needs a control image');
+    await page.setInputFiles('#control-image', [wide]);
+    const before = await page.locator('.gallery-item').count();
+    await page.click('#generate');
+    await page.waitForFunction(`document.querySelectorAll('.gallery-item').length > ${before} || !document.querySelector('#error').hidden`, undefined, { timeout: GENERATION_TIMEOUT_MS });
+    assert.equal(await page.isVisible('#error'), false, (await page.textContent('#error')) ?? '');
+    assert.match((await page.locator('.gallery-item .details').first().textContent()) ?? '', new RegExp(`${2 * side}×${side}`));
   } finally {
     await page.close();
   }

@@ -31,6 +31,13 @@ export interface ModelLimits {
   maxPromptLength: number;
 }
 
+/** A ControlNet map made from the control image by the server (Canny edges, cv2.Canny thresholds). */
+export interface ControlPreprocess {
+  kind: 'canny';
+  low?: number;
+  high?: number;
+}
+
 export interface ModelInfo {
   id: string;
   /** `clip-text`: a plain text-to-image folder, which takes no images. */
@@ -40,6 +47,7 @@ export interface ModelInfo {
   sizeMultiple: number;
   schedulers: string[];
   loras: string[];
+  controlnets: string[];
   limits: ModelLimits;
 }
 
@@ -56,6 +64,7 @@ export interface JobSettings {
   width: number;
   height: number;
   lora: { name: string; scale: number } | null;
+  controlnet?: { name: string; scale: number; preprocess?: ControlPreprocess } | null;
   model: string;
 }
 
@@ -87,6 +96,8 @@ export interface GenerationRequest {
   width?: number;
   height?: number;
   lora?: { name: string; scale: number };
+  /** Without width and height, the size follows the control image. */
+  controlnet?: { name: string; image: string; scale: number; preprocess?: ControlPreprocess };
 }
 
 export interface Submitted {

@@ -9,7 +9,7 @@ export interface TrayImage {
 /** The API's limit on one input image (docs/server.md, "Limits"). */
 const MAX_IMAGE_BYTES = 16 * 1024 * 1024;
 
-function readAsDataUrl(file: File): Promise<string> {
+export function readAsDataUrl(file: File): Promise<string> {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
     reader.onload = () => resolve(reader.result as string);

@@ -10,6 +10,7 @@ import { Gallery } from './gallery.js';
 import { ImageTray } from './images.js';
 import { PromptEditor } from './prompt-editor.js';
 import { type SettingValues, SettingsForm } from './settings.js';
+import { ControlForm } from './control.js';
 
 const form = element('form', HTMLFormElement);
 const generateButton = element('generate', HTMLButtonElement);
@@ -27,6 +28,7 @@ const deviceStatus = element('device-status', HTMLElement);
 const tray = new ImageTray(element('image-tray', HTMLElement), element('images-input', HTMLInputElement), element('tray-message', HTMLElement));
 const prompt = new PromptEditor(element('prompt', HTMLTextAreaElement), element('prompt-preview', HTMLElement), element('image-count', HTMLElement), element('insert-image', HTMLButtonElement), tray);
 const settings = new SettingsForm();
+const control = new ControlForm([settings.width, settings.height]);
 const gallery = new Gallery(element('gallery', HTMLElement), element('gallery-empty', HTMLElement), reuseSettings, showError);
 
 /** The job this page is following, if any. */
@@ -175,7 +177,12 @@ async function generate(): Promise<void> {
   if (!prompt.matches) return updateButtons();
   const values = settings.read();
   if (typeof values === 'string') return showError(values);
-  if (runOn.value === 'device') return generateOnDevice(values);
+  const controlnet = await control.read();
+  if (typeof controlnet === 'string') return showError(controlnet);
+  if (runOn.value === 'device') {
+    if (controlnet) return showError('ControlNets run on the server; choose "Run on: the server" or no ControlNet');
+    return generateOnDevice(values);
+  }
   progress.max = 1;
   progress.value = 0;
   livePreview.hidden = true;
@@ -187,7 +194,10 @@ async function generate(): Promise<void> {
   current = { id: '', stop: () => {} };
   updateButtons();
   try {
-    const { id, seed } = await submit({ prompt: prompt.value, images: tray.list().map((image) => image.dataUrl), ...values });
+    // With a ControlNet the server sizes the output from the control image.
+    const { width, height, ...rest } = values;
+    const request = controlnet ? { ...rest, controlnet } : values;
+    const { id, seed } = await submit({ prompt: prompt.value, images: tray.list().map((image) => image.dataUrl), ...request });
     jobStatusLine.textContent = `Submitted (seed ${seed})`;
     current = { id, stop: watchJob(id, follow(id)) };
     updateButtons();
@@ -231,6 +241,7 @@ async function load(): Promise<void> {
     // The page runs the Kosmos-G pipeline only; a text-only model is generated on the server.
     if (model.pipeline !== 'kosmos-g') runOn.querySelector('option[value="device"]')?.remove();
     settings.applyModel(model);
+    control.applyModel(model);
     // A text-only (clip-text) model takes no images: no tray, and `<i>` is plain text.
     const interleaved = model.pipeline === 'kosmos-g';
     element('images-field', HTMLElement).hidden = !interleaved;
