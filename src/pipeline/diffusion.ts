@@ -327,9 +327,16 @@ export class LatentDiffusion {
     const owned = typeof options.model === 'string';
     const model = typeof options.model === 'string' ? await loadControlNet(options.model) : options.model;
     const unetChannels = this.unet.model.config.block_out_channels.join();
-    if (model.model.config.block_out_channels.join() !== unetChannels) {
+    const controlWidths = [model.model.config.cross_attention_dim].flat();
+    const problem =
+      model.model.config.block_out_channels.join() !== unetChannels
+        ? `block_out_channels [${model.model.config.block_out_channels.join(', ')}] do not match the U-Net's [${unetChannels}]`
+        : controlWidths.some((width) => width !== this.crossAttentionDim)
+          ? `it cross-attends to ${controlWidths.join('/')}-wide conditions, the U-Net to ${this.crossAttentionDim}`
+          : null;
+    if (problem) {
       if (owned) await model.close();
-      throw new Error(`controlnet: block_out_channels [${model.model.config.block_out_channels.join(', ')}] do not match the U-Net's [${unetChannels}]`);
+      throw new Error(`controlnet: ${problem}`);
     }
     return { model, image, owned };
   }

@@ -3,11 +3,13 @@
 // unchanged, a narrower guidance window changes it; bad files and images give one-line errors.
 import sharp from 'sharp';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { controlKeep, controlOutputSize } from '../../src/pipeline/controlnet.js';
+import { ControlNetModel, parseControlNetConfig } from '../../src/models/controlnet.js';
 import { TextToImagePipeline } from '../../src/pipeline/text_to_image.js';
+import { Random } from '../../src/util/random.js';
 import { maxAbsDifference, sameBytes, scratch, tinyExtras, tinyPipeline } from './tiny.js';
 
 let pipeline: TextToImagePipeline;
@@ -76,11 +78,16 @@ test('LoRA changes the image with its scale; scale 0 reproduces the base U-Net',
 
 test('bad ControlNet and LoRA inputs give one-line errors', async () => {
   const corrupt = join(scratch, 'corrupt.png');
+  // The tiny ControlNet, rebuilt for conditions of another width than the U-Net's.
+  const config = JSON.parse(await readFile(join(controlDirectory, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const otherWidth = join(scratch, 'controlnet-other-width');
+  await new ControlNetModel(parseControlNetConfig({ ...config, cross_attention_dim: (config['cross_attention_dim'] as number) * 2 }), new Random(5)).save(otherWidth);
   await writeFile(corrupt, 'not an image at all');
   const cases: [Record<string, unknown>, RegExp][] = [
     [{ controlnet: { model: controlDirectory, image: corrupt } }, /control image .*corrupt\.png: not a readable image/],
     [{ controlnet: { model: controlDirectory, image: join(scratch, 'absent.png') } }, /cannot read the file \(ENOENT\)/],
     [{ controlnet: { model: join(scratch, 'absent'), image: controlImage } }, /cannot read .*absent\/config\.json/],
+    [{ controlnet: { model: otherWidth, image: controlImage } }, /^controlnet: it cross-attends to \d+-wide conditions, the U-Net to \d+$/],
     [{ lora: { file: join(scratch, 'absent.safetensors') } }, /^LoRA .*absent\.safetensors: /],
   ];
   for (const [options, message] of cases) {

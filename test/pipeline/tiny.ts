@@ -47,7 +47,7 @@ let extras: Promise<{ controlnet: string; lora: string; controlImage: string }> 
 
 /**
  * For the tiny pipeline: a ControlNet folder matching its U-Net (residual convs non-zero), a PEFT
- * LoRA file on attn1/attn2 (B non-zero) and a 48×40 control image.
+ * LoRA file on attn1/attn2 (B non-zero) and a 48×48 control image.
  */
 export function tinyExtras(): Promise<{ controlnet: string; lora: string; controlImage: string }> {
   extras ??= (async () => {
