@@ -6,6 +6,7 @@ import * as ort from 'onnxruntime-web';
 import { mountFolder, onDownloadProgress, platform } from '../../../src/platform/browser.js';
 import { KosmosGPipeline } from '../../../src/pipeline/kosmos_g_pipeline.js';
 import type { SchedulerChoice } from '../../../src/pipeline/diffusion.js';
+import { checkThreads } from '../../../src/graph/devices.js';
 import type { DeviceEvent, DeviceGenerateRequest, DeviceLoadRequest } from './protocol.js';
 
 /** The worker's global scope, typed as far as it is used (the page's lib has no WorkerGlobalScope). */
@@ -32,15 +33,14 @@ async function load(request: DeviceLoadRequest): Promise<KosmosGPipeline> {
   // The wasm binaries are copied beside this worker by the build (web/build.mjs).
   ort.env.wasm.wasmPaths = new URL('./ort/', import.meta.url).href;
   // Threads need SharedArrayBuffer, which only a cross-origin isolated page has.
-  if (request.threads !== undefined && (!Number.isInteger(request.threads) || request.threads < 1)) throw new Error(`threads must be a positive integer, got ${request.threads}`);
-  const threads = scope.crossOriginIsolated ? (request.threads ?? Math.min(MAX_WASM_THREADS, platform.cores())) : 1;
+  const threads = scope.crossOriginIsolated ? (request.threads === undefined ? Math.min(MAX_WASM_THREADS, platform.cores()) : checkThreads(request.threads)) : 1;
   ort.env.wasm.numThreads = threads;
-  const backend = request.device === 'wasm' ? 'wasm' : request.device === 'webgpu' || (await platform.probeWebGpu(new URL(import.meta.url))).available ? 'webgpu' : 'wasm';
   const stop = onDownloadProgress((progress) => post({ type: 'download', ...progress }));
   try {
     await mountFolder(MODEL_ROOT, new URL(request.modelUrl, import.meta.url));
-    const loaded = await KosmosGPipeline.fromPretrained(MODEL_ROOT, { device: backend === 'webgpu' ? 'webgpu' : 'cpu', threads });
-    post({ type: 'loaded', backend, threads, loadMs: performance.now() - start });
+    // The runtime resolves 'auto' as everywhere else (graph/devices.ts): WebGPU when an adapter answers.
+    const loaded = await KosmosGPipeline.fromPretrained(MODEL_ROOT, { device: request.device === 'wasm' ? 'cpu' : request.device, threads });
+    post({ type: 'loaded', backend: loaded.runtime.device === 'webgpu' ? 'webgpu' : 'wasm', threads, loadMs: performance.now() - start });
     return loaded;
   } finally {
     stop();
