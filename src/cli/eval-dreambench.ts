@@ -17,10 +17,12 @@ function integer(flag: string, minimum: number) {
   };
 }
 
-function decimal(value: string): number {
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n)) throw new Error(`--guidance must be a number, got '${value}'`);
-  return n;
+function decimal(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n)) throw new Error(`${flag} must be a number, got '${value}'`);
+    return n;
+  };
 }
 
 function subjectList(value: string): string[] {
@@ -43,6 +45,10 @@ interface DreamBenchFlags {
   subjects?: string[];
   prompts?: number;
   baseline?: string;
+  controlnet?: string;
+  controlScale?: number;
+  lora?: string;
+  loraScale?: number;
   resume?: boolean;
   force?: boolean;
   device: string;
@@ -62,13 +68,17 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
     .option('--judges <dir>', 'holds clip/ (a transformers CLIPModel folder) and dino/ (a transformers ViTModel folder); default the embedded models/judges', DEFAULT_JUDGES)
     .option('--images-per-prompt <n>', "images per prompt (default kosmosg_eval.json's, 4)", integer('--images-per-prompt', 1))
     .option('--steps <n>', "denoising steps (default kosmosg_eval.json's, 100)", integer('--steps', 1))
-    .option('--guidance <g>', "guidance scale (default kosmosg_eval.json's, 7.5)", decimal)
+    .option('--guidance <g>', "guidance scale (default kosmosg_eval.json's, 7.5)", decimal('--guidance'))
     .option('--scheduler <name>', `sampler: ${SCHEDULER_CHOICES.join(', ')} (default kosmosg_eval.json's, dpm++)`)
     .option('--seed <n>', 'base seed; image k of prompt p starts from seed + 5·k + (p mod 5) (default 0)', integer('--seed', 0))
     .option('--size <px>', "output side in pixels (default the model's)", integer('--size', 1))
     .option('--subjects <a,b>', 'only these subjects', subjectList)
     .option('--prompts <n>', 'only the first N prompts of each subject (world data: and of the two-subject prompts and edits)', integer('--prompts', 1))
     .option('--baseline <row>', "text: the class word instead of the image, through a text-to-image folder; text-style (world data): the style and class words; oracle: the subject's other photos (world data: the true scene of each prompt); random: as many images of other subjects (world data: their true scene of the prompt)")
+    .option('--controlnet <dir>', "world data: a ControlNet steered by the Canny edges of each prompt's true scene (the report adds the edge F1 of every row)")
+    .option('--control-scale <s>', 'ControlNet conditioning scale (default 1)', decimal('--control-scale'))
+    .option('--lora <file>', 'a LoRA (PEFT/diffusers or kohya safetensors) applied to the U-Net')
+    .option('--lora-scale <s>', 'LoRA scale (default 1)', decimal('--lora-scale'))
     .option('--resume', 'continue the evaluation in --out: saved images are reused, scores recomputed')
     .option('--force', 'replace the evaluation in --out')
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
@@ -78,6 +88,8 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
       if (flags.scheduler !== undefined && !(SCHEDULER_CHOICES as string[]).includes(flags.scheduler)) throw new Error(`unknown scheduler '${flags.scheduler}' (choose ${SCHEDULER_CHOICES.join(', ')})`);
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device '${flags.device}' (cpu, webgpu or auto)`);
       if (flags.baseline !== 'oracle' && flags.baseline !== 'random' && !flags.model) throw new Error('--model is required (except for --baseline oracle and random)');
+      if (flags.controlScale !== undefined && !flags.controlnet) throw new Error('--control-scale needs --controlnet');
+      if (flags.loraScale !== undefined && !flags.lora) throw new Error('--lora-scale needs --lora');
       const { metrics } = await evaluateDreamBench({
         ...(flags.model !== undefined ? { model: flags.model } : {}),
         data: flags.data,
@@ -92,6 +104,8 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
         ...(flags.subjects !== undefined ? { subjects: flags.subjects } : {}),
         ...(flags.prompts !== undefined ? { prompts: flags.prompts } : {}),
         ...(flags.baseline !== undefined ? { baseline: flags.baseline as (typeof BASELINES)[number] } : {}),
+        ...(flags.controlnet !== undefined ? { controlnet: { model: flags.controlnet, ...(flags.controlScale !== undefined ? { scale: flags.controlScale } : {}) } } : {}),
+        ...(flags.lora !== undefined ? { lora: { file: flags.lora, ...(flags.loraScale !== undefined ? { scale: flags.loraScale } : {}) } } : {}),
         resume: flags.resume ?? false,
         force: flags.force ?? false,
         device: flags.device as Device,
@@ -99,8 +113,9 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
         report: (message) => process.stderr.write(`${message}\n`),
       });
       const { overall, run } = metrics;
+      const edges = overall.edgeF1 === null ? '' : `, edge F1 ${overall.edgeF1.toFixed(3)}`;
       console.log(
-        `DreamBench ${metrics.row}: DINO ${fixed(overall.dino)}, CLIP-I ${fixed(overall.clipI)}, CLIP-T ${fixed(overall.clipT)} over ${metrics.images} images of ${metrics.subjects} subject${metrics.subjects === 1 ? '' : 's'} ` +
+        `DreamBench ${metrics.row}: DINO ${fixed(overall.dino)}, CLIP-I ${fixed(overall.clipI)}, CLIP-T ${fixed(overall.clipT)}${edges} over ${metrics.images} images of ${metrics.subjects} subject${metrics.subjects === 1 ? '' : 's'} ` +
           `(paper: ${metrics.row === 'oracle' ? 'real images 77.4 / 88.5 / –' : 'Kosmos-G 69.4 / 84.7 / 28.7'}); ${run.generated} generated, ${run.reused} reused; report in ${join(flags.out, 'report.html')}`,
       );
       const world = metrics.world;

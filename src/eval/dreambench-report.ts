@@ -34,6 +34,8 @@ export interface ImageScore {
   dino: number;
   clipI: number;
   clipT: number | null;
+  /** World data: F1 of the image's Canny edges against its prompt's true scene's (edge-agreement.ts); null without a true scene. */
+  edgeF1: number | null;
 }
 
 export interface Scores {
@@ -41,6 +43,8 @@ export interface Scores {
   dino: number | null;
   clipI: number | null;
   clipT: number | null;
+  /** Mean edge F1 (not scaled, not floored); null without true scenes. */
+  edgeF1: number | null;
 }
 
 export interface RunInfo {
@@ -86,7 +90,8 @@ const mean = (values: readonly number[]) => values.reduce((sum, value) => sum + 
 export function scoresOf(records: readonly ImageScore[]): Scores {
   const floor = (values: readonly number[]) => (values.length ? Math.max(mean(values), 0) : null);
   const clipT = records.flatMap((record) => (record.clipT === null ? [] : [record.clipT]));
-  return { images: records.length, dino: floor(records.map((r) => r.dino)), clipI: floor(records.map((r) => r.clipI)), clipT: floor(clipT) };
+  const edges = records.flatMap((record) => (record.edgeF1 === null ? [] : [record.edgeF1]));
+  return { images: records.length, dino: floor(records.map((r) => r.dino)), clipI: floor(records.map((r) => r.clipI)), clipT: floor(clipT), edgeF1: edges.length ? mean(edges) : null };
 }
 
 function groupBy<K>(records: readonly ImageScore[], key: (record: ImageScore) => K): Map<K, ImageScore[]> {
@@ -135,11 +140,11 @@ function csvField(value: string | number | null): string {
   return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
-export const CSV_COLUMNS = ['subject', 'class', 'prompt_index', 'prompt', 'clip_t_prompt', 'image', 'seed', 'file', 'source', 'dino', 'clip_i', 'clip_t'] as const;
+export const CSV_COLUMNS = ['subject', 'class', 'prompt_index', 'prompt', 'clip_t_prompt', 'image', 'seed', 'file', 'source', 'dino', 'clip_i', 'clip_t', 'edge_f1'] as const;
 
 /** Every image's scores; numbers at full precision, so the metrics recompute from the file. */
 export function scoresCsv(records: readonly ImageScore[]): string {
-  const rows = records.map((r) => [r.subject, r.class, r.promptIndex, r.prompt, r.clipTPrompt, r.image, r.seed, r.file, r.source, r.dino, r.clipI, r.clipT].map(csvField).join(','));
+  const rows = records.map((r) => [r.subject, r.class, r.promptIndex, r.prompt, r.clipTPrompt, r.image, r.seed, r.file, r.source, r.dino, r.clipI, r.clipT, r.edgeF1].map(csvField).join(','));
   return `${[CSV_COLUMNS.join(','), ...rows].join('\n')}\n`;
 }
 
@@ -160,11 +165,23 @@ const rowName = (metrics: DreamBenchMetrics) =>
   metrics.world && metrics.row === 'oracle' ? 'true scenes (oracle)' : metrics.world && metrics.row === 'random' ? "random images (other subjects' true scenes)" : ROW_NAMES[metrics.row];
 
 function comparisonTable(metrics: DreamBenchMetrics): string {
+  // Edge F1 exists only on world data, where every prompt has a true scene; the paper has none.
+  const edges = metrics.overall.edgeF1 !== null;
+  const edgeCell = (value: number | null) => (edges ? `<td>${value === null ? '–' : value.toFixed(3)}</td>` : '');
   const rows = [
-    `<tr class="ours"><td>${html(rowName(metrics))}</td><td>${fixed(metrics.overall.dino)}</td><td>${fixed(metrics.overall.clipI)}</td><td>${fixed(metrics.overall.clipT)}</td></tr>`,
-    ...metrics.paper.map((row) => `<tr><td>${html(row.method)} (paper)</td><td>${fixed(row.dino)}</td><td>${fixed(row.clipI)}</td><td>${fixed(row.clipT)}</td></tr>`),
+    `<tr class="ours"><td>${html(rowName(metrics))}</td><td>${fixed(metrics.overall.dino)}</td><td>${fixed(metrics.overall.clipI)}</td><td>${fixed(metrics.overall.clipT)}</td>${edgeCell(metrics.overall.edgeF1)}</tr>`,
+    ...metrics.paper.map((row) => `<tr><td>${html(row.method)} (paper)</td><td>${fixed(row.dino)}</td><td>${fixed(row.clipI)}</td><td>${fixed(row.clipT)}</td>${edgeCell(null)}</tr>`),
   ];
-  return `<table><tr><th>method</th><th>DINO</th><th>CLIP-I</th><th>CLIP-T</th></tr>\n${rows.join('\n')}\n</table>`;
+  return `<table><tr><th>method</th><th>DINO</th><th>CLIP-I</th><th>CLIP-T</th>${edges ? '<th>edge F1 vs true scene</th>' : ''}</tr>\n${rows.join('\n')}\n</table>`;
+}
+
+/** The adapters a generation used, in words ('' without any). */
+function adaptersText(settings: DreamBenchMetrics['settings']): string {
+  const parts = [
+    settings.controlnet ? `ControlNet ${settings.controlnet.model} at scale ${settings.controlnet.scale}, on the Canny edges (${settings.controlnet.low}, ${settings.controlnet.high}) of each prompt's true scene` : '',
+    settings.lora ? `LoRA ${settings.lora.file} at scale ${settings.lora.scale}` : '',
+  ].filter(Boolean);
+  return parts.length ? ` With ${parts.join('; ')}.` : '';
 }
 
 /** Horizontal bars, one group per metric: this run, the paper's Kosmos-G, the paper's real images. */
@@ -223,7 +240,7 @@ export function reportHtml(out: string, metrics: DreamBenchMetrics, records: rea
       ? `No generation: ${metrics.world ? 'the true scene of each prompt, rendered by the world' : "each subject's photos other than its reference"}.`
       : settings.row === 'random'
         ? `No generation: in place of each ${metrics.world ? 'true scene, the true scene of the same prompt for another subject' : 'photo, a photo of another subject'}, drawn with seed ${settings.seed}.`
-      : `${settings.imagesPerPrompt} images per prompt, ${settings.steps} ${settings.scheduler} steps, guidance ${settings.guidance}, seed ${settings.seed} (image k of prompt p from seed + 5·k + p mod 5, as the official batches of 5 prompts re-seed), ${settings.size === null ? "the model's default size" : `${settings.size} px`}.`;
+      : `${settings.imagesPerPrompt} images per prompt, ${settings.steps} ${settings.scheduler} steps, guidance ${settings.guidance}, seed ${settings.seed} (image k of prompt p from seed + 5·k + p mod 5, as the official batches of 5 prompts re-seed), ${settings.size === null ? "the model's default size" : `${settings.size} px`}.${adaptersText(settings)}`;
   const speed = [
     run.generated ? `generated ${run.generated} images in ${run.generationSeconds.toFixed(1)} s (${run.generationImagesPerSecond!.toFixed(2)} images/s)` : '',
     run.reused ? `${run.reused} reused from disk` : '',

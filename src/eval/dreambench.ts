@@ -19,20 +19,15 @@
 // whatever batch it is generated in (the tests check this on the CPU). out/eval.json records every
 // setting the images depend on; an --out holding another evaluation is refused.
 import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import sharp from 'sharp';
+import { join, resolve } from 'node:path';
 import type { Device } from '../graph/devices.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
-import { gaussianNoise } from '../models/gaussian_noise.js';
-import type { HostTensor } from '../onnx/dtype.js';
-import { SCHEDULER_CHOICES, type SchedulerChoice, repeatRows } from '../pipeline/diffusion.js';
+import { SCHEDULER_CHOICES, type SchedulerChoice } from '../pipeline/diffusion.js';
 import { DIFFUSION_COMPONENTS, KOSMOS_G_COMPONENTS, clipTokenizerComponent, readPipelineFolder } from '../pipeline/folder.js';
-import { encodePng } from '../pipeline/image_output.js';
-import { KosmosGPipeline } from '../pipeline/kosmos_g_pipeline.js';
-import { defaultMemoryLimit } from '../pipeline/memory.js';
-import { TextToImagePipeline } from '../pipeline/text_to_image.js';
-import { type CaseImage, type DreamBenchCase, type DreamBenchData, buildCases, readDreamBench, selectSubjects } from './dreambench-data.js';
+import { type DreamBenchCase, type DreamBenchData, buildCases, readDreamBench, selectSubjects } from './dreambench-data.js';
+import { type AdapterSettings, generateMissing } from './dreambench-generate.js';
 import { type ImageScore, type DreamBenchMetrics, summarize, writeDreamBenchReport } from './dreambench-report.js';
+import { DEFAULT_CANNY, edgeF1OfFiles } from './edge-agreement.js';
 import { checkJudgesFolder, cosine, loadJudges } from './judges.js';
 import { type WorldDreamBench, type WorldJob, buildWorldJobs, readWorldDreamBench, withStyleWords } from './world-dreambench.js';
 import { measureWorld } from './world-measures.js';
@@ -64,6 +59,10 @@ export interface DreamBenchOptions {
   /** The first N prompts of each subject (and of the world's two-subject prompts and edits). */
   prompts?: number;
   baseline?: (typeof BASELINES)[number];
+  /** World data, model rows: a ControlNet folder steered by the Canny edges of each prompt's true scene (conditioning scale default 1). */
+  controlnet?: { model: string; scale?: number };
+  /** Model rows: a LoRA file at its scale (default 1). */
+  lora?: { file: string; scale?: number };
   resume?: boolean;
   force?: boolean;
   device?: Device;
@@ -74,7 +73,7 @@ export interface DreamBenchOptions {
 }
 
 /** Everything the saved images depend on: out/eval.json holds it and a resume must match it. */
-export interface EvalSettings {
+export interface EvalSettings extends AdapterSettings {
   row: DreamBenchRow;
   model: string | null;
   data: string;
@@ -142,6 +141,19 @@ function resolveSettings(options: DreamBenchOptions, data: DreamBenchData, row: 
     size: options.size ?? null,
     negativePrompt: data.sampling.negativePrompt ?? '',
     seedScheme: 'seed + 5·k + (p mod 5)',
+    ...adapterSettings(options),
+  };
+}
+
+/** The adapters' settings; keys only for the adapters used, so evaluations without any record what they always did. */
+function adapterSettings(options: DreamBenchOptions): AdapterSettings {
+  const scale = (value: number | undefined, what: string) => {
+    if (value !== undefined && !Number.isFinite(value)) throw new Error(`${what} must be a finite number, got ${value}`);
+    return value ?? 1;
+  };
+  return {
+    ...(options.controlnet ? { controlnet: { model: resolve(options.controlnet.model), control: 'canny' as const, ...DEFAULT_CANNY, scale: scale(options.controlnet.scale, 'the ControlNet scale') } } : {}),
+    ...(options.lora ? { lora: { file: resolve(options.lora.file), scale: scale(options.lora.scale, 'the LoRA scale') } } : {}),
   };
 }
 
@@ -205,119 +217,6 @@ async function prepareOut(out: string, settings: EvalSettings, resume: boolean, 
   throw new Error(`--out ${out} already holds this DreamBench evaluation; pass --resume to continue it (saved images are reused) or --force to start it over`);
 }
 
-/** Whether a saved image can be reused: a readable PNG (a torn file cannot exist, writes are atomic, but a user may have replaced it). */
-async function readablePng(path: string): Promise<boolean> {
-  try {
-    const { format, width, height } = await sharp(path).metadata();
-    return format === 'png' && !!width && !!height;
-  } catch {
-    return false;
-  }
-}
-
-/** A run killed mid-write leaves `.name.pid.random.tmp` beside its images (io/atomic-file.ts); they are never results. */
-async function removeStaleTemporaries(images: string): Promise<void> {
-  const entries = await readdir(images, { recursive: true }).catch(() => [] as string[]);
-  for (const entry of entries) if (/(^|[/\\])\.[^/\\]*\.tmp$/.test(entry)) await rm(join(images, entry), { force: true });
-}
-
-interface GenerationStats {
-  generated: number;
-  reused: number;
-  seconds: number;
-}
-
-/** What one prompt generates: the Kosmos-G input and its images (absolute paths), the text rows' input, the images to save. */
-interface GenerationJob {
-  inputPrompt: string;
-  inputImages: string[];
-  textPrompt: string;
-  images: CaseImage[];
-}
-
-/** Generates every image not yet on disk; loads the pipeline only when one is missing. */
-async function generateMissing(jobs: readonly GenerationJob[], out: string, settings: EvalSettings, options: DreamBenchOptions): Promise<GenerationStats> {
-  const report = options.report ?? (() => {});
-  for (const folder of ['images', 'multi', 'edits']) await removeStaleTemporaries(join(out, folder));
-  const pending: { item: GenerationJob; images: CaseImage[] }[] = [];
-  let reused = 0;
-  for (const item of jobs) {
-    const missing = [];
-    for (const image of item.images) {
-      if (await readablePng(join(out, image.file))) reused++;
-      else missing.push(image);
-    }
-    if (missing.length) pending.push({ item, images: missing });
-  }
-  const total = pending.reduce((count, entry) => count + entry.images.length, 0);
-  if (!total) return { generated: 0, reused, seconds: 0 };
-  report(`generating ${total} images (${reused} already on disk) with ${settings.model}`);
-  const load = { device: options.device, threads: options.threads };
-  const pipeline = settings.row === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(settings.model!, load) : await TextToImagePipeline.fromPretrained(settings.model!, load);
-  const start = performance.now();
-  let generated = 0;
-  let lastReport = start;
-  try {
-    const { diffusion } = pipeline;
-    const size = settings.size ?? diffusion.defaultSize;
-    const factor = diffusion.vae.model.downsamplingFactor;
-    if (!Number.isInteger(size / factor)) throw new Error(`size ${size} is not a multiple of ${diffusion.sizeMultiple}`);
-    const noiseShape = [1, diffusion.vae.model.config.latent_channels, size / factor, size / factor];
-    const perImage = noiseShape.reduce((p, q) => p * q, 1);
-    const guided = settings.guidance! > 1;
-    // The unconditional condition is the same for every prompt: encoded once.
-    const unconditional = pipeline instanceof KosmosGPipeline ? await pipeline.encoder.encodeUnconditional(settings.negativePrompt!) : await pipeline.encodePrompt(settings.negativePrompt!);
-    const groupSize = promptsPerCall(pipeline, Math.max(...pending.map((entry) => entry.images.length)), size, guided);
-    for (let first = 0; first < pending.length; first += groupSize) {
-      const group = pending.slice(first, first + groupSize);
-      const images = group.flatMap((entry) => entry.images);
-      // Each image's own noise and its prompt's condition, several prompts in one batch:
-      // (n, C, h, w) = n × gaussianNoise(seed_k, (1, C, h, w)); conditions (n, 77, d).
-      const noise = new Float32Array(images.length * perImage);
-      images.forEach((image, row) => noise.set(gaussianNoise(image.seed, noiseShape).data as Float32Array, row * perImage));
-      const latents: HostTensor = { dtype: 'float32', shape: [images.length, ...noiseShape.slice(1)], data: noise };
-      const conditions: [HostTensor, number][] = [];
-      for (const { item, images: itemImages } of group) {
-        const condition = pipeline instanceof KosmosGPipeline ? await pipeline.encoder.encode(item.inputPrompt, item.inputImages) : await pipeline.encodePrompt(item.textPrompt);
-        conditions.push([condition, itemImages.length]);
-      }
-      const sampling = { steps: settings.steps!, guidanceScale: settings.guidance!, scheduler: settings.scheduler!, seed: images[0]!.seed, numImages: images.length, width: size, height: size, latents };
-      const resolved = diffusion.resolve(sampling, { scheduler: 'dpm++' });
-      const generatedImages = await diffusion.sample(repeatRows(conditions), unconditional, resolved, sampling);
-      for (const [row, image] of images.entries()) {
-        const path = join(out, image.file);
-        await mkdir(dirname(path), { recursive: true });
-        await writeFileAtomic(path, await encodePng(generatedImages[row]!));
-      }
-      generated += images.length;
-      const now = performance.now();
-      if (now - lastReport > 10_000 || generated === total) {
-        lastReport = now;
-        report(`generated ${generated}/${total} images, ${((generated * 1000) / (now - start)).toFixed(2)} images/s`);
-      }
-    }
-  } finally {
-    await pipeline.dispose();
-  }
-  return { generated, reused, seconds: (performance.now() - start) / 1000 };
-}
-
-/** Most images one U-Net call batches: past this, a larger batch no longer speeds a CPU up. */
-const MAX_IMAGES_PER_CALL = 16;
-
-/**
- * Prompts generated per call: batching several prompts' images makes each U-Net run larger, which
- * runs faster per image on a CPU (kosmos-g-mini at 64²: about 1.9 s per image in batches of 4,
- * 1.6 s in batches of 16); as many as fit MAX_IMAGES_PER_CALL and a quarter of the memory bound.
- */
-function promptsPerCall(pipeline: KosmosGPipeline | TextToImagePipeline, imagesPerPrompt: number, size: number, guided: boolean): number {
-  for (let prompts = Math.max(1, Math.floor(MAX_IMAGES_PER_CALL / imagesPerPrompt)); prompts > 1; prompts--) {
-    const estimate = pipeline.diffusion.memoryEstimate({ width: size, height: size, numImages: prompts * imagesPerPrompt, guided, controlnet: false });
-    if (estimate.total <= defaultMemoryLimit() / 4) return prompts;
-  }
-  return 1;
-}
-
 /** Another subject than `subject`, drawn from (seed, subject, index) alone. */
 function otherSubject(data: DreamBenchData, subject: string, seed: number, index: number): DreamBenchData['subjects'][number] {
   const others = data.subjects.filter((candidate) => candidate.subject !== subject);
@@ -330,7 +229,7 @@ function otherSubject(data: DreamBenchData, subject: string, seed: number, index
  * reference, or on world data the true scene of each prompt; (random) as many images of other
  * subjects, drawn with the seed: a photo, or on world data that subject's true scene of the prompt.
  */
-function scoredImages(row: DreamBenchRow, cases: readonly DreamBenchCase[], data: DreamBenchData, world: WorldDreamBench | null, subjects: readonly string[], out: string, seed: number): (Omit<ImageScore, 'dino' | 'clipI' | 'clipT'> & { path: string })[] {
+function scoredImages(row: DreamBenchRow, cases: readonly DreamBenchCase[], data: DreamBenchData, world: WorldDreamBench | null, subjects: readonly string[], out: string, seed: number): (Omit<ImageScore, 'dino' | 'clipI' | 'clipT' | 'edgeF1'> & { path: string })[] {
   if (!usesModel(row) && world) {
     return cases.map((item) => {
       const shown = row === 'random' ? otherSubject(data, item.subject, seed, item.promptIndex).subject : item.subject;
@@ -363,9 +262,11 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
   const row: DreamBenchRow = options.baseline ?? 'kosmos-g';
   if (!(['kosmos-g', ...BASELINES] as string[]).includes(row)) throw new Error(`unknown baseline ${JSON.stringify(options.baseline)} (${BASELINES.join(', ')})`);
   if (usesModel(row) && !options.model) throw new Error('--model is required (except for --baseline oracle and random)');
+  if (!usesModel(row) && (options.controlnet || options.lora)) throw new Error(`--baseline ${row} generates nothing: a ControlNet or LoRA applies to the model rows only`);
   // Everything that can be checked is checked before --out is touched or a model is loaded.
   const data = await readDreamBench(options.data);
   const world = await readWorldDreamBench(data);
+  if (options.controlnet && !world) throw new Error(`a ControlNet evaluation needs a world DreamBench (data build --kind dreambench): its control maps are the edges of each prompt's true scene, and ${data.directory} has no world-dreambench.json`);
   if (row === 'text-style' && !world) throw new Error(`--baseline text-style needs a world DreamBench (data build --kind dreambench): ${data.directory} has no world-dreambench.json, so its subjects have no style names`);
   const settings = resolveSettings(options, data, row);
   const selection = { subjects: settings.subjects, prompts: settings.prompts ?? undefined, imagesPerPrompt: settings.imagesPerPrompt ?? 1, seed: settings.seed ?? 0 };
@@ -379,7 +280,11 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
   const resumed = await prepareOut(options.out, settings, options.resume ?? false, options.force ?? false);
   if (resumed) report(`resuming the evaluation in ${options.out}`);
 
-  const jobs = [...cases.map((item) => ({ ...item, inputImages: [join(data.directory, item.reference)] })), ...worldJobs];
+  const at = (file: string) => join(data.directory, file);
+  const jobs = [
+    ...cases.map((item) => ({ ...item, inputImages: [at(item.reference)], truth: world ? at(world.file.subjects[item.subject]!.scenes[item.promptIndex]!) : null })),
+    ...worldJobs.map((job) => ({ ...job, truth: at(job.truth) })),
+  ];
   const generation = usesModel(row) ? await generateMissing(jobs, options.out, settings, options) : { generated: 0, reused: 0, seconds: 0 };
 
   const images = scoredImages(row, cases, data, world, settings.subjects, options.out, settings.seed ?? 0);
@@ -402,12 +307,15 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
       const chunk = images.slice(start, start + 64);
       const paths = chunk.map((image) => image.path);
       const [clip, dino] = [await judges.clip.embedImages(paths), await judges.dino.features(paths)];
-      chunk.forEach(({ path: _path, ...image }, k) => {
+      for (const [k, { path, ...image }] of chunk.entries()) {
         const target = reference.get(image.subject)!;
         const text = image.clipTPrompt === null ? null : promptEmbeds.get(image.clipTPrompt)!;
-        records.push({ ...image, dino: 100 * cosine(dino[k]!, target.dino), clipI: 100 * cosine(clip[k]!, target.clip), clipT: text ? 100 * cosine(clip[k]!, text) : null });
+        // World data: how well the image keeps the edges of the scene its prompt describes.
+        const truth = world && image.promptIndex !== null ? at(world.file.subjects[image.subject]!.scenes[image.promptIndex]!) : null;
+        const edgeF1 = truth ? await edgeF1OfFiles(truth, path, settings.controlnet ?? DEFAULT_CANNY) : null;
+        records.push({ ...image, dino: 100 * cosine(dino[k]!, target.dino), clipI: 100 * cosine(clip[k]!, target.clip), clipT: text ? 100 * cosine(clip[k]!, text) : null, edgeF1 });
         embeds.push(clip[k]!);
-      });
+      }
     }
     if (world) {
       report(`world measures of ${images.length} images, ${worldJobs.length} two-subject prompts and edits`);

@@ -1,7 +1,7 @@
 // The world-exact measures: their logic with a judge whose embeddings say exactly what each image
 // shows, then a world DreamBench evaluated end to end with a tiny random pipeline and tiny random
 // judges — the Kosmos-G row (two-subject prompts with two reference images, edits with the source),
-// the text-style row, and the oracle row on the true scenes.
+// the text-style row, the oracle row on the true scenes, and the Kosmos-G row with a ControlNet and a LoRA.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
@@ -13,9 +13,11 @@ import { buildCases, officialSeed, readDreamBench, type DreamBenchData } from '.
 import { evaluateDreamBench, type DreamBenchOptions } from '../../src/eval/dreambench.js';
 import type { DreamBenchMetrics } from '../../src/eval/dreambench-report.js';
 import { buildWorldJobs, readWorldDreamBench, type WorldDreamBench } from '../../src/eval/world-dreambench.js';
+import { edgeF1OfFiles } from '../../src/eval/edge-agreement.js';
 import { measureWorld, type ClipEmbedder } from '../../src/eval/world-measures.js';
 import { KosmosGPipeline } from '../../src/pipeline/kosmos_g_pipeline.js';
 import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
+import { tinyExtras } from '../pipeline/tiny.js';
 import { buildTestDreamBench } from '../world/dreambench-fixture.js';
 import { writeTinyJudges } from './tiny-judges.js';
 
@@ -44,7 +46,7 @@ async function oracleImages(judge: ClipEmbedder, editImage: 'source' | 'target')
     const file = world.file.subjects[item.subject]!.scenes[item.promptIndex]!;
     const path = join(bench, file);
     const [embed] = await judge.embedImages([path]);
-    return { subject: item.subject, class: item.class, promptIndex: item.promptIndex, prompt: item.clipTPrompt, clipTPrompt: item.clipTPrompt, image: 0, seed: null, file, source: 'data' as const, dino: 0, clipI: 0, clipT: 0, path, embed: embed! };
+    return { subject: item.subject, class: item.class, promptIndex: item.promptIndex, prompt: item.clipTPrompt, clipTPrompt: item.clipTPrompt, image: 0, seed: null, file, source: 'data' as const, dino: 0, clipI: 0, clipT: 0, edgeF1: null, path, embed: embed! };
   }));
   const jobs = buildWorldJobs(world, data, { subjects: names, prompts: null, imagesPerPrompt: 1, seed: 0, styled: false }).map((job) => {
     const file = job.group === 'edits' ? world.edits[job.index]![editImage] : job.truth;
@@ -183,4 +185,43 @@ test("the random row shows each prompt's true scene of another subject, and no t
     assert.ok(shown !== undefined && shown !== record.subject, `${record.file} is another subject's true scene of prompt ${record.promptIndex}`);
   }
   assert.deepEqual([metrics.world!.multi.images, metrics.world!.edits.images], [0, 0]);
+});
+
+test("adapters: a Canny ControlNet on each prompt's true scene and a LoRA, recorded in eval.json; every world row gets the edge F1", async () => {
+  const { controlnet, lora } = await tinyExtras();
+  const out = join(scratch, 'adapters');
+  const adapters = { controlnet: { model: controlnet, scale: 0.8 }, lora: { file: lora, scale: 0.5 } };
+  const { metrics, records } = await evaluateDreamBench({ ...run, out, prompts: 1, ...adapters });
+  assert.deepEqual(metrics.settings.controlnet, { model: controlnet, control: 'canny', low: 100, high: 200, scale: 0.8 });
+  assert.deepEqual(metrics.settings.lora, { file: lora, scale: 0.5 });
+  assert.deepEqual(JSON.parse(await readFile(join(out, 'eval.json'), 'utf8')).settings.controlnet, metrics.settings.controlnet);
+
+  // A saved image is the pipeline's own output with the same ControlNet input and LoRA.
+  const item = records[0]!;
+  const truth = join(bench, world.file.subjects[item.subject]!.scenes[item.promptIndex!]!);
+  const pipeline = await KosmosGPipeline.fromPretrained(tiny, { threads: 1 });
+  try {
+    const direct = await pipeline.generate({
+      prompt: item.prompt!, images: [join(bench, data.subjects.find((subject) => subject.subject === item.subject)!.reference)], seed: item.seed!, steps: 2, guidanceScale: 3,
+      controlnet: { model: controlnet, image: truth, preprocess: { kind: 'canny' }, conditioningScale: 0.8 }, lora: { file: lora, scale: 0.5 },
+    });
+    assert.deepEqual(new Uint8Array(direct.images[0]!.data), await rgb(join(out, item.file)));
+  } finally {
+    await pipeline.dispose();
+  }
+  // Edge F1 of every image against its true scene, recomputed from the files; the mean is reported.
+  for (const record of records) {
+    assert.equal(record.edgeF1, await edgeF1OfFiles(join(bench, world.file.subjects[record.subject]!.scenes[record.promptIndex!]!), join(out, record.file)));
+  }
+  const mean = records.reduce((sum, record) => sum + record.edgeF1!, 0) / records.length;
+  assert.ok(Math.abs(metrics.overall.edgeF1! - mean) < 1e-12);
+  assert.match(await readFile(join(out, 'scores.csv'), 'utf8'), /,edge_f1\n/);
+  assert.match(await readFile(join(out, 'report.html'), 'utf8'), /With ControlNet .* at scale 0\.8, on the Canny edges \(100, 200\) of each prompt&apos;s true scene; LoRA .* at scale 0\.5\.[\s\S]*edge F1 vs true scene<\/th>/);
+
+  // Another adapter setting is another evaluation; the oracle's true scenes agree with themselves.
+  await assert.rejects(evaluateDreamBench({ ...run, out, prompts: 1, ...adapters, lora: { file: lora, scale: 1 }, resume: true }), /holds another DreamBench evaluation \(lora .*"scale":1.* here, .*"scale":0\.5.* there\)/);
+  const oracle = await evaluateDreamBench({ data: bench, judges, out: join(scratch, 'oracle-edges'), baseline: 'oracle', prompts: 1, threads: 1 });
+  assert.equal(oracle.metrics.overall.edgeF1, 1);
+  await assert.rejects(evaluateDreamBench({ data: bench, judges, out: join(scratch, 'none'), baseline: 'oracle', ...adapters }), /--baseline oracle generates nothing: a ControlNet or LoRA applies to the model rows only/);
+  await assert.rejects(evaluateDreamBench({ ...run, data: resolve('../shared/dreambench'), out: join(scratch, 'none'), ...adapters }), /a ControlNet evaluation needs a world DreamBench .*has no world-dreambench\.json/);
 });
