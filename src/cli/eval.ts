@@ -9,6 +9,7 @@ import { checkReportFolder } from './output.js';
 import { registerEvalKosmosLmCommand } from './eval-kosmos-lm.js';
 import { registerEvalDreamBenchCommand } from './eval-dreambench.js';
 import { registerEvalJudgesCommand } from './eval-judges.js';
+import { registerEvalLoraCommand } from './eval-lora.js';
 import { registerEvalVaeCommand } from './eval-vae.js';
 
 /** The files `writeWorldSdReport` writes into --out. */
@@ -44,6 +45,7 @@ export function registerEvalCommand(program: Command): void {
   registerEvalDreamBenchCommand(evaluate);
   registerEvalJudgesCommand(evaluate);
   registerEvalVaeCommand(evaluate);
+  registerEvalLoraCommand(evaluate);
   evaluate
     .command('world-sd')
     .description("the world's Stable Diffusion (VAE PSNR, CLIP-mini retrieval and zero-shot, U-Net-mini generations) on scenes never trained on")

@@ -113,6 +113,11 @@ export interface PromptMeasures {
   position: Rate;
 }
 
+/** The overall single-subject measures, with how often the judge named each style (a LoRA's style shift reads it). */
+export interface OverallPromptMeasures extends PromptMeasures {
+  stylesNamed: Record<string, number>;
+}
+
 export interface WorldItemImage {
   /** Relative to --out for generations, to the data folder for the oracle's true scenes. */
   file: string;
@@ -139,7 +144,7 @@ export interface WorldItem {
 export interface WorldMeasuresReport {
   classes: { concepts: number; backgrounds: number };
   /** The DreamBench prompts (single subject). */
-  prompts: PromptMeasures & { byPrompt: (PromptMeasures & { index: number; prompts: string[] })[] };
+  prompts: OverallPromptMeasures & { byPrompt: (PromptMeasures & { index: number; prompts: string[] })[] };
   /** clipT: max(100 · mean cosine, 0) with the CLIP-T prompts ("a cat and a dog in the desert"; an edit's: what the edited scene shows). */
   multi: { prompts: number; images: number; bothPresentTop5: Rate; background: Rate; clipT: number | null; items: WorldItem[] };
   edits: { prompts: number; images: number; subjectKept: Rate; backgroundToTarget: Rate; backgroundUnchanged: Rate; edited: Rate; clipT: number | null; items: WorldItem[] };
@@ -161,7 +166,7 @@ export async function measureWorld(clip: ClipEmbedder, world: WorldDreamBench, k
   const { concepts, subjects, prompts: words } = world.file;
 
   /** Per image: each measure's outcome, null where the prompt asked nothing of it. */
-  const scored: { index: number; prompt: string; hits: Record<Exclude<keyof PromptMeasures, 'images'>, boolean | null> }[] = [];
+  const scored: { index: number; prompt: string; style: string; hits: Record<Exclude<keyof PromptMeasures, 'images'>, boolean | null> }[] = [];
   for (const record of rows.records) {
     const subject = subjects[record.subject]!;
     const asked = words[kinds.get(record.subject)!][record.promptIndex!]!;
@@ -172,6 +177,7 @@ export async function measureWorld(clip: ClipEmbedder, world: WorldDreamBench, k
     scored.push({
       index: record.promptIndex!,
       prompt: record.prompt ?? '',
+      style: prediction.style!,
       hits: {
         concept: prediction.concepts[0] === subject.concept,
         style: prediction.style === subject.style,
@@ -220,11 +226,18 @@ export async function measureWorld(clip: ClipEmbedder, world: WorldDreamBench, k
   const toTarget = outcome('edits', 1);
   return {
     classes: { concepts: Object.keys(concepts).length, backgrounds: world.file.background_phrases.length },
-    prompts: { ...measures(scored), byPrompt },
+    prompts: { ...measures(scored), stylesNamed: countStyles(scored.map((s) => s.style)), byPrompt },
     multi: { ...count('multi'), bothPresentTop5: rate(outcome('multi', 0)), background: rate(outcome('multi', 1)), clipT: clipTOf('multi'), items: plain('multi') },
     edits: {
       ...count('edits'), subjectKept: rate(kept), backgroundToTarget: rate(toTarget), backgroundUnchanged: rate(outcome('edits', 2)),
       edited: rate(kept.map((hit, k) => hit && toTarget[k]!)), clipT: clipTOf('edits'), items: plain('edits'),
     },
   };
+}
+
+/** How many times each style was named, styles in alphabetical order. */
+function countStyles(styles: readonly string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const style of [...styles].sort()) counts[style] = (counts[style] ?? 0) + 1;
+  return counts;
 }

@@ -1,11 +1,12 @@
 // The world-exact measures: their logic with a judge whose embeddings say exactly what each image
 // shows, then a world DreamBench evaluated end to end with a tiny random pipeline and tiny random
 // judges — the Kosmos-G row (two-subject prompts with two reference images, edits with the source),
-// the text-style row, the oracle row on the true scenes, and the Kosmos-G row with a ControlNet and a LoRA.
+// the text-style row, the oracle row on the true scenes, the Kosmos-G row with a ControlNet and a LoRA, and eval lora's
+// style shift.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
@@ -14,6 +15,7 @@ import { evaluateDreamBench, type DreamBenchOptions } from '../../src/eval/dream
 import type { DreamBenchMetrics } from '../../src/eval/dreambench-report.js';
 import { buildWorldJobs, readWorldDreamBench, type WorldDreamBench } from '../../src/eval/world-dreambench.js';
 import { edgeF1OfFiles } from '../../src/eval/edge-agreement.js';
+import { evaluateLoraShift } from '../../src/eval/lora-shift.js';
 import { measureWorld, type ClipEmbedder } from '../../src/eval/world-measures.js';
 import { KosmosGPipeline } from '../../src/pipeline/kosmos_g_pipeline.js';
 import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
@@ -224,4 +226,36 @@ test("adapters: a Canny ControlNet on each prompt's true scene and a LoRA, recor
   assert.equal(oracle.metrics.overall.edgeF1, 1);
   await assert.rejects(evaluateDreamBench({ data: bench, judges, out: join(scratch, 'none'), baseline: 'oracle', ...adapters }), /--baseline oracle generates nothing: a ControlNet or LoRA applies to the model rows only/);
   await assert.rejects(evaluateDreamBench({ ...run, data: resolve('../shared/dreambench'), out: join(scratch, 'none'), ...adapters }), /a ControlNet evaluation needs a world DreamBench .*has no world-dreambench\.json/);
+});
+
+test('eval lora: the fraction of images the judge names with the LoRA style, per row and scale, in one JSON and one chart', async () => {
+  const { lora } = await tinyExtras();
+  const out = join(scratch, 'lora-shift');
+  const style = world.file.subjects[names[0]!]!.style;
+  const options = { model: tiny, textModel: tiny, data: bench, judges, out, lora, style, scales: [1, 0], imagesPerPrompt: 1, steps: 2, guidance: 3, prompts: 1, threads: 1 };
+  const report = await evaluateLoraShift(options);
+  assert.deepEqual(report.rows.map((row) => [row.row, row.points.map((point) => point.scale)]), [['kosmos-g', [0, 1]], ['text-style', [0, 1]]]);
+  for (const point of report.rows.flatMap((row) => row.points)) {
+    assert.equal(Object.values(point.stylesNamed).reduce((sum, n) => sum + n, 0), point.images);
+    assert.equal(point.named, point.stylesNamed[style] ?? 0);
+    assert.equal(point.fraction, point.named / point.images);
+  }
+  // Each point is a DreamBench evaluation of its own, scale 0 without the LoRA.
+  const settings = async (name: string) => JSON.parse(await readFile(join(out, name, 'eval.json'), 'utf8')).settings;
+  assert.equal((await settings('kosmos-g-0')).lora, undefined);
+  assert.deepEqual((await settings('text-style-1')).lora, { file: lora, scale: 1 });
+  assert.equal((await settings('text-style-1')).row, 'text-style');
+  assert.deepEqual(JSON.parse(await readFile(join(out, 'lora-shift.json'), 'utf8')), JSON.parse(JSON.stringify(report)));
+  const svg = await readFile(join(out, 'lora-shift.svg'), 'utf8');
+  assert.equal((svg.match(/<polyline /g) ?? []).length, 2);
+  // Resumed, nothing is generated again and the figures are the same.
+  assert.deepEqual(await evaluateLoraShift({ ...options, resume: true }), report);
+
+  await assert.rejects(evaluateLoraShift({ ...options, style: 'crayon' }), /--style crayon is not a style the judge names for any subject \(styles: /);
+  await assert.rejects(evaluateLoraShift({ ...options, model: undefined, textModel: undefined }), /give --model .*--text-model .*or both/);
+  await assert.rejects(evaluateLoraShift({ ...options, scales: [0.5, 0.5] }), /--scales repeats a scale/);
+  const stranger = join(scratch, 'lora-stranger');
+  await mkdir(stranger);
+  await writeFile(join(stranger, 'notes.txt'), 'mine');
+  await assert.rejects(evaluateLoraShift({ ...options, out: stranger }), /holds files that are not a LoRA evaluation's \(notes\.txt\)/);
 });
