@@ -46,6 +46,7 @@ interface DreamBenchFlags {
   prompts?: number;
   baseline?: string;
   controlnet?: string;
+  control?: string;
   controlScale?: number;
   lora?: string;
   loraScale?: number;
@@ -75,7 +76,8 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
     .option('--subjects <a,b>', 'only these subjects', subjectList)
     .option('--prompts <n>', 'only the first N prompts of each subject (world data: and of the two-subject prompts and edits)', integer('--prompts', 1))
     .option('--baseline <row>', "text: the class word instead of the image, through a text-to-image folder; text-style (world data): the style and class words; oracle: the subject's other photos (world data: the true scene of each prompt); random: as many images of other subjects (world data: their true scene of the prompt)")
-    .option('--controlnet <dir>', "world data: a ControlNet steered by the Canny edges of each prompt's true scene (the report adds the edge F1 of every row)")
+    .option('--controlnet <dir>', "world data: a ControlNet steered by each prompt's true scene (the report has the edge F1 and the layout placement of every row)")
+    .option('--control <kind>', "what the ControlNet sees of the true scene: canny (its edges, the default) or layout (its layout map)")
     .option('--control-scale <s>', 'ControlNet conditioning scale (default 1)', decimal('--control-scale'))
     .option('--lora <file>', 'a LoRA (PEFT/diffusers or kohya safetensors) applied to the U-Net')
     .option('--lora-scale <s>', 'LoRA scale (default 1)', decimal('--lora-scale'))
@@ -88,7 +90,8 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
       if (flags.scheduler !== undefined && !(SCHEDULER_CHOICES as string[]).includes(flags.scheduler)) throw new Error(`unknown scheduler '${flags.scheduler}' (choose ${SCHEDULER_CHOICES.join(', ')})`);
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device '${flags.device}' (cpu, webgpu or auto)`);
       if (flags.baseline !== 'oracle' && flags.baseline !== 'random' && !flags.model) throw new Error('--model is required (except for --baseline oracle and random)');
-      if (flags.controlScale !== undefined && !flags.controlnet) throw new Error('--control-scale needs --controlnet');
+      if ((flags.controlScale !== undefined || flags.control !== undefined) && !flags.controlnet) throw new Error(`${flags.control !== undefined ? '--control' : '--control-scale'} needs --controlnet`);
+      if (flags.control !== undefined && flags.control !== 'canny' && flags.control !== 'layout') throw new Error(`unknown --control '${flags.control}' (canny or layout)`);
       if (flags.loraScale !== undefined && !flags.lora) throw new Error('--lora-scale needs --lora');
       const { metrics } = await evaluateDreamBench({
         ...(flags.model !== undefined ? { model: flags.model } : {}),
@@ -104,7 +107,7 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
         ...(flags.subjects !== undefined ? { subjects: flags.subjects } : {}),
         ...(flags.prompts !== undefined ? { prompts: flags.prompts } : {}),
         ...(flags.baseline !== undefined ? { baseline: flags.baseline as (typeof BASELINES)[number] } : {}),
-        ...(flags.controlnet !== undefined ? { controlnet: { model: flags.controlnet, ...(flags.controlScale !== undefined ? { scale: flags.controlScale } : {}) } } : {}),
+        ...(flags.controlnet !== undefined ? { controlnet: { model: flags.controlnet, ...(flags.control !== undefined ? { control: flags.control as 'canny' | 'layout' } : {}), ...(flags.controlScale !== undefined ? { scale: flags.controlScale } : {}) } } : {}),
         ...(flags.lora !== undefined ? { lora: { file: flags.lora, ...(flags.loraScale !== undefined ? { scale: flags.loraScale } : {}) } } : {}),
         resume: flags.resume ?? false,
         force: flags.force ?? false,
@@ -123,7 +126,8 @@ export function registerEvalDreamBenchCommand(evaluate: Command): void {
         const rate = (r: { rate: number | null }) => (r.rate === null ? '–' : `${(100 * r.rate).toFixed(0)} %`);
         console.log(
           `world measures: concept ${rate(world.prompts.concept)}, style ${rate(world.prompts.style)}, background ${rate(world.prompts.background)}, position ${rate(world.prompts.position)}; ` +
-            `two subjects present ${rate(world.multi.bothPresentTop5)}; edits: subject kept ${rate(world.edits.subjectKept)}, background changed as asked ${rate(world.edits.backgroundToTarget)}`,
+            `two subjects present ${rate(world.multi.bothPresentTop5)}; edits: subject kept ${rate(world.edits.subjectKept)}, background changed as asked ${rate(world.edits.backgroundToTarget)}` +
+            (world.placement ? `; placed in their layout masks: ${rate(world.placement.prompts)} single, ${rate(world.placement.multi)} two-subject` : ''),
         );
       }
     });

@@ -1,8 +1,8 @@
 // The generation pass of `eval dreambench` (dreambench.ts): every image of the evaluation not yet on
 // disk, written atomically, each from its own seeded noise, several prompts batched into one U-Net
 // run where no per-prompt input forbids it. Adapters apply to every image: a LoRA at its scale, and a
-// Canny ControlNet steered by the edges of each prompt's true scene (world data), which makes the
-// control input per prompt, so prompts are then generated one at a time.
+// ControlNet steered by each prompt's true scene (world data: its Canny edges, or its layout map),
+// which makes the control input per prompt, so prompts are then generated one at a time.
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
@@ -20,8 +20,8 @@ import type { CaseImage } from './dreambench-data.js';
 
 /** The adapters of an evaluation as eval.json records them (absent keys: none). */
 export interface AdapterSettings {
-  /** A Canny ControlNet on the edges of each prompt's true scene. */
-  controlnet?: { model: string; control: 'canny'; low: number; high: number; scale: number };
+  /** A ControlNet on each prompt's true scene: its Canny edges, or its layout map. */
+  controlnet?: { model: string; control: 'canny'; low: number; high: number; scale: number } | { model: string; control: 'layout'; scale: number };
   lora?: { file: string; scale: number };
 }
 
@@ -47,8 +47,9 @@ export interface GenerationJob {
   inputPrompt: string;
   inputImages: string[];
   textPrompt: string;
-  /** The true scene of the prompt, absolute; null on real data. */
+  /** The true scene of the prompt and its layout map, absolute; null on real data (the map: in folders built without maps). */
   truth: string | null;
+  layoutMap: string | null;
   images: CaseImage[];
 }
 
@@ -154,10 +155,12 @@ export async function generateMissing(jobs: readonly GenerationJob[], out: strin
   return { generated, reused, seconds: (performance.now() - start) / 1000 };
 }
 
-/** The ControlNet input of one prompt: Canny edges of its true scene, at the output size. */
+/** The ControlNet input of one prompt: the Canny edges of its true scene, or the scene's layout map. */
 function controlOptions(model: Awaited<ReturnType<typeof loadControlNet>>, settings: NonNullable<AdapterSettings['controlnet']>, job: GenerationJob): ControlNetOptions {
-  if (!job.truth) throw new Error(`a ControlNet evaluation needs a true scene for every prompt; "${job.inputPrompt}" has none`);
-  return { model, image: job.truth, preprocess: { kind: 'canny', low: settings.low, high: settings.high }, conditioningScale: settings.scale };
+  const image = settings.control === 'canny' ? job.truth : job.layoutMap;
+  if (!image) throw new Error(`a ${settings.control} ControlNet evaluation needs ${settings.control === 'canny' ? 'a true scene' : 'a layout map'} for every prompt; "${job.inputPrompt}" has none`);
+  const preprocess = settings.control === 'canny' ? { preprocess: { kind: 'canny' as const, low: settings.low, high: settings.high } } : {};
+  return { model, image, ...preprocess, conditioningScale: settings.scale };
 }
 
 /** Most images one U-Net call batches: past this, a larger batch no longer speeds a CPU up. */

@@ -178,7 +178,9 @@ function comparisonTable(metrics: DreamBenchMetrics): string {
 /** The adapters a generation used, in words ('' without any). */
 function adaptersText(settings: DreamBenchMetrics['settings']): string {
   const parts = [
-    settings.controlnet ? `ControlNet ${settings.controlnet.model} at scale ${settings.controlnet.scale}, on the Canny edges (${settings.controlnet.low}, ${settings.controlnet.high}) of each prompt's true scene` : '',
+    settings.controlnet
+      ? `ControlNet ${settings.controlnet.model} at scale ${settings.controlnet.scale}, on ${settings.controlnet.control === 'canny' ? `the Canny edges (${settings.controlnet.low}, ${settings.controlnet.high})` : 'the layout map'} of each prompt's true scene`
+      : '',
     settings.lora ? `LoRA ${settings.lora.file} at scale ${settings.lora.scale}` : '',
   ].filter(Boolean);
   return parts.length ? ` With ${parts.join('; ')}.` : '';

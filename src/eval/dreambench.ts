@@ -59,8 +59,8 @@ export interface DreamBenchOptions {
   /** The first N prompts of each subject (and of the world's two-subject prompts and edits). */
   prompts?: number;
   baseline?: (typeof BASELINES)[number];
-  /** World data, model rows: a ControlNet folder steered by the Canny edges of each prompt's true scene (conditioning scale default 1). */
-  controlnet?: { model: string; scale?: number };
+  /** World data, model rows: a ControlNet folder steered by each prompt's true scene, its Canny edges (default) or its layout map; conditioning scale default 1. */
+  controlnet?: { model: string; control?: 'canny' | 'layout'; scale?: number };
   /** Model rows: a LoRA file at its scale (default 1). */
   lora?: { file: string; scale?: number };
   resume?: boolean;
@@ -145,6 +145,14 @@ function resolveSettings(options: DreamBenchOptions, data: DreamBenchData, row: 
   };
 }
 
+function controlnetSettings(controlnet: NonNullable<DreamBenchOptions['controlnet']>, scale: number): NonNullable<AdapterSettings['controlnet']> {
+  const model = resolve(controlnet.model);
+  const control = controlnet.control ?? 'canny';
+  if (control === 'canny') return { model, control, ...DEFAULT_CANNY, scale };
+  if (control === 'layout') return { model, control, scale };
+  throw new Error(`unknown ControlNet control ${JSON.stringify(control)} (canny or layout)`);
+}
+
 /** The adapters' settings; keys only for the adapters used, so evaluations without any record what they always did. */
 function adapterSettings(options: DreamBenchOptions): AdapterSettings {
   const scale = (value: number | undefined, what: string) => {
@@ -152,7 +160,7 @@ function adapterSettings(options: DreamBenchOptions): AdapterSettings {
     return value ?? 1;
   };
   return {
-    ...(options.controlnet ? { controlnet: { model: resolve(options.controlnet.model), control: 'canny' as const, ...DEFAULT_CANNY, scale: scale(options.controlnet.scale, 'the ControlNet scale') } } : {}),
+    ...(options.controlnet ? { controlnet: controlnetSettings(options.controlnet, scale(options.controlnet.scale, 'the ControlNet scale')) } : {}),
     ...(options.lora ? { lora: { file: resolve(options.lora.file), scale: scale(options.lora.scale, 'the LoRA scale') } } : {}),
   };
 }
@@ -267,6 +275,7 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
   const data = await readDreamBench(options.data);
   const world = await readWorldDreamBench(data);
   if (options.controlnet && !world) throw new Error(`a ControlNet evaluation needs a world DreamBench (data build --kind dreambench): its control maps are the edges of each prompt's true scene, and ${data.directory} has no world-dreambench.json`);
+  if (options.controlnet?.control === 'layout' && world && !hasLayoutMaps(world)) throw new Error(`a layout ControlNet evaluation needs the layout map of every true scene: ${data.directory} was built without them; build it again with data build --kind dreambench`);
   if (row === 'text-style' && !world) throw new Error(`--baseline text-style needs a world DreamBench (data build --kind dreambench): ${data.directory} has no world-dreambench.json, so its subjects have no style names`);
   const settings = resolveSettings(options, data, row);
   const selection = { subjects: settings.subjects, prompts: settings.prompts ?? undefined, imagesPerPrompt: settings.imagesPerPrompt ?? 1, seed: settings.seed ?? 0 };
@@ -282,8 +291,15 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
 
   const at = (file: string) => join(data.directory, file);
   const jobs = [
-    ...cases.map((item) => ({ ...item, inputImages: [at(item.reference)], truth: world ? at(world.file.subjects[item.subject]!.scenes[item.promptIndex]!) : null })),
-    ...worldJobs.map((job) => ({ ...job, truth: at(job.truth) })),
+    ...cases.map((item) => {
+      const entry = world?.file.subjects[item.subject];
+      const layoutMap = entry?.layouts?.[item.promptIndex];
+      return { ...item, inputImages: [at(item.reference)], truth: entry ? at(entry.scenes[item.promptIndex]!) : null, layoutMap: layoutMap ? at(layoutMap) : null };
+    }),
+    ...worldJobs.map((job) => {
+      const layoutMap = (job.group === 'multi' ? world!.multi : world!.edits)[job.index]!.layout_map;
+      return { ...job, truth: at(job.truth), layoutMap: layoutMap ? at(layoutMap) : null };
+    }),
   ];
   const generation = usesModel(row) ? await generateMissing(jobs, options.out, settings, options) : { generated: 0, reused: 0, seconds: 0 };
 
@@ -312,7 +328,7 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
         const text = image.clipTPrompt === null ? null : promptEmbeds.get(image.clipTPrompt)!;
         // World data: how well the image keeps the edges of the scene its prompt describes.
         const truth = world && image.promptIndex !== null ? at(world.file.subjects[image.subject]!.scenes[image.promptIndex]!) : null;
-        const edgeF1 = truth ? await edgeF1OfFiles(truth, path, settings.controlnet ?? DEFAULT_CANNY) : null;
+        const edgeF1 = truth ? await edgeF1OfFiles(truth, path, settings.controlnet?.control === 'canny' ? settings.controlnet : DEFAULT_CANNY) : null;
         records.push({ ...image, dino: 100 * cosine(dino[k]!, target.dino), clipI: 100 * cosine(clip[k]!, target.clip), clipT: text ? 100 * cosine(clip[k]!, text) : null, edgeF1 });
         embeds.push(clip[k]!);
       }
@@ -320,6 +336,7 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
     if (world) {
       report(`world measures of ${images.length} images, ${worldJobs.length} two-subject prompts and edits`);
       worldReport = await measureWorld(judges.clip, world, new Map(data.subjects.map((subject) => [subject.subject, subject.live ? 'live' : 'object'])), {
+        dataDirectory: data.directory,
         records: records.map((record, k) => ({ ...record, path: images[k]!.path, embed: embeds[k]! })),
         jobs: worldJobs.map((job) => ({ job, prompt: row === 'oracle' ? job.clipTPrompt : row === 'kosmos-g' ? job.inputPrompt : job.textPrompt, images: worldJobImages(row, job, data, options.out) })),
       });
@@ -354,4 +371,9 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
 function worldJobImages(row: DreamBenchRow, job: WorldJob, data: DreamBenchData, out: string): { path: string; file: string; source: 'generated' | 'data' }[] {
   if (row === 'oracle') return [{ path: join(data.directory, job.truth), file: job.truth, source: 'data' }];
   return job.images.map((image) => ({ path: join(out, image.file), file: image.file, source: 'generated' }));
+}
+
+/** Whether every true scene of the folder has its layout map (folders built before them have none). */
+function hasLayoutMaps(world: WorldDreamBench): boolean {
+  return Object.values(world.file.subjects).every((subject) => subject.layouts !== undefined) && [...world.multi, ...world.edits].every((item) => item.layout_map !== undefined);
 }

@@ -11,8 +11,11 @@ import { POSITION_CENTRES, POSITIONS, type Position } from '../world/vocabulary.
 export const LOCATOR_BORDER = 2;
 export const LOCATOR_THRESHOLD = 40;
 
-/** The subject's centre as fractions of the canvas; (0.5, 0.5) when nothing stands out. */
-export function subjectCentre(image: RgbaImage, border = LOCATOR_BORDER, threshold = LOCATOR_THRESHOLD): { x: number; y: number } {
+/**
+ * Per pixel (row-major): how far its colour lies from the nearest frame colour beyond `threshold`,
+ * 0 for background-like pixels.
+ */
+export function foregroundWeights(image: RgbaImage, border = LOCATOR_BORDER, threshold = LOCATOR_THRESHOLD): Float64Array {
   const { width, height, data } = image;
   // Frame colours, deduplicated at 5 bits per channel.
   const frame = new Map<number, [number, number, number]>();
@@ -24,13 +27,23 @@ export function subjectCentre(image: RgbaImage, border = LOCATOR_BORDER, thresho
     }
   }
   const colours = [...frame.values()];
+  const weights = new Float64Array(width * height);
+  for (let p = 0; p < width * height; p++) {
+    let nearest = Infinity;
+    for (const [r, g, b] of colours) nearest = Math.min(nearest, (r - data[p * 4]!) ** 2 + (g - data[p * 4 + 1]!) ** 2 + (b - data[p * 4 + 2]!) ** 2);
+    weights[p] = Math.max(0, Math.sqrt(nearest) - threshold);
+  }
+  return weights;
+}
+
+/** The subject's centre as fractions of the canvas; (0.5, 0.5) when nothing stands out. */
+export function subjectCentre(image: RgbaImage, border = LOCATOR_BORDER, threshold = LOCATOR_THRESHOLD): { x: number; y: number } {
+  const { width, height } = image;
+  const weights = foregroundWeights(image, border, threshold);
   let [total, sx, sy] = [0, 0, 0];
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
-      const i = (y * width + x) * 4;
-      let nearest = Infinity;
-      for (const [r, g, b] of colours) nearest = Math.min(nearest, (r - data[i]!) ** 2 + (g - data[i + 1]!) ** 2 + (b - data[i + 2]!) ** 2);
-      const weight = Math.max(0, Math.sqrt(nearest) - threshold);
+      const weight = weights[y * width + x]!;
       total += weight;
       sx += (weight * (x + 0.5)) / width;
       sy += (weight * (y + 0.5)) / height;

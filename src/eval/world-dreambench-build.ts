@@ -10,13 +10,15 @@
 // The 25 prompts are the world's caption phrases, laid out as DreamBench lays out its lists: the
 // first 10 (scene-emoji backgrounds) and the last 5 (positions and sizes) are shared, the middle 10
 // differ (man-made textures for objects, natural surfaces for live subjects). Every prompt also gets
-// its true scene, rendered with the subject: the world oracle.
+// its true scene, rendered with the subject: the world oracle; and that scene's layout map, the
+// input of a layout ControlNet and the masks the placement measure checks.
 //
 // Everything is a pure function of the seed and the world; the scenes come from seeds derived from
 // EVAL_SCENE_SEED, which no training stream may use. The folder is written beside --out and renamed
 // into place, so --out is either absent, the old folder or the complete new one.
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { layoutMap } from '../pipeline/control-maps.js';
 import { subjectCaption, WORLD_FILE, type WorldDescription } from '../train/captioned-scenes.js';
 import { EVAL_SCENE_SEED } from '../train/world-data.js';
 import { deriveSeed, hashString, Random } from '../util/random.js';
@@ -166,6 +168,14 @@ class Builder {
     if (spec.background.kind === 'pattern') this.drewPatterns = true;
     return encodePng(renderScene(this.world, spec).image);
   }
+
+  /** The scene's layout map (a layout ControlNet's input, control-maps.ts), as an opaque RGB PNG. */
+  async layoutPng(spec: SceneSpec): Promise<Buffer> {
+    const rgb = layoutMap(renderScene(this.world, spec));
+    const rgba = new Uint8Array((rgb.length / 3) * 4).fill(255);
+    for (let p = 0; p < rgb.length / 3; p++) rgba.set(rgb.subarray(p * 3, p * 3 + 3), p * 4);
+    return encodePng({ width: spec.size, height: spec.size, data: rgba });
+  }
 }
 
 /** The held-out concepts first (all of them when they fit), then a seeded draw of the others; sorted by name as DreamBench is. */
@@ -222,10 +232,12 @@ export async function buildWorldDreamBench(world: World, options: WorldDreamBenc
       const scenes = WORLD_PROMPTS[live ? 'live' : 'object'].map((prompt, p) => builder.scene(subject.id, prompt, builder.rng(2, hashString(`${subject.id}/${p}`))));
       const sceneFiles = scenes.map((_, p) => `scenes/${name(subject)}/${tag(p)}.png`);
       for (const [p, spec] of scenes.entries()) await write(sceneFiles[p]!, await builder.png(spec));
+      const layoutFiles = scenes.map((_, p) => `layouts/${name(subject)}/${tag(p)}.png`);
+      for (const [p, spec] of scenes.entries()) await write(layoutFiles[p]!, await builder.layoutPng(spec));
       images += files.length;
       subjectsJson.push({ subject: name(subject), class: world.catalog.conceptById.get(subject.concept)!.names[0]!, live, images: files });
       const stylePrompts = Object.fromEntries(world.catalog.subjects.filter((other) => other.concept === subject.concept).map((other) => [other.style, subjectCaption(world, subject.concept, other.style)]));
-      worldSubjects[name(subject)] = { world_subject: subject.id, concept: subject.concept, style: subject.style, style_word: styleWord(world, subject.style), style_prompts: stylePrompts, scenes: sceneFiles };
+      worldSubjects[name(subject)] = { world_subject: subject.id, concept: subject.concept, style: subject.style, style_word: styleWord(world, subject.style), style_prompts: stylePrompts, scenes: sceneFiles, layouts: layoutFiles };
     }
 
     report(`rendering ${counts.multi} two-subject prompts and ${counts.edits} edits`);
@@ -240,8 +252,10 @@ export async function buildWorldDreamBench(world: World, options: WorldDreamBenc
       if (!spec) throw new Error(`could not place ${pair.join(' and ')} together in a ${world.sceneSize}-pixel scene`);
       const scene = `multi/${tag(n)}.png`;
       await write(scene, await builder.png(spec));
+      const layoutFile = `multi/${tag(n)}-layout.png`;
+      await write(layoutFile, await builder.layoutPng(spec));
       const names = pair.map((id) => world.catalog.subjectById.get(id)!.concept) as [string, string];
-      multi.push({ prompt: `${IMAGE_PLACEHOLDER} and ${IMAGE_PLACEHOLDER} ${phrase}`, subjects: names, text_prompt: `{} and {} ${phrase}`, clip_t_prompt: `a {} and a {} ${phrase}`, background: phrase, scene, layout: layoutOf(spec) });
+      multi.push({ prompt: `${IMAGE_PLACEHOLDER} and ${IMAGE_PLACEHOLDER} ${phrase}`, subjects: names, text_prompt: `{} and {} ${phrase}`, clip_t_prompt: `a {} and a {} ${phrase}`, background: phrase, scene, layout: layoutOf(spec), layout_map: layoutFile });
     }
     const edits: EditItem[] = [];
     for (let n = 0; n < counts.edits; n++) {
@@ -257,9 +271,11 @@ export async function buildWorldDreamBench(world: World, options: WorldDreamBenc
         const [source, target] = [`edits/${tag(n)}-source.png`, `edits/${tag(n)}-target.png`];
         await write(source, await builder.png(edit.before));
         await write(target, await builder.png(edit.after));
+        const layoutFile = `edits/${tag(n)}-layout.png`;
+        await write(layoutFile, await builder.layoutPng(edit.after));
         edits.push({
           kind: 'background', subject: name(subject), source, source_background: sourceBackground, instruction: edit.instruction, prompt: `${IMAGE_PLACEHOLDER} ${edit.instruction}`,
-          text_prompt: `{} ${background}`, clip_t_prompt: `a {} ${background}`, background, target, layout: layoutOf(edit.after),
+          text_prompt: `{} ${background}`, clip_t_prompt: `a {} ${background}`, background, target, layout: layoutOf(edit.after), layout_map: layoutFile,
         });
       }
       if (edits.length === n) throw new Error(`found no background edit of ${subject.id} between two named backgrounds`);

@@ -2,12 +2,15 @@
 // DreamBench-layout folder (dreambench-data.ts reads it unchanged) plus what only the world can
 // know, which the evaluation uses for its world rows and measures:
 //   world.json             the world it was drawn from (the world.json of a model folder)
-//   world-dreambench.json  per subject its concept, style and style word and the true scene of each
-//                          of its prompts (scenes/<subject>/<pp>.png, the world oracle's images);
+//   world-dreambench.json  per subject its concept, style and style word, the true scene of each
+//                          of its prompts (scenes/<subject>/<pp>.png, the world oracle's images)
+//                          and that scene's layout map (layouts/<subject>/<pp>.png);
 //                          per prompt what it asks for (background phrase, position, size); the
 //                          zero-shot prompts of the world's concepts and styles; the background phrases
 //   multi.json             two-subject prompts ("<i> and <i> in the desert") with their true scenes
+//                          and layout maps
 //   edits.json             background edits: source scene, instruction, the scene it should produce
+//                          and its layout map
 // The real DreamBench has none of these files, so `readWorldDreamBench` returning null is how the
 // evaluation tells the two apart.
 import { join } from 'node:path';
@@ -50,6 +53,8 @@ const worldFileSchema = z.looseObject({
       style_prompts: z.record(z.string(), nonEmpty),
       /** The true scene of each prompt of the subject's list, in order. */
       scenes: z.array(nonEmpty),
+      /** The layout map of each true scene (a layout ControlNet's input); absent in folders built before them. */
+      layouts: z.array(nonEmpty).optional(),
     }),
   ),
   prompts: z.looseObject({ object: z.array(promptWordsSchema), live: z.array(promptWordsSchema) }),
@@ -70,6 +75,8 @@ const multiSchema = z.array(
     /** The true scene. */
     scene: nonEmpty,
     layout: layoutSchema,
+    /** The true scene's layout map; absent in folders built before them. */
+    layout_map: nonEmpty.optional(),
   }),
 );
 
@@ -90,6 +97,8 @@ const editsSchema = z.array(
     /** The scene the edit should produce. */
     target: nonEmpty,
     layout: layoutSchema,
+    /** The target scene's layout map; absent in folders built before them. */
+    layout_map: nonEmpty.optional(),
   }),
 );
 
@@ -132,19 +141,20 @@ export async function readWorldDreamBench(data: DreamBenchData): Promise<WorldDr
     if (!entry.style_prompts[entry.style]) problems.push(`subject ${subject.subject} has no style prompt for its own style ${entry.style}`);
     const prompts = data.inputPrompts[subject.live ? 'live' : 'object'].length;
     if (entry.scenes.length !== prompts) problems.push(`subject ${subject.subject} has ${entry.scenes.length} true scenes for ${prompts} prompts`);
-    images.push(...entry.scenes);
+    if (entry.layouts && entry.layouts.length !== entry.scenes.length) problems.push(`subject ${subject.subject} has ${entry.layouts.length} layout maps for ${entry.scenes.length} true scenes`);
+    images.push(...entry.scenes, ...(entry.layouts ?? []));
   }
   const known = new Set(data.subjects.map((subject) => subject.subject));
   for (const [index, item] of multi.entries()) {
     const unknown = item.subjects.filter((subject) => !known.has(subject));
     if (unknown.length) problems.push(`${MULTI_FILE} item ${index} names unknown subjects ${unknown.join(', ')}`);
     if (!phrases.has(item.background)) problems.push(`${MULTI_FILE} item ${index} asks for ${JSON.stringify(item.background)}, which is not among background_phrases`);
-    images.push(item.scene);
+    images.push(item.scene, ...(item.layout_map ? [item.layout_map] : []));
   }
   for (const [index, item] of edits.entries()) {
     if (!known.has(item.subject)) problems.push(`${EDITS_FILE} item ${index} names the unknown subject ${item.subject}`);
     for (const phrase of [item.source_background, item.background]) if (!phrases.has(phrase)) problems.push(`${EDITS_FILE} item ${index} names ${JSON.stringify(phrase)}, which is not among background_phrases`);
-    images.push(item.source, item.target);
+    images.push(item.source, item.target, ...(item.layout_map ? [item.layout_map] : []));
   }
   const absent: string[] = [];
   for (const image of images) {

@@ -10,12 +10,16 @@
 //               prompts), and the background ("a cat and a dog in the desert" …)
 //   edits       the subject kept (its concept still top-1) and the background changed to the one
 //               asked for (top-1), or left as it was
+//   placement   each subject standing where its true scene's layout map puts it (no judge:
+//               layout-placement.ts), for the single- and two-subject prompts
 // Every rate is also measured on the true scenes (the oracle row), which calibrates the judge: a
 // rate is only as good as the judge's rate on images known to be right.
+import { join } from 'node:path';
 import { decodeImage } from '../world/image.js';
 import type { Position } from '../world/vocabulary.js';
 import type { ImageScore } from './dreambench-report.js';
 import { type ClipJudge, cosine } from './judges.js';
+import { subjectsPlaced } from './layout-placement.js';
 import { nearestPosition, subjectCentre } from './subject-locator.js';
 import type { WorldDreamBench, WorldGroup, WorldJob } from './world-dreambench.js';
 
@@ -143,6 +147,12 @@ export interface WorldItem {
 
 export interface WorldMeasuresReport {
   classes: { concepts: number; backgrounds: number };
+  /**
+   * Subjects standing where their true scene's layout map puts them (layout-placement.ts), over
+   * the single-subject prompts and over the two-subject prompts' subjects; null for folders built
+   * without layout maps.
+   */
+  placement: { prompts: Rate; multi: Rate } | null;
   /** The DreamBench prompts (single subject). */
   prompts: OverallPromptMeasures & { byPrompt: (PromptMeasures & { index: number; prompts: string[] })[] };
   /** clipT: max(100 · mean cosine, 0) with the CLIP-T prompts ("a cat and a dog in the desert"; an edit's: what the edited scene shows). */
@@ -154,6 +164,8 @@ export interface WorldMeasuresReport {
 const flooredMean = (values: readonly number[]) => (values.length ? Math.max(values.reduce((sum, value) => sum + value, 0) / values.length, 0) : null);
 
 export interface WorldRowImages {
+  /** The data folder, which the layout maps' paths are relative to. */
+  dataDirectory: string;
   /** The DreamBench records of the row, with the absolute path and judge embedding of each. */
   records: readonly (ImageScore & { path: string; embed: Float32Array })[];
   /** The multi and edit prompts of the row and, per job, its images (absolute path, file as reported, source). */
@@ -167,8 +179,13 @@ export async function measureWorld(clip: ClipEmbedder, world: WorldDreamBench, k
 
   /** Per image: each measure's outcome, null where the prompt asked nothing of it. */
   const scored: { index: number; prompt: string; style: string; hits: Record<Exclude<keyof PromptMeasures, 'images'>, boolean | null> }[] = [];
+  // Whether the folder has layout maps: all its subjects have them, or none.
+  const withLayouts = Object.values(subjects).every((subject) => subject.layouts !== undefined);
+  const placedInMap = async (path: string, map: string, itemConcepts: readonly string[]) => subjectsPlaced(await decodeImage(path), await decodeImage(join(rows.dataDirectory, map)), itemConcepts);
+  const placedSingles: (boolean | null)[] = [];
   for (const record of rows.records) {
     const subject = subjects[record.subject]!;
+    if (withLayouts) placedSingles.push(...(await placedInMap(record.path, subject.layouts![record.promptIndex!]!, [subject.concept])));
     const asked = words[kinds.get(record.subject)!][record.promptIndex!]!;
     const prediction = await classifier.predict({
       path: record.path, embed: record.embed, subjectText: concepts[subject.concept]!.prompt, styles: subject.style_prompts,
@@ -198,6 +215,7 @@ export async function measureWorld(clip: ClipEmbedder, world: WorldDreamBench, k
 
   // Per image, multi: [both present, background]; edits: [subject kept, background as asked, background as before].
   const items: (WorldItem & { outcomes: boolean[][] })[] = [];
+  const placedPairs: (boolean | null)[] = [];
   for (const { job, prompt, images } of rows.jobs) {
     const itemConcepts = job.subjects.map((name) => subjects[name]!.concept);
     const subjectText = itemConcepts.map((concept) => concepts[concept]!.prompt).join(' and ');
@@ -206,7 +224,9 @@ export async function measureWorld(clip: ClipEmbedder, world: WorldDreamBench, k
     const outcomes: boolean[][] = [];
     const edit = job.group === 'edits' ? world.edits[job.index]! : null;
     const target = edit ? edit.background : world.multi[job.index]!.background;
+    const layoutMap = job.group === 'multi' && withLayouts ? world.multi[job.index]!.layout_map : undefined;
     for (const [k, image] of images.entries()) {
+      if (layoutMap) placedPairs.push(...(await placedInMap(image.path, layoutMap, itemConcepts)));
       const prediction = await classifier.predict({ path: image.path, embed: embeds[k]!, subjectText, styles: null, background: true, position: false });
       measured.push({ file: image.file, source: image.source, concepts: prediction.concepts, background: prediction.background!, clipT: await classifier.clipT(embeds[k]!, job.clipTPrompt) });
       outcomes.push(
@@ -226,6 +246,7 @@ export async function measureWorld(clip: ClipEmbedder, world: WorldDreamBench, k
   const toTarget = outcome('edits', 1);
   return {
     classes: { concepts: Object.keys(concepts).length, backgrounds: world.file.background_phrases.length },
+    placement: withLayouts ? { prompts: rate(placedSingles), multi: rate(placedPairs) } : null,
     prompts: { ...measures(scored), stylesNamed: countStyles(scored.map((s) => s.style)), byPrompt },
     multi: { ...count('multi'), bothPresentTop5: rate(outcome('multi', 0)), background: rate(outcome('multi', 1)), clipT: clipTOf('multi'), items: plain('multi') },
     edits: {

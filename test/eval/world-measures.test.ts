@@ -1,12 +1,12 @@
 // The world-exact measures: their logic with a judge whose embeddings say exactly what each image
 // shows, then a world DreamBench evaluated end to end with a tiny random pipeline and tiny random
 // judges — the Kosmos-G row (two-subject prompts with two reference images, edits with the source),
-// the text-style row, the oracle row on the true scenes, the Kosmos-G row with a ControlNet and a LoRA, and eval lora's
-// style shift.
+// the text-style row, the oracle row on the true scenes, the Kosmos-G row with a ControlNet (Canny, layout) and a LoRA,
+// and eval lora's style shift.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
@@ -15,9 +15,11 @@ import { evaluateDreamBench, type DreamBenchOptions } from '../../src/eval/dream
 import type { DreamBenchMetrics } from '../../src/eval/dreambench-report.js';
 import { buildWorldJobs, readWorldDreamBench, type WorldDreamBench } from '../../src/eval/world-dreambench.js';
 import { edgeF1OfFiles } from '../../src/eval/edge-agreement.js';
+import { subjectsPlaced } from '../../src/eval/layout-placement.js';
 import { evaluateLoraShift } from '../../src/eval/lora-shift.js';
 import { measureWorld, type ClipEmbedder } from '../../src/eval/world-measures.js';
 import { KosmosGPipeline } from '../../src/pipeline/kosmos_g_pipeline.js';
+import { decodeImage } from '../../src/world/image.js';
 import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
 import { tinyExtras } from '../pipeline/tiny.js';
 import { buildTestDreamBench } from '../world/dreambench-fixture.js';
@@ -54,7 +56,7 @@ async function oracleImages(judge: ClipEmbedder, editImage: 'source' | 'target')
     const file = job.group === 'edits' ? world.edits[job.index]![editImage] : job.truth;
     return { job, prompt: job.clipTPrompt, images: [{ path: join(bench, file), file, source: 'data' as const }] };
   });
-  return { records, jobs };
+  return { dataDirectory: bench, records, jobs };
 }
 
 const kinds = (bench: DreamBenchData) => new Map(bench.subjects.map((subject) => [subject.subject, subject.live ? ('live' as const) : ('object' as const)]));
@@ -258,4 +260,41 @@ test('eval lora: the fraction of images the judge names with the LoRA style, per
   await mkdir(stranger);
   await writeFile(join(stranger, 'notes.txt'), 'mine');
   await assert.rejects(evaluateLoraShift({ ...options, out: stranger }), /holds files that are not a LoRA evaluation's \(notes\.txt\)/);
+});
+
+test("a layout ControlNet: each prompt's layout map is the control image; every world row gets the placement of its subjects", async () => {
+  const { controlnet } = await tinyExtras();
+  const out = join(scratch, 'layout');
+  const { metrics, records } = await evaluateDreamBench({ ...run, out, prompts: 1, controlnet: { model: controlnet, control: 'layout' } });
+  assert.deepEqual(metrics.settings.controlnet, { model: controlnet, control: 'layout', scale: 1 });
+  const item = records[0]!;
+  const map = join(bench, world.file.subjects[item.subject]!.layouts![item.promptIndex!]!);
+  const pipeline = await KosmosGPipeline.fromPretrained(tiny, { threads: 1 });
+  try {
+    const reference = join(bench, data.subjects.find((subject) => subject.subject === item.subject)!.reference);
+    const direct = await pipeline.generate({ prompt: item.prompt!, images: [reference], seed: item.seed!, steps: 2, guidanceScale: 3, controlnet: { model: controlnet, image: map } });
+    assert.deepEqual(new Uint8Array(direct.images[0]!.data), await rgb(join(out, item.file)));
+  } finally {
+    await pipeline.dispose();
+  }
+  // One subject per single-subject image, two per two-subject image; recomputed from the files.
+  const placement = metrics.world!.placement!;
+  assert.deepEqual([placement.prompts.measured, placement.multi.measured], [records.length, 2]);
+  const placed = await Promise.all(records.map(async (record) => {
+    const entry = world.file.subjects[record.subject]!;
+    return subjectsPlaced(await decodeImage(join(out, record.file)), await decodeImage(join(bench, entry.layouts![record.promptIndex!]!)), [entry.concept]);
+  }));
+  assert.equal(placement.prompts.hits, placed.flat().filter(Boolean).length);
+
+  // The true scenes stand in their own masks; a folder built without layout maps has no placement and no layout ControlNet.
+  const oracle = await evaluateDreamBench({ data: bench, judges, out: join(scratch, 'oracle-layout'), baseline: 'oracle', prompts: 1, threads: 1 });
+  assert.equal(oracle.metrics.world!.placement!.prompts.rate, 1);
+  const old = join(scratch, 'bench-without-layouts');
+  await cp(bench, old, { recursive: true });
+  const file = JSON.parse(await readFile(join(old, 'world-dreambench.json'), 'utf8')) as { subjects: Record<string, { layouts?: string[] }> };
+  for (const subject of Object.values(file.subjects)) delete subject.layouts;
+  await writeFile(join(old, 'world-dreambench.json'), JSON.stringify(file));
+  const plain = await evaluateDreamBench({ data: old, judges, out: join(scratch, 'oracle-without-layouts'), baseline: 'oracle', prompts: 1, threads: 1 });
+  assert.equal(plain.metrics.world!.placement, null);
+  await assert.rejects(evaluateDreamBench({ ...run, data: old, out: join(scratch, 'none'), controlnet: { model: controlnet, control: 'layout' } }), /a layout ControlNet evaluation needs the layout map of every true scene: .* was built without them/);
 });

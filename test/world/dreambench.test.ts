@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { readDreamBench } from '../../src/eval/dreambench-data.js';
 import { readWorldDreamBench, WORLD_DREAMBENCH_FILE } from '../../src/eval/world-dreambench.js';
+import { layoutColour } from '../../src/pipeline/control-maps.js';
 import { HELD_OUT_STYLE } from '../../src/world/catalog.js';
 import { buildTestDreamBench, DREAMBENCH_TEST_CACHE, DREAMBENCH_TEST_CONCEPTS } from './dreambench-fixture.js';
 
@@ -81,9 +82,25 @@ test('only held-out-style subjects, each with one true scene per prompt and zero
     assert.equal(subject.world_subject, `${HELD_OUT_STYLE}:${subject.concept}`);
     assert.equal(subject.style_word, 'openmoji');
     assert.equal(subject.scenes.length, 25);
+    assert.deepEqual(subject.layouts, subject.scenes.map((_, p) => `layouts/${name}/${String(p).padStart(2, '0')}.png`));
     assert.equal(subject.style_prompts[HELD_OUT_STYLE], `an openmoji ${world.file.concepts[subject.concept]!.name}`);
     assert.ok(Object.keys(subject.style_prompts).length >= 4, `${name}: ${Object.keys(subject.style_prompts).join(', ')}`);
   }
+});
+
+test("each true scene's layout map is black but for its subjects' concept colours, where the scene shows them", async () => {
+  const world = (await readWorldDreamBench(await readDreamBench(first)))!;
+  const colours = async (file: string) => {
+    const { data, info } = await sharp(join(first, file)).raw().toBuffer({ resolveWithObject: true });
+    assert.deepEqual([info.width, info.height], [64, 64]);
+    const seen = new Set<string>();
+    for (let p = 0; p < data.length; p += info.channels) seen.add(`${data[p]},${data[p + 1]},${data[p + 2]}`);
+    return [...seen].sort();
+  };
+  const expected = (concepts: string[]) => ['0,0,0', ...concepts.map((concept) => layoutColour(concept).join(','))].sort();
+  for (const subject of Object.values(world.file.subjects)) assert.deepEqual(await colours(subject.layouts![3]!), expected([subject.concept]));
+  for (const item of world.multi) assert.deepEqual(await colours(item.layout_map!), expected(item.subjects.map((name) => world.file.subjects[name]!.concept)));
+  for (const item of world.edits) assert.deepEqual(await colours(item.layout_map!), expected([world.file.subjects[item.subject]!.concept]));
 });
 
 test('a world DreamBench missing a true scene, or whose world files disagree with its subjects, is refused in one line', async () => {
