@@ -3,7 +3,7 @@
 // and the generation's estimated memory are checked before any image is sampled; an existing image
 // or sidecar is replaced only with --force; both files are written to temporary names and renamed
 // at the end, so a failure never leaves anything at --out.
-import { unlink } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { basename, extname, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
@@ -18,6 +18,7 @@ import { TextToImagePipeline, type GenerationResult } from '../pipeline/text_to_
 import { checkImageCount } from '../pipeline/prompt.js';
 import { checkOutputFile } from './output.js';
 import { writeFileNamed } from '../io/file-errors.js';
+import { layoutControl, noWorldMessage, openModelWorld } from '../server/layout-world.js';
 
 interface GenerateFlags {
   model?: string;
@@ -39,6 +40,8 @@ interface GenerateFlags {
   control?: string;
   controlImage?: string;
   controlMap?: string;
+  controlScene?: string;
+  cache?: string;
   cannyLow: string;
   cannyHigh: string;
   controlScale: string;
@@ -72,6 +75,39 @@ export function sidecarPath(out: string): string {
 async function checkOutput(out: string, force: boolean): Promise<void> {
   await checkOutputFile(out, { extension: '.png', force });
   await checkOutputFile(sidecarPath(out), { flag: '--out (its .json sidecar)', force });
+}
+
+/**
+ * Checks that the control flags name one way to the control map: a ready map, Canny edges of an
+ * image, or the layout of a world scene. Returns the map's or the image's file (none for a layout).
+ */
+function checkControlFlags(flags: GenerateFlags): string | undefined {
+  const { control, controlImage, controlMap, controlScene } = flags;
+  if (control !== undefined && control !== 'canny' && control !== 'layout') throw new Error(`unknown --control '${control}' (canny or layout; give any other map with --control-map)`);
+  if (controlImage && control !== 'canny') throw new Error('--control-image needs --control canny; a ready control map goes in --control-map');
+  if (controlScene !== undefined && control !== 'layout') throw new Error('--control-scene needs --control layout');
+  if (control === 'canny' && !controlImage) throw new Error('--control canny needs a --control-image to make the map from');
+  if (control === 'layout' && controlScene === undefined) throw new Error('--control layout needs a --control-scene FILE.json, the world scene to draw the map of');
+  if (control && controlMap) throw new Error(`--control ${control} makes the control map; give --control-map without --control`);
+  const source = controlImage ? '--control-image' : controlMap ? '--control-map' : controlScene !== undefined ? '--control-scene' : undefined;
+  if (source && !flags.controlnet) throw new Error(`${source} needs --controlnet`);
+  if (flags.controlnet && !source) throw new Error('--controlnet needs a --control-map, --control canny with a --control-image, or --control layout with a --control-scene');
+  return controlImage ?? controlMap;
+}
+
+/** The JSON of a --control-scene file; its values are checked against the world later. */
+async function readSceneFile(file: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new Error(`--control-scene ${file}: cannot read the file (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    throw new Error(`--control-scene ${file}: not valid JSON (${(error as Error).message.replace(/\s+/g, ' ')})`);
+  }
 }
 
 function progressReporter(): { onStep: (info: StepInfo) => void; stop: () => void } {
@@ -117,9 +153,11 @@ export function registerGenerateCommand(program: Command): void {
     .option('--threads <n>', 'CPU threads per graph (default: one per core)')
     .option('--pipeline <kind>', 'kosmos-g, or clip-text for the plain Stable Diffusion path (default: from model_index.json)')
     .option('--controlnet <dir>', 'ControlNet folder')
-    .option('--control <kind>', 'make the control map from --control-image: canny (edges, as cv2.Canny)')
-    .option('--control-image <file>', 'the image --control makes the control map from; the output size follows it unless --width/--height are given')
-    .option('--control-map <file>', 'a ready control map for --controlnet (instead of --control and --control-image)')
+    .option('--control <kind>', 'make the control map: canny (edges of --control-image, as cv2.Canny) or layout (the world scene of --control-scene, drawn in the world of --model)')
+    .option('--control-image <file>', 'the image --control canny makes the control map from; the output size follows it unless --width/--height are given')
+    .option('--control-scene <file>', 'for --control layout: a JSON world scene, {"subjects": [{"concept": "cat", "style": "noto", "position": "left", "size": "large"}, …]}')
+    .option('--control-map <file>', 'a ready control map for --controlnet (instead of --control)')
+    .option('--cache <dir>', 'sprite cache of --control layout (default $KOSMOS_G_CACHE or ~/.cache/kosmos-g)')
     .option('--canny-low <t>', 'Canny low threshold', '100')
     .option('--canny-high <t>', 'Canny high threshold', '200')
     .option('--control-scale <s>', 'ControlNet conditioning scale', '1')
@@ -146,23 +184,14 @@ export function registerGenerateCommand(program: Command): void {
       const height = flags.height === undefined ? size : integer(flags.height, '--height', 1);
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device '${flags.device}' (cpu, webgpu or auto)`);
       const threads = flags.threads === undefined ? undefined : integer(flags.threads, '--threads', 1);
-      if (flags.control !== undefined && flags.control !== 'canny') throw new Error(`unknown --control '${flags.control}' (canny; give any other map with --control-map)`);
-      if (flags.controlImage && !flags.control) throw new Error('--control-image needs --control canny; a ready control map goes in --control-map');
-      if (flags.control && !flags.controlImage) throw new Error('--control needs a --control-image to make the map from');
-      if (flags.controlImage && flags.controlMap) throw new Error('give --control-image (with --control) or --control-map, not both');
-      const controlSource = flags.controlImage ?? flags.controlMap;
-      if (controlSource && !flags.controlnet) throw new Error(`${flags.controlImage ? '--control-image' : '--control-map'} needs --controlnet`);
-      if (flags.controlnet && !controlSource) throw new Error('--controlnet needs a --control-map, or --control canny with a --control-image');
-      const controlnet = flags.controlnet
-        ? {
-            model: flags.controlnet,
-            image: controlSource!,
-            ...(flags.control ? { preprocess: { kind: 'canny' as const, low: decimal(flags.cannyLow, '--canny-low'), high: decimal(flags.cannyHigh, '--canny-high') } } : {}),
-            conditioningScale: decimal(flags.controlScale, '--control-scale'),
-            guidanceStart: decimal(flags.controlStart, '--control-start'),
-            guidanceEnd: decimal(flags.controlEnd, '--control-end'),
-          }
-        : undefined;
+      const controlFile = checkControlFlags(flags);
+      const canny = flags.control === 'canny' ? { preprocess: { kind: 'canny' as const, low: decimal(flags.cannyLow, '--canny-low'), high: decimal(flags.cannyHigh, '--canny-high') } } : {};
+      const controlScene = flags.controlScene === undefined ? undefined : await readSceneFile(flags.controlScene);
+      const controlRun = {
+        conditioningScale: decimal(flags.controlScale, '--control-scale'),
+        guidanceStart: decimal(flags.controlStart, '--control-start'),
+        guidanceEnd: decimal(flags.controlEnd, '--control-end'),
+      };
       const lora = flags.lora ? { file: flags.lora, scale: decimal(flags.loraScale, '--lora-scale') } : undefined;
 
       const model = flags.model ?? DEFAULT_MODEL;
@@ -171,6 +200,18 @@ export function registerGenerateCommand(program: Command): void {
       if (kind !== 'kosmos-g' && kind !== 'clip-text') throw new Error(`unknown pipeline '${kind}' (kosmos-g or clip-text)`);
       if (kind === 'kosmos-g') checkImageCount(flags.prompt, flags.image.length);
       else if (flags.image.length) throw new Error('--image needs the kosmos-g pipeline; the clip-text pipeline takes text only');
+      let controlnet: KosmosGGenerateOptions['controlnet'];
+      if (flags.controlnet && controlScene !== undefined) {
+        // The map is drawn in the world the base model was trained on.
+        const world = await openModelWorld(model, flags.cache);
+        if (!world) throw new Error(noWorldMessage(flags.model ?? 'kosmos-g-mini'));
+        const layout = await layoutControl(world, controlScene).catch((error: unknown) => {
+          throw new Error(`--control-scene ${flags.controlScene}: ${(error as Error).message}`);
+        });
+        controlnet = { model: flags.controlnet, ...layout, ...controlRun };
+      } else if (flags.controlnet) {
+        controlnet = { model: flags.controlnet, image: controlFile!, ...canny, ...controlRun };
+      }
 
       const device = flags.device as Device;
       const options: KosmosGGenerateOptions = {

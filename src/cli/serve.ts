@@ -27,6 +27,7 @@ interface ServeFlags {
   threads?: string;
   maxMemory?: string;
   redis?: string;
+  cache?: string;
 }
 
 /** `NAME=PATH` pairs of a repeatable flag. */
@@ -66,6 +67,7 @@ export function registerServeCommand(program: Command): void {
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
     .option('--threads <n>', 'CPU threads of each generation (default: the cores shared between them)')
     .option('--max-memory <bytes>', 'refuse a request whose estimated peak memory is over this, e.g. 4G (default: half of this machine\'s memory)')
+    .option('--cache <dir>', 'sprite cache of layout maps (default $KOSMOS_G_CACHE or ~/.cache/kosmos-g)')
     .option('--redis <url>', 'queue jobs in Redis for `kosmos-g worker` processes instead of running them here, e.g. redis://:PASSWORD@10.0.0.5:6379 (default: $KOSMOS_G_REDIS_URL; docs/deploy.md)')
     .action(async (flags: ServeFlags) => {
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device '${flags.device}' (cpu, webgpu or auto)`);
@@ -90,6 +92,7 @@ export function registerServeCommand(program: Command): void {
         threads: flags.threads === undefined ? undefined : integer(flags.threads, '--threads', 1),
         maxMemory: flags.maxMemory === undefined ? undefined : parseByteSize(flags.maxMemory, '--max-memory'),
         redis,
+        cache: flags.cache,
       });
       const queue = redis === undefined ? '' : `, jobs queued at ${redactedUrl(redis)}`;
       process.stdout.write(`kosmos-g serving ${flags.model ?? 'kosmos-g-mini'} at ${server.url}/ (results in ${flags.data}${queue})\n`);

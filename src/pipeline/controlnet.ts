@@ -1,9 +1,11 @@
 // ControlNet as a generation option (reference §8): a diffusers ControlNetModel folder and a control
-// image, either the control map itself or an image a preprocessor turns into one (Canny edges). As
-// in the official demo (`resize_image`), the output size follows the control image: its short side
-// becomes the model's default size and both sides are rounded to a size the U-Net accepts; the
-// image is resized to the output size (no crop) before any preprocessing, scaled to [0, 1] RGB and
-// duplicated for classifier-free guidance. The residuals are multiplied by the conditioning scale
+// image, either the control map itself or an image a preprocessor turns into one (Canny edges). A
+// layout map is drawn by the caller from a world scene (world/layout-scene.ts, a layer above) and
+// arrives as the control image; its description is only recorded, so a result says how its map was
+// made. As in the official demo (`resize_image`), the output size follows the control image: its
+// short side becomes the model's default size and both sides are rounded to a size the U-Net
+// accepts; the image is resized to the output size (no crop) before any preprocessing, scaled to
+// [0, 1] RGB and duplicated for classifier-free guidance. The residuals are multiplied by the conditioning scale
 // inside the guidance window [start, end] and by 0 outside it.
 import { platform } from '#platform';
 import { checkpointInitialized } from '../nn/layers.js';
@@ -28,8 +30,11 @@ export interface ControlNetOptions {
   model: string | LoadedControlNet;
   /** The control image (file path, data URL or encoded bytes): the map itself, or what `preprocess` makes one from. */
   image: ImageSource;
-  /** Canny edges of `image` (cv2.Canny's thresholds, the annotator's 100 and 200 by default); absent: `image` is the map. */
-  preprocess?: { kind: 'canny' } & Partial<CannyThresholds>;
+  /**
+   * Canny edges of `image` (cv2.Canny's thresholds, the annotator's 100 and 200 by default); a
+   * layout: `image` is the map drawn from the scene, recorded with it; absent: `image` is the map.
+   */
+  preprocess?: ({ kind: 'canny' } & Partial<CannyThresholds>) | LayoutPreprocess;
   /** Multiplies every residual; default 1. */
   conditioningScale?: number;
   /** Fraction of the steps after which the ControlNet starts acting; default 0. */
@@ -38,12 +43,18 @@ export interface ControlNetOptions {
   guidanceEnd?: number;
 }
 
-/** The settings of a ControlNet run, defaults filled in; `preprocess` null when the image is the map. */
+/** A control image that is the layout map of a world scene: `scene` is its description, as the world normalised it. */
+export interface LayoutPreprocess {
+  kind: 'layout';
+  scene: Readonly<Record<string, unknown>>;
+}
+
+/** The settings of a ControlNet run, defaults filled in; `preprocess` null for a ready map. */
 export interface ControlRunSettings {
   conditioningScale: number;
   guidanceStart: number;
   guidanceEnd: number;
-  preprocess: ({ kind: 'canny' } & CannyThresholds) | null;
+  preprocess: ({ kind: 'canny' } & CannyThresholds) | LayoutPreprocess | null;
 }
 
 /** Checks the numeric settings and the preprocessor; returns them with defaults filled in. */
@@ -56,15 +67,22 @@ export function controlSettings(options: ControlNetOptions): ControlRunSettings 
   if (!(guidanceStart >= 0 && guidanceStart < guidanceEnd && guidanceEnd <= 1)) {
     throw new Error(`ControlNet guidance window must satisfy 0 ≤ start < end ≤ 1, got [${guidanceStart}, ${guidanceEnd}]`);
   }
-  const { preprocess } = options;
-  if (preprocess !== undefined) {
-    if (preprocess?.kind !== 'canny') throw new Error(`ControlNet preprocess must be {kind: 'canny'}, got ${JSON.stringify(preprocess)}`);
-    for (const key of ['low', 'high'] as const) {
-      const value = preprocess[key];
-      if (value !== undefined && !(Number.isFinite(value) && value >= 0)) throw new Error(`Canny threshold ${key} must be a non-negative number, got ${value}`);
-    }
+  return { conditioningScale, guidanceStart, guidanceEnd, preprocess: preprocessSettings(options.preprocess) };
+}
+
+/** The preprocessor checked, Canny's default thresholds filled in. */
+function preprocessSettings(preprocess: ControlNetOptions['preprocess']): ControlRunSettings['preprocess'] {
+  if (preprocess === undefined) return null;
+  if (preprocess?.kind === 'layout') {
+    if (typeof preprocess.scene !== 'object' || preprocess.scene === null) throw new Error(`ControlNet layout preprocess needs the scene it was drawn from, got ${JSON.stringify(preprocess.scene)}`);
+    return { kind: 'layout', scene: preprocess.scene };
   }
-  return { conditioningScale, guidanceStart, guidanceEnd, preprocess: preprocess ? { kind: 'canny', low: preprocess.low ?? 100, high: preprocess.high ?? 200 } : null };
+  if (preprocess?.kind !== 'canny') throw new Error(`ControlNet preprocess must be {kind: 'canny'} or {kind: 'layout', scene}, got ${JSON.stringify(preprocess)}`);
+  for (const key of ['low', 'high'] as const) {
+    const value = preprocess[key];
+    if (value !== undefined && !(Number.isFinite(value) && value >= 0)) throw new Error(`Canny threshold ${key} must be a non-negative number, got ${value}`);
+  }
+  return { kind: 'canny', low: preprocess.low ?? 100, high: preprocess.high ?? 200 };
 }
 
 /**
@@ -123,8 +141,8 @@ export function controlOutputSize(source: Pick<ControlSource, 'name' | 'width' |
   return { width: asked.width, height: asked.height };
 }
 
-/** The ControlNet's input at the output size: (1, 3, height, width) float32 in [0, 1], the image resized, then preprocessed. */
+/** The ControlNet's input at the output size: (1, 3, height, width) float32 in [0, 1], the image resized, then any Canny edges taken. */
 export function controlInput(source: ControlSource, width: number, height: number, preprocess: ControlRunSettings['preprocess']): HostTensor<'float32'> {
   const resized = resizeBicubicRgb(source.rgb, source.width, source.height, width, height);
-  return controlTensor([preprocess ? cannyEdges(resized, width, height, preprocess) : resized], width, height);
+  return controlTensor([preprocess?.kind === 'canny' ? cannyEdges(resized, width, height, preprocess) : resized], width, height);
 }

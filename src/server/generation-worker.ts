@@ -2,6 +2,7 @@
 // pipeline is loaded, hands it one job at a time and turns its messages into job events.
 import { Worker } from 'node:worker_threads';
 import type { Device } from '../graph/devices.js';
+import type { ControlNetOptions } from '../pipeline/controlnet.js';
 import type { GeneratedImage, SchedulerChoice } from '../pipeline/diffusion.js';
 import type { DiffusionMemoryModel } from '../pipeline/memory.js';
 
@@ -36,7 +37,7 @@ export interface JobRequest {
   width: number;
   height: number;
   lora: { file: string; scale: number } | null;
-  controlnet: { model: string; image: Uint8Array; conditioningScale: number; preprocess?: { kind: 'canny'; low?: number; high?: number } } | null;
+  controlnet: { model: string; image: Uint8Array; conditioningScale: number; preprocess?: ControlNetOptions['preprocess'] } | null;
   previewEvery: number;
   /** An Int32Array(1) over this buffer: set to 1 to stop the job after its current step. */
   cancel: SharedArrayBuffer;

@@ -4,6 +4,7 @@
 // AUTOMATIC1111-style clients call it.
 import { z } from 'zod';
 import { SCHEDULER_CHOICES } from '../pipeline/diffusion.js';
+import { layoutSceneSchema } from '../world/layout-scene.js';
 
 /** Limits a request is held to before anything is decoded or queued (docs/server.md, "Limits"). */
 export const LIMITS = {
@@ -37,6 +38,8 @@ export const imageDataUrl = z
 const seed = z.number().int().min(0).max(2 ** 32 - 1);
 
 const cannyPreprocess = z.strictObject({ kind: z.literal('canny'), low: z.number().min(0).max(2048).optional(), high: z.number().min(0).max(2048).optional() });
+const layoutPreprocess = z.strictObject({ kind: z.literal('layout'), scene: layoutSceneSchema.describe("1 to 3 subjects, each a concept and style of the model's world (its world.json) at a position and size") });
+const controlPreprocess = z.discriminatedUnion('kind', [cannyPreprocess, layoutPreprocess]);
 
 export const generationRequestSchema = z.strictObject({
   prompt: z.string().max(LIMITS.maxPromptLength).describe('text with one <i> per image, in order'),
@@ -53,12 +56,14 @@ export const generationRequestSchema = z.strictObject({
   controlnet: z
     .strictObject({
       name: assetName,
-      image: imageDataUrl.optional().describe('the control image (JSON requests; multipart sends a file in the field "controlImage")'),
+      image: imageDataUrl.optional().describe('the control image (JSON requests; multipart sends a file in the field "controlImage"); none with a layout preprocess'),
       scale: z.number().min(0).max(4).optional(),
-      preprocess: cannyPreprocess.optional().describe('make the control map from the image (Canny edges, cv2.Canny thresholds; 100 and 200 by default); absent: the image is the map'),
+      preprocess: controlPreprocess
+        .optional()
+        .describe('canny: the map is the Canny edges of the image (cv2.Canny thresholds; 100 and 200 by default); layout: the server draws the layout map of a world scene (no image; the map is square, at the world\'s scene size); absent: the image is the map'),
     })
     .optional()
-    .describe('the output size follows the control image where width and height are left out; given both, they must have its aspect ratio'),
+    .describe('the output size follows the control image (or layout map) where width and height are left out; given both, they must have its aspect ratio'),
 });
 export type GenerationRequest = z.output<typeof generationRequestSchema>;
 
@@ -83,7 +88,7 @@ export const jobSettingsSchema = z.object({
   width: z.number().int(),
   height: z.number().int(),
   lora: z.object({ name: z.string(), scale: z.number() }).nullable(),
-  controlnet: z.object({ name: z.string(), scale: z.number(), preprocess: cannyPreprocess.optional() }).nullable(),
+  controlnet: z.object({ name: z.string(), scale: z.number(), preprocess: controlPreprocess.optional().describe('how the map was made; a layout records its scene, sizes filled in') }).nullable(),
 });
 export type JobSettings = z.output<typeof jobSettingsSchema>;
 

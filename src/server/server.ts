@@ -14,11 +14,13 @@ import type { Device } from '../graph/devices.js';
 import { DEFAULT_MODEL } from '../pipeline/default_model.js';
 import { readPipelineFolder } from '../pipeline/folder.js';
 import { acquireRunLock } from '../train/run-lock.js';
+import type { World } from '../world/world.js';
 import { defaultMemoryLimit } from '../pipeline/memory.js';
 import { ApiFailure } from './errors.js';
 import { BullMQQueue } from './bullmq-queue.js';
 import { GenerationWorker, type JobEvent, type ModelInfo } from './generation-worker.js';
 import { JobStore } from './jobs.js';
+import { openModelWorld } from './layout-world.js';
 import { ServerMetrics } from './metrics.js';
 import { registerModelFiles } from './model-files.js';
 import { pipelineKindOf, readModelInfo } from './model-info.js';
@@ -49,6 +51,8 @@ export interface ServeOptions {
   loras?: Readonly<Record<string, string>>;
   controlnets?: Readonly<Record<string, string>>;
   device?: Device;
+  /** Sprite cache folder for layout maps (default $KOSMOS_G_CACHE or ~/.cache/kosmos-g). */
+  cache?: string;
   /** CPU threads of each generation thread; default the cores but one, shared between them. */
   threads?: number;
   maxMemory?: number;
@@ -85,6 +89,16 @@ function checkAssets(assets: Readonly<Record<string, string>>, kind: string): Ma
     map.set(name, resolve(path));
   }
   return map;
+}
+
+/** Opens the model's world at the first call and reuses it; a failed opening is tried again at the next. */
+function lazyWorld(model: string, cacheDir: string | undefined): () => Promise<World | null> {
+  let opened: Promise<World | null> | null = null;
+  return () =>
+    (opened ??= openModelWorld(model, cacheDir).catch((error: unknown) => {
+      opened = null;
+      throw error;
+    }));
 }
 
 /**
@@ -141,7 +155,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       info = workers[0]!.info;
     }
     metrics = new ServerMetrics(() => store.countByState());
-    service = new GenerationService({ modelName, pipeline, info, loras, controlnets, maxMemory: options.maxMemory ?? defaultMemoryLimit() }, store, metrics);
+    service = new GenerationService({ modelName, pipeline, info, loras, controlnets, maxMemory: options.maxMemory ?? defaultMemoryLimit(), layoutWorld: lazyWorld(model, options.cache) }, store, metrics);
     const onEvent = (event: JobEvent) => service.handle(event);
     const queue: JobQueue = redis !== undefined ? await BullMQQueue.open({ url: redis, capacity: maxQueue, onEvent, warn }, store) : new InProcessQueue(workers, maxQueue, onEvent);
     service.attach(queue);

@@ -8,9 +8,11 @@ import { encodePng, generationParameters } from '../pipeline/image_output.js';
 import { controlOutputSize } from '../pipeline/controlnet.js';
 import { checkGenerationMemory, estimateGenerationMemory } from '../pipeline/memory.js';
 import { countPlaceholders } from '../pipeline/prompt.js';
+import type { World } from '../world/world.js';
 import { ApiFailure } from './errors.js';
 import type { JobEvent, JobRequest, ModelInfo, PipelineKind } from './generation-worker.js';
 import { type JobRecord, type JobStore, newJobId } from './jobs.js';
+import { type LayoutControl, layoutControl, noWorldMessage } from './layout-world.js';
 import { describeModel } from './model-info.js';
 import type { ServerMetrics } from './metrics.js';
 import type { JobQueue } from './queue.js';
@@ -32,6 +34,8 @@ export interface ServiceConfig {
   controlnets: ReadonlyMap<string, string>;
   /** Refuse a request whose estimated peak memory is over this many bytes. */
   maxMemory: number;
+  /** The world of the model's world.json, for layout maps (null without one); opened at the first call. */
+  layoutWorld: () => Promise<World | null>;
 }
 
 export interface Uploads {
@@ -102,12 +106,17 @@ export class GenerationService {
     const lora = request.lora ? { name: request.lora.name, scale: request.lora.scale ?? 1 } : null;
     const loraFile = lora ? this.config.loras.get(lora.name) : undefined;
     if (lora && !loraFile) throw new ApiFailure(400, 'unknown_asset', `no LoRA named ${JSON.stringify(lora.name)} (this server has: ${[...this.config.loras.keys()].join(', ') || 'none'})`);
-    const controlnet = request.controlnet ? { name: request.controlnet.name, scale: request.controlnet.scale ?? 1, ...(request.controlnet.preprocess ? { preprocess: request.controlnet.preprocess } : {}) } : null;
-    const controlDirectory = controlnet ? this.config.controlnets.get(controlnet.name) : undefined;
-    if (controlnet && !controlDirectory) throw new ApiFailure(400, 'unknown_asset', `no ControlNet named ${JSON.stringify(controlnet.name)} (this server has: ${[...this.config.controlnets.keys()].join(', ') || 'none'})`);
-    if (controlnet && !uploads.controlImage) throw new ApiFailure(400, 'missing_control_image', 'a ControlNet needs a control image');
-    if (!controlnet && uploads.controlImage) throw new ApiFailure(400, 'unexpected_control_image', 'a control image was sent without a ControlNet');
-    const controlSize = uploads.controlImage ? await checkImage(uploads.controlImage, 'the control image') : null;
+    const controlDirectory = request.controlnet ? this.config.controlnets.get(request.controlnet.name) : undefined;
+    if (request.controlnet && !controlDirectory) throw new ApiFailure(400, 'unknown_asset', `no ControlNet named ${JSON.stringify(request.controlnet.name)} (this server has: ${[...this.config.controlnets.keys()].join(', ') || 'none'})`);
+    const requested = request.controlnet?.preprocess;
+    if (requested?.kind === 'layout' && uploads.controlImage) throw new ApiFailure(400, 'unexpected_control_image', 'a layout preprocess draws the control map from its scene; send no control image');
+    const layout = requested?.kind === 'layout' ? await this.layoutControl(requested.scene) : null;
+    const controlImage = layout?.image ?? uploads.controlImage;
+    const preprocess = layout?.preprocess ?? requested;
+    const controlnet = request.controlnet ? { name: request.controlnet.name, scale: request.controlnet.scale ?? 1, ...(preprocess ? { preprocess } : {}) } : null;
+    if (controlnet && !controlImage) throw new ApiFailure(400, 'missing_control_image', 'a ControlNet needs a control image (or a layout preprocess with a scene)');
+    if (!controlnet && controlImage) throw new ApiFailure(400, 'unexpected_control_image', 'a control image was sent without a ControlNet');
+    const controlSize = controlImage ? await checkImage(controlImage, 'the control image') : null;
     const { width, height } = this.outputSize(request, controlSize);
     const steps = request.steps ?? DEFAULT_STEPS;
     const scheduler = request.scheduler ?? 'dpm++';
@@ -144,7 +153,7 @@ export class GenerationService {
       ...sampling,
       images,
       lora: lora && loraFile ? { file: loraFile, scale: lora.scale } : null,
-      controlnet: controlnet && controlDirectory && uploads.controlImage ? { model: controlDirectory, image: uploads.controlImage, conditioningScale: controlnet.scale, ...(controlnet.preprocess ? { preprocess: controlnet.preprocess } : {}) } : null,
+      controlnet: controlnet && controlDirectory && controlImage ? { model: controlDirectory, image: controlImage, conditioningScale: controlnet.scale, ...(controlnet.preprocess ? { preprocess: controlnet.preprocess } : {}) } : null,
       previewEvery: Math.max(1, Math.round(steps / PREVIEWS_PER_JOB)),
       cancel: new SharedArrayBuffer(4),
     };
@@ -158,6 +167,17 @@ export class GenerationService {
       return { id, queuePosition, seed };
     } finally {
       recorded();
+    }
+  }
+
+  /** The layout map of a scene in the model's world; a scene the world refuses is a 400. */
+  private async layoutControl(scene: unknown): Promise<LayoutControl> {
+    const world = await this.config.layoutWorld();
+    if (!world) throw new ApiFailure(400, 'no_world', noWorldMessage(this.config.modelName));
+    try {
+      return await layoutControl(world, scene);
+    } catch (error) {
+      throw new ApiFailure(400, 'invalid_scene', `controlnet.preprocess.scene: ${(error as Error).message}`);
     }
   }
 

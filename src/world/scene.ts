@@ -59,11 +59,16 @@ export function overlapFraction(a: Box, b: Box): number {
   return (w * h) / Math.min(a.w * a.h, b.w * b.h);
 }
 
-/** Box of a sprite of the given size centred at a named position, jittered and kept inside the canvas. */
-export function placeBox(canvas: number, width: number, height: number, position: Position, rng: Random): Box {
+/**
+ * Box of a sprite of the given size centred at a named position and kept inside the canvas: with
+ * `rng`, its centre jittered by up to JITTER of the canvas (two draws); without, exactly at the
+ * position's centre (a layout a user describes).
+ */
+export function placeBox(canvas: number, width: number, height: number, position: Position, rng: Random | null): Box {
   const [fx, fy] = POSITION_CENTRES[position];
-  const cx = (fx + (rng.next() * 2 - 1) * JITTER) * canvas;
-  const cy = (fy + (rng.next() * 2 - 1) * JITTER) * canvas;
+  const jitter = () => (rng ? (rng.next() * 2 - 1) * JITTER : 0);
+  const cx = (fx + jitter()) * canvas;
+  const cy = (fy + jitter()) * canvas;
   const x = Math.min(canvas - width, Math.max(0, Math.round(cx - width / 2)));
   const y = Math.min(canvas - height, Math.max(0, Math.round(cy - height / 2)));
   return { x, y, w: width, h: height };
@@ -74,7 +79,8 @@ export function fittedSprite(world: World, subject: string, size: SizeWord, canv
   return world.sprites.fitted(subject, Math.max(4, Math.round(SIZE_FRACTIONS[size] * canvas)));
 }
 
-export function placeSubject(world: World, canvas: number, subject: string, position: Position, size: SizeWord, rng: Random): PlacedSubject {
+/** The subject at its position and size; `rng` jitters its box (placeBox), null places it exactly. */
+export function placeSubject(world: World, canvas: number, subject: string, position: Position, size: SizeWord, rng: Random | null): PlacedSubject {
   const info = world.catalog.subjectById.get(subject);
   if (!info) throw new Error(`unknown subject '${subject}'`);
   const sprite = fittedSprite(world, subject, size, canvas);

@@ -1,14 +1,17 @@
 // The command line end to end (`node dist/src/cli/main.js`): init-random, info, generate with a
-// grid and its JSON sidecar, and every bad input exiting non-zero with one line on stderr and
-// nothing at --out (nor a temporary file beside it).
+// grid and its JSON sidecar, ControlNet maps (ready, Canny, a world scene's layout), and every bad
+// input exiting non-zero with one line on stderr and nothing at --out (nor a temporary file beside it).
 import assert from 'node:assert/strict';
 import { cp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import sharp from 'sharp';
-import { readPngText } from '../../src/pipeline/image_output.js';
+import { encodePng, readPngText } from '../../src/pipeline/image_output.js';
+import { layoutSceneMap, parseLayoutScene } from '../../src/world/layout-scene.js';
+import { World } from '../../src/world/world.js';
 import { scratch, tinyExtras } from './tiny.js';
 import { runCli } from '../cli/run-cli.js';
+import { WORLD_TEST_CACHE } from '../train/train-cli.js';
 
 const cli = (...args: string[]) => runCli(args);
 
@@ -28,7 +31,7 @@ test('init-random refuses an existing folder and unknown configs', async () => {
   assert.notEqual(again.code, 0);
   assert.match(again.stderr, /^kosmos-g: .*cli-tiny already exists\n$/);
   const unknown = await cli('init-random', '--config', 'huge', '--out', join(scratch, 'x'));
-  assert.match(unknown.stderr, /^kosmos-g: unknown config 'huge' \(choose tiny, mini\)\n$/);
+  assert.match(unknown.stderr, /^kosmos-g: unknown config 'huge' \(choose tiny, mini, kosmos-g\)\n$/);
 });
 
 test('info lists every component with parameters, dtypes and sizes', async () => {
@@ -97,6 +100,68 @@ test('generate with --controlnet and --lora records both in the sidecar and chan
   assert.ok(!(await readFile(plain)).equals(await readFile(extra)));
 });
 
+/** Each command exits non-zero with its message as the one line on stderr, and writes nothing into `folder`. */
+async function assertRefused(cases: readonly [string[], RegExp][], folder: string): Promise<void> {
+  for (const [args, message] of cases) {
+    const { code, stdout, stderr } = await cli(...args);
+    assert.notEqual(code, 0, args.join(' '));
+    assert.equal(stdout, '', args.join(' '));
+    assert.match(stderr, /^kosmos-g: [^\n]+\n$/, args.join(' '));
+    assert.match(stderr.slice('kosmos-g: '.length, -1), message, args.join(' '));
+    assert.deepEqual(await readdir(folder), [], `${args.join(' ')} left files behind`);
+  }
+}
+
+test('generate --control layout draws the map of a world scene in the model\'s world and records the scene', async () => {
+  const { controlnet } = await tinyExtras();
+  // The tiny model has no world: this copy is a world model of two concepts, drawn from the world tests' sprite cache.
+  const worldModel = join(scratch, 'cli-tiny-world');
+  await cp(model, worldModel, { recursive: true });
+  await writeFile(join(worldModel, 'world.json'), JSON.stringify({ sceneSize: 64, concepts: ['cat', 'dog'], splits: ['train'], splitSeed: 0 }));
+  const description = { subjects: [{ concept: 'cat', style: 'noto', position: 'left', size: 'large' }, { concept: 'dog', style: 'twemoji', position: 'right' }] };
+  const sceneFile = join(scratch, 'scene.json');
+  await writeFile(sceneFile, JSON.stringify(description));
+  const common = ['generate', '--model', worldModel, '--prompt', '<i> on the beach', '--image', cat, '--steps', '2', '--seed', '2', '--controlnet', controlnet];
+  const out = join(scratch, 'layout.png');
+  const result = await cli(...common, '--control', 'layout', '--control-scene', sceneFile, '--cache', WORLD_TEST_CACHE, '--out', out);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /wrote .*layout\.png \(1 image, 64×64, seed 2\)/);
+  const sidecar = JSON.parse(await readFile(join(scratch, 'layout.json'), 'utf8')) as { controlnet: unknown };
+  const scene = { subjects: [description.subjects[0], { ...description.subjects[1], size: 'medium' }] };
+  assert.deepEqual(sidecar.controlnet, { model: controlnet, conditioningScale: 1, guidanceStart: 0, guidanceEnd: 1, preprocess: { kind: 'layout', scene } });
+
+  // The layout map given as a ready map makes the same image.
+  const world = await World.open({ sceneSize: 64, catalog: { concepts: ['cat', 'dog'] }, cacheDir: WORLD_TEST_CACHE });
+  const map = layoutSceneMap(world, parseLayoutScene(world, description));
+  const mapFile = join(scratch, 'layout-map.png');
+  await writeFile(mapFile, await encodePng({ width: map.width, height: map.height, data: map.rgb }));
+  const ready = join(scratch, 'layout-ready.png');
+  assert.equal((await cli(...common, '--control-map', mapFile, '--out', ready)).code, 0);
+  assert.ok((await readFile(out)).equals(await readFile(ready)));
+
+  const folder = join(scratch, 'bad-layout');
+  await mkdir(folder);
+  const malformed = join(scratch, 'malformed-scene.json');
+  await writeFile(malformed, '{"subjects": [\n');
+  const unknown = join(scratch, 'unknown-scene.json');
+  await writeFile(unknown, JSON.stringify({ subjects: [{ concept: 'unicorn', style: 'noto', position: 'left' }] }));
+  const layout = (...args: string[]) => [...common, ...args, '--cache', WORLD_TEST_CACHE, '--out', join(folder, 'out.png')];
+  await assertRefused(
+    [
+      [layout('--control', 'layout'), /^--control layout needs a --control-scene FILE\.json/],
+      [layout('--control', 'canny', '--control-image', cat, '--control-scene', sceneFile), /^--control-scene needs --control layout$/],
+      [layout('--control-scene', sceneFile), /^--control-scene needs --control layout$/],
+      [layout('--control', 'layout', '--control-scene', sceneFile, '--control-image', cat), /^--control-image needs --control canny/],
+      [layout('--control', 'layout', '--control-scene', sceneFile, '--control-map', mapFile), /^--control layout makes the control map; give --control-map without --control$/],
+      [layout('--control', 'layout', '--control-scene', join(scratch, 'absent.json')), /^--control-scene .*absent\.json: cannot read the file \(ENOENT\)$/],
+      [layout('--control', 'layout', '--control-scene', malformed), /^--control-scene .*malformed-scene\.json: not valid JSON \(/],
+      [layout('--control', 'layout', '--control-scene', unknown), /^--control-scene .*unknown-scene\.json: subject 1: unknown concept "unicorn" \(this world has cat, dog\)$/],
+      [[...layout('--control', 'layout', '--control-scene', sceneFile), '--model', model], /^layout maps need a world model \(.*cli-tiny has no world\.json\)$/],
+    ],
+    folder,
+  );
+});
+
 test('every bad input exits non-zero with one line on stderr and leaves nothing at --out', async () => {
   const folder = join(scratch, 'bad');
   await mkdir(folder);
@@ -120,7 +185,7 @@ test('every bad input exits non-zero with one line on stderr and leaves nothing 
     [generate(), /the prompt has 1 <i> placeholder but 0 images were given/],
     [generate('--image', cat, '--size', '60'), /width 60 is not a positive multiple of 16/],
     [generate('--image', cat, '--scheduler', 'heun'), /unknown scheduler 'heun' \(choose dpm\+\+, ddim, pndm, euler\)/],
-    [generate('--image', cat, '--controlnet', join(scratch, 'controlnet')), /--controlnet needs a --control-map, or --control canny with a --control-image/],
+    [generate('--image', cat, '--controlnet', join(scratch, 'controlnet')), /--controlnet needs a --control-map, --control canny with a --control-image, or --control layout with a --control-scene/],
     [generate('--image', cat, '--controlnet', join(scratch, 'controlnet'), '--control-image', cat), /--control-image needs --control canny; a ready control map goes in --control-map/],
     [generate('--image', cat, '--controlnet', join(scratch, 'controlnet'), '--control', 'depth', '--control-image', cat), /unknown --control 'depth'/],
     [generate('--image', cat, '--steps', 'many'), /--steps must be an integer ≥ 1, got 'many'/],
@@ -128,12 +193,5 @@ test('every bad input exits non-zero with one line on stderr and leaves nothing 
     [['generate', '--model', model, '--prompt', 'a cat', '--out', join(folder, 'out.jpg')], /--out must name a \.png file/],
     [['generate', '--model', model, '--prompt', 'a cat'], /--out is required/],
   ];
-  for (const [args, message] of cases) {
-    const { code, stdout, stderr } = await cli(...args);
-    assert.notEqual(code, 0, args.join(' '));
-    assert.equal(stdout, '', args.join(' '));
-    assert.match(stderr, /^kosmos-g: [^\n]+\n$/, args.join(' '));
-    assert.match(stderr.slice('kosmos-g: '.length, -1), message, args.join(' '));
-    assert.deepEqual(await readdir(folder), [], `${args.join(' ')} left files behind`);
-  }
+  await assertRefused(cases, folder);
 });

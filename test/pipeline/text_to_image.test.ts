@@ -104,6 +104,8 @@ test('bad options fail with one-line errors before any work', async () => {
     [{ latents: { dtype: 'float32', shape: [1, 4, 4, 4], data: new Float32Array(64) } }, /latents must be float32 \[1, 4, 8, 8\]/],
     [{ controlnet: { model: 'x', image: '' } }, /^ControlNet needs a control image$/],
     [{ controlnet: { model: 'x', image: 'y', guidanceStart: 0.8, guidanceEnd: 0.2 } }, /guidance window must satisfy 0 ≤ start < end ≤ 1/],
+    [{ controlnet: { model: 'x', image: 'y', preprocess: { kind: 'depth' } } }, /^ControlNet preprocess must be \{kind: 'canny'\} or \{kind: 'layout', scene\}, got \{"kind":"depth"\}$/],
+    [{ controlnet: { model: 'x', image: 'y', preprocess: { kind: 'layout' } } }, /^ControlNet layout preprocess needs the scene it was drawn from, got undefined$/],
     [{ lora: { file: 'x.safetensors', scale: Number.POSITIVE_INFINITY } }, /LoRA scale must be a finite number/],
   ];
   for (const [options, message] of cases) {

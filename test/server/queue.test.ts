@@ -3,11 +3,12 @@
 // as cancelled, a crash's unfinished jobs come back as failed; API keys, binding and rate limits.
 import sharp from 'sharp';
 import assert from 'node:assert/strict';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { cp, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startServer } from '../../src/server/server.js';
-import { tinyExtras, tinyPipeline } from '../pipeline/tiny.js';
+import { scratch, tinyExtras, tinyPipeline } from '../pipeline/tiny.js';
+import { WORLD_TEST_CACHE } from '../train/train-cli.js';
 import { postJson, readEvents, tinyServer, waitFinished } from './server-helpers.js';
 
 type Json = Record<string, unknown>;
@@ -168,6 +169,9 @@ test('LoRAs and ControlNets are used by the names the server was started with; r
     assert.ok(!sidecar.includes(extras.lora) && !sidecar.includes(extras.controlnet), sidecar);
     const withoutImage = await postJson(server, { prompt: 'x', controlnet: { name: 'edges' } });
     assert.equal(((await withoutImage.json()) as { error: { code: string } }).error.code, 'missing_control_image');
+    const withoutWorld = await postJson(server, { prompt: 'x', controlnet: { name: 'edges', preprocess: { kind: 'layout', scene: { subjects: [{ concept: 'cat', style: 'noto', position: 'left' }] } } } });
+    assert.equal(withoutWorld.status, 400);
+    assert.deepEqual(((await withoutWorld.json()) as Json).error, { code: 'no_world', message: 'layout maps need a world model (tiny has no world.json)' });
 
     // A 2:1 control image sets the size the request leaves open; Canny makes the map from it.
     const wide = `data:image/png;base64,${(await sharp({ create: { width: 96, height: 48, channels: 3, background: { r: 200, g: 40, b: 40 } } }).png().toBuffer()).toString('base64')}`;
@@ -179,6 +183,44 @@ test('LoRAs and ControlNets are used by the names the server was started with; r
     const squashed = await postJson(server, { prompt: 'x', width: 64, height: 64, controlnet: { name: 'edges', image: wide } });
     assert.equal(squashed.status, 400);
     assert.match(((await squashed.json()) as { error: { code: string; message: string } }).error.message, /the control image is 96×48, another aspect ratio than the 64×64 asked/);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a layout preprocess draws the map of a world scene in the model\'s world; the job records the scene', async () => {
+  const extras = await tinyExtras();
+  // The tiny model has no world: this copy is a world model of two concepts, drawn from the world tests' sprite cache.
+  const model = join(scratch, 'serve-world-model');
+  await cp(await tinyPipeline(), model, { recursive: true });
+  await writeFile(join(model, 'world.json'), JSON.stringify({ sceneSize: 64, concepts: ['cat', 'dog'], splits: ['train'], splitSeed: 0 }));
+  const server = await tinyServer({ model, cache: WORLD_TEST_CACHE, controlnets: { layout: extras.controlnet } });
+  try {
+    const scene = { subjects: [{ concept: 'cat', style: 'noto', position: 'left', size: 'large' }, { concept: 'dog', style: 'twemoji', position: 'right' }] };
+    const recorded = { subjects: [scene.subjects[0], { ...scene.subjects[1], size: 'medium' }] };
+    const status = await waitFinished(server, await idOf(await postJson(server, { prompt: 'x', steps: 2, seed: 3, controlnet: { name: 'layout', preprocess: { kind: 'layout', scene } } })));
+    assert.equal(status.state, 'done', JSON.stringify(status.error));
+    const settings = status.settings as Json;
+    assert.deepEqual([settings.width, settings.height], [64, 64], 'the size of the world\'s scenes');
+    assert.deepEqual(settings.controlnet, { name: 'layout', scale: 1, preprocess: { kind: 'layout', scene: recorded } });
+    const sidecar = (await (await fetch(`${server.url}${(status.images as string[])[0]!.replace(/\.png$/, '.json')}`)).json()) as Json;
+    assert.deepEqual((sidecar.controlnet as Json).preprocess, { kind: 'layout', scene: recorded });
+
+    const control = `data:image/png;base64,${(await readFile(extras.controlImage)).toString('base64')}`;
+    const refusals: [unknown, string, RegExp][] = [
+      [{ name: 'layout', image: control, preprocess: { kind: 'layout', scene } }, 'unexpected_control_image', /^a layout preprocess draws the control map from its scene; send no control image$/],
+      [{ name: 'layout', preprocess: { kind: 'layout', scene: { subjects: [{ ...scene.subjects[0], concept: 'unicorn' }] } } }, 'invalid_scene', /^controlnet\.preprocess\.scene: subject 1: unknown concept "unicorn" \(this world has cat, dog\)$/],
+      [{ name: 'layout', preprocess: { kind: 'layout', scene: { subjects: [scene.subjects[0], { ...scene.subjects[1], position: 'left' }] } } }, 'invalid_scene', /subject 2: subject 1 is at left already/],
+      [{ name: 'layout', preprocess: { kind: 'layout', scene: { subjects: [{ ...scene.subjects[0], position: 'middle' }] } } }, 'invalid_request', /^controlnet\.preprocess\.scene\.subjects\.0\.position: position must be one of left, right, /],
+      [{ name: 'layout', preprocess: { kind: 'layout', scene: { subjects: [] } } }, 'invalid_request', /^controlnet\.preprocess\.scene\.subjects: a layout scene has 1 to 3 subjects$/],
+    ];
+    for (const [controlnet, code, message] of refusals) {
+      const response = await postJson(server, { prompt: 'x', controlnet });
+      assert.equal(response.status, 400, JSON.stringify(controlnet));
+      const { error } = (await response.json()) as { error: { code: string; message: string } };
+      assert.equal(error.code, code, error.message);
+      assert.match(error.message, message);
+    }
   } finally {
     await server.close();
   }

@@ -5,7 +5,7 @@
 // screenshots of docs/screenshots/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -13,6 +13,7 @@ import sharp from 'sharp';
 import { readPngText } from '../../src/pipeline/image_output.js';
 import { createRandomPipeline } from '../../src/pipeline/random_pipeline.js';
 import { tinyExtras } from '../pipeline/tiny.js';
+import { WORLD_TEST_CACHE } from '../train/train-cli.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
 import { launchChromium, screenshot } from './chromium.js';
 
@@ -29,13 +30,15 @@ before(async () => {
   scratch = await mkdtemp(join(tmpdir(), 'kosmos-g-web-test-'));
   const model = join(scratch, 'tiny');
   await createRandomPipeline(model, { config: 'tiny', seed: 0 });
+  // A world of two concepts, for layout maps, drawn from the world tests' sprite cache.
+  await writeFile(join(model, 'world.json'), JSON.stringify({ sceneSize: 64, concepts: ['cat', 'dog'], splits: ['train'], splitSeed: 0 }));
   red = join(scratch, 'red.png');
   blue = join(scratch, 'blue.png');
   await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 230, g: 30, b: 30 } } }).png().toFile(red);
   await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 30, g: 30, b: 230 } } }).png().toFile(blue);
   // A ControlNet for the tiny U-Net (test/pipeline/tiny.ts), so the page shows its fields.
   const { controlnet } = await tinyExtras();
-  server = await startServer({ model, data: join(scratch, 'data'), port: 0, warn: () => {}, controlnets: { edges: controlnet } });
+  server = await startServer({ model, data: join(scratch, 'data'), port: 0, warn: () => {}, controlnets: { edges: controlnet }, cache: WORLD_TEST_CACHE });
   browser = await launchChromium();
 });
 
@@ -156,6 +159,34 @@ test('with a ControlNet the server makes Canny edges of the control image, and t
     await page.waitForFunction(`document.querySelectorAll('.gallery-item').length > ${before} || !document.querySelector('#error').hidden`, undefined, { timeout: GENERATION_TIMEOUT_MS });
     assert.equal(await page.isVisible('#error'), false, (await page.textContent('#error')) ?? '');
     assert.match((await page.locator('.gallery-item .details').first().textContent()) ?? '', new RegExp(`${2 * side}×${side}`));
+  } finally {
+    await page.close();
+  }
+});
+
+test('a layout map is described as a world scene instead of an image, and the size follows the world\'s scenes', async () => {
+  const page = await openPage();
+  try {
+    await page.selectOption('#controlnet', 'edges');
+    await page.selectOption('#control-preprocess', 'layout');
+    assert.deepEqual([await page.isVisible('#control-scene'), await page.isVisible('#control-image')], [true, false], 'the scene replaces the image picker');
+    await page.fill('#prompt', 'a cat');
+    await page.fill('#steps', '3');
+    const showsError = async (message: RegExp) => {
+      await page.click('#generate');
+      await page.waitForFunction("!document.querySelector('#error').hidden", undefined, { timeout: GENERATION_TIMEOUT_MS });
+      assert.match((await page.textContent('#error')) ?? '', message);
+    };
+    await page.fill('#control-scene', '{"subjects": [');
+    await showsError(/^the layout scene is not JSON: /);
+    await page.fill('#control-scene', JSON.stringify({ subjects: [{ concept: 'unicorn', style: 'noto', position: 'left' }] }));
+    await showsError(/unknown concept "unicorn" \(this world has cat, dog\)/);
+    await page.fill('#control-scene', JSON.stringify({ subjects: [{ concept: 'cat', style: 'noto', position: 'left', size: 'large' }] }));
+    const before = await page.locator('.gallery-item').count();
+    await page.click('#generate');
+    await page.waitForFunction(`document.querySelectorAll('.gallery-item').length > ${before} || !document.querySelector('#error').hidden`, undefined, { timeout: GENERATION_TIMEOUT_MS });
+    assert.equal(await page.isVisible('#error'), false, (await page.textContent('#error')) ?? '');
+    assert.match((await page.locator('.gallery-item .details').first().textContent()) ?? '', /64×64/);
   } finally {
     await page.close();
   }

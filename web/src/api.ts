@@ -31,12 +31,11 @@ export interface ModelLimits {
   maxPromptLength: number;
 }
 
-/** A ControlNet map made from the control image by the server (Canny edges, cv2.Canny thresholds). */
-export interface ControlPreprocess {
-  kind: 'canny';
-  low?: number;
-  high?: number;
-}
+/**
+ * How the server makes the ControlNet map: Canny edges of the control image (cv2.Canny thresholds),
+ * or the layout map of a world scene (no control image; docs/server.md describes the scene).
+ */
+export type ControlPreprocess = { kind: 'canny'; low?: number; high?: number } | { kind: 'layout'; scene: unknown };
 
 export interface ModelInfo {
   id: string;
@@ -96,8 +95,8 @@ export interface GenerationRequest {
   width?: number;
   height?: number;
   lora?: { name: string; scale: number };
-  /** Without width and height, the size follows the control image. */
-  controlnet?: { name: string; image: string; scale: number; preprocess?: ControlPreprocess };
+  /** Without width and height, the size follows the control image (or the layout map). */
+  controlnet?: { name: string; image?: string; scale: number; preprocess?: ControlPreprocess };
 }
 
 export interface Submitted {
