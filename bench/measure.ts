@@ -8,6 +8,13 @@ import type { HostTensor } from '../src/onnx/dtype.js';
 /** Intra-op threads of our sessions and of the PyTorch side alike. */
 export const BENCH_THREADS = 2;
 
+/**
+ * Whether ORT's idle threads spin in the benchmarked training steps (SessionOptions.spinning):
+ * BENCH_SPINNING=1 or 0 to compare the two on every training case; unset, the training default (off).
+ */
+const spinningFlag = process.env['BENCH_SPINNING'];
+export const BENCH_SPINNING = spinningFlag === '1' ? true : spinningFlag === '0' ? false : undefined;
+
 /** The AdamW settings of every benchmarked training step (ours and PyTorch's). */
 export const BENCH_ADAMW = { learningRate: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
 
@@ -76,7 +83,7 @@ export async function timeTrainingSteps(options: BenchStepOptions, batch: Record
     schedule: { kind: 'constant', learningRate: BENCH_ADAMW.learningRate },
     ...options,
     batch: Object.fromEntries(Object.entries(batch).map(([name, tensor]) => [name, { dtype: tensor.dtype, shape: tensor.shape }])),
-    session: { threads: BENCH_THREADS },
+    session: { threads: BENCH_THREADS, ...(BENCH_SPINNING === undefined ? {} : { spinning: BENCH_SPINNING }) },
   });
   try {
     const firstLoss = (await step.run(batch)).loss;

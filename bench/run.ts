@@ -1,7 +1,9 @@
 // `npm run bench [-- group…]`: runs the named benchmark groups, or all of them. Each case prints
 // one JSON line on standard output.
 import { runEngineBench } from './engine.js';
+import { runKosmosGBench } from './kosmos-g.js';
 import { runModelsBench } from './models.js';
+import { runQuantizeBench } from './quantize.js';
 import { runTrainBench } from './train.js';
 
 type BenchGroup = () => Promise<void>;
@@ -29,10 +31,12 @@ const groups: Record<string, BenchGroup> = {
   world: optionalGroup('./world.js', 'runWorldBench'),
   pipeline: optionalGroup('./pipeline.js', 'runPipelineBench'),
   models: runModelsBench,
+  'kosmos-g': runKosmosGBench,
   train: () => runTrainBench(),
   server: optionalGroup('./server.js', 'runServerBench'),
   workers: optionalGroup('./workers.js', 'runWorkersBench'),
   browser: optionalGroup('./browser.js', 'runBrowserBench'),
+  quantize: runQuantizeBench,
 };
 
 async function main(): Promise<void> {

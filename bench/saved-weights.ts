@@ -2,18 +2,19 @@
 // temporary safetensors folder and the inference graph reads the tensors from that file by byte
 // offset, onnxruntime loading them from disk itself (a ModelProto is limited to 2 GB, the MLLM's
 // file is 5.4 GB, and a JavaScript copy would double the memory). Shared by the models-* benches.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Graph, type Value } from '../src/graph/graph.js';
 import { GraphSession } from '../src/graph/session.js';
+import { readConfigJson } from '../src/io/config-json.js';
 import type { SafetensorsReader } from '../src/io/safetensors.js';
 import { openSafetensors } from '../src/io/safetensors-index.js';
 import type { Module, TraceContext } from '../src/nn/module.js';
 import { type ExternalWeights, externalBindings } from '../src/nn/weights.js';
 import { type HostTensor, hostTensor } from '../src/onnx/dtype.js';
 import { encodeModel } from '../src/onnx/proto.js';
+import { PAPER_CONFIG_DIRECTORY } from '../src/pipeline/random_pipeline.js';
 import { BENCH_THREADS, peakRssMiB, resetPeakRss } from './measure.js';
 
 /** A model that writes itself as a checkpoint folder; models whose keys carry a prefix bind to it themselves. */
@@ -32,10 +33,8 @@ export interface SavedWeights {
   peakRssReset: boolean;
 }
 
-const configDirectory = fileURLToPath(new URL('../../src/models/configs/', import.meta.url));
-
-/** A paper-size config.json from src/models/configs/ (found from dist/bench/ and from the sources alike). */
-export const readModelConfig = async (name: string): Promise<unknown> => JSON.parse(await readFile(join(configDirectory, name), 'utf8'));
+/** A paper-size config.json from src/models/configs/ by file name. */
+export const readModelConfig = (name: string): Promise<unknown> => readConfigJson(join(PAPER_CONFIG_DIRECTORY, name));
 
 const collectGarbage = (globalThis as { gc?: () => void }).gc;
 

@@ -16,6 +16,7 @@ import { KosmosGPipeline, type KosmosGGenerateOptions } from '../pipeline/kosmos
 import { defaultMemoryLimit, formatBytes, parseByteSize } from '../pipeline/memory.js';
 import { TextToImagePipeline, type GenerationResult } from '../pipeline/text_to_image.js';
 import { checkImageCount } from '../pipeline/prompt.js';
+import { DTYPE_HELP, quantizationOf } from './arguments.js';
 import { checkOutputFile } from './output.js';
 import { writeFileNamed } from '../io/file-errors.js';
 import { layoutControl, noWorldMessage, openModelWorld } from '../server/layout-world.js';
@@ -35,6 +36,7 @@ interface GenerateFlags {
   height?: string;
   device: string;
   threads?: string;
+  dtype: string;
   pipeline?: string;
   controlnet?: string;
   control?: string;
@@ -151,6 +153,7 @@ export function registerGenerateCommand(program: Command): void {
     .option('--height <px>', 'height in pixels (overrides --size)')
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
     .option('--threads <n>', 'CPU threads per graph (default: one per core)')
+    .option('--dtype <dtype>', DTYPE_HELP, 'float32')
     .option('--pipeline <kind>', 'kosmos-g, or clip-text for the plain Stable Diffusion path (default: from model_index.json)')
     .option('--controlnet <dir>', 'ControlNet folder')
     .option('--control <kind>', 'make the control map: canny (edges of --control-image, as cv2.Canny) or layout (the world scene of --control-scene, drawn in the world of --model)')
@@ -184,6 +187,7 @@ export function registerGenerateCommand(program: Command): void {
       const height = flags.height === undefined ? size : integer(flags.height, '--height', 1);
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device '${flags.device}' (cpu, webgpu or auto)`);
       const threads = flags.threads === undefined ? undefined : integer(flags.threads, '--threads', 1);
+      const quantize = quantizationOf(flags.dtype);
       const controlFile = checkControlFlags(flags);
       const canny = flags.control === 'canny' ? { preprocess: { kind: 'canny' as const, low: decimal(flags.cannyLow, '--canny-low'), high: decimal(flags.cannyHigh, '--canny-high') } } : {};
       const controlScene = flags.controlScene === undefined ? undefined : await readSceneFile(flags.controlScene);
@@ -230,7 +234,8 @@ export function registerGenerateCommand(program: Command): void {
         maxMemory,
       };
       const loadStart = performance.now();
-      const pipeline = kind === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(model, { device, threads }) : await TextToImagePipeline.fromPretrained(model, { device, threads });
+      const load = { device, threads, ...(quantize ? { quantize } : {}) };
+      const pipeline = kind === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(model, load) : await TextToImagePipeline.fromPretrained(model, load);
       const loadMs = performance.now() - loadStart;
       const progress = progressReporter();
       let result: GenerationResult;
@@ -256,6 +261,7 @@ export function registerGenerateCommand(program: Command): void {
         grid: layout,
         device: pipeline.runtime.device,
         threads: pipeline.runtime.threads,
+        dtype: flags.dtype,
         timings: { loadMs: Math.round(loadMs), generateMs: Math.round(generateMs) },
         warnings: result.warnings,
         output: flags.out,
@@ -273,3 +279,4 @@ export function registerGenerateCommand(program: Command): void {
       process.stdout.write(`wrote ${flags.out} (${result.images.length} image${result.images.length === 1 ? '' : 's'}, ${settings.width}×${settings.height}, seed ${settings.seed}) and ${sidecarFile}\n`);
     });
 }
+

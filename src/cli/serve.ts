@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { parseByteSize } from '../pipeline/memory.js';
 import { redactedUrl } from '../server/redis-jobs.js';
 import { startServer } from '../server/server.js';
-import { integer } from './arguments.js';
+import { DTYPE_HELP, integer, quantizationOf } from './arguments.js';
 
 interface ServeFlags {
   model?: string;
@@ -25,6 +25,7 @@ interface ServeFlags {
   controlnet: string[];
   device: string;
   threads?: string;
+  dtype: string;
   maxMemory?: string;
   redis?: string;
   cache?: string;
@@ -66,6 +67,7 @@ export function registerServeCommand(program: Command): void {
     .option('--controlnet <name=dir>', 'a ControlNet that requests may name (repeatable)', collect, [] as string[])
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
     .option('--threads <n>', 'CPU threads of each generation (default: the cores shared between them)')
+    .option('--dtype <dtype>', DTYPE_HELP, 'float32')
     .option('--max-memory <bytes>', 'refuse a request whose estimated peak memory is over this, e.g. 4G (default: half of this machine\'s memory)')
     .option('--cache <dir>', 'sprite cache of layout maps (default $KOSMOS_G_CACHE or ~/.cache/kosmos-g)')
     .option('--redis <url>', 'queue jobs in Redis for `kosmos-g worker` processes instead of running them here, e.g. redis://:PASSWORD@10.0.0.5:6379 (default: $KOSMOS_G_REDIS_URL; docs/deploy.md)')
@@ -90,6 +92,7 @@ export function registerServeCommand(program: Command): void {
         controlnets: assets(flags.controlnet, '--controlnet'),
         device: flags.device as 'cpu' | 'webgpu' | 'auto',
         threads: flags.threads === undefined ? undefined : integer(flags.threads, '--threads', 1),
+        quantize: quantizationOf(flags.dtype),
         maxMemory: flags.maxMemory === undefined ? undefined : parseByteSize(flags.maxMemory, '--max-memory'),
         redis,
         cache: flags.cache,

@@ -4,13 +4,14 @@
 import type { Command } from 'commander';
 import { startQueueWorker } from '../server/queue-worker.js';
 import { redactedUrl } from '../server/redis-jobs.js';
-import { integer } from './arguments.js';
+import { DTYPE_HELP, integer, quantizationOf } from './arguments.js';
 
 interface WorkerFlags {
   redis?: string;
   model?: string;
   concurrency: string;
   threads?: string;
+  dtype: string;
   device: string;
   lockDuration: string;
   stalledInterval: string;
@@ -26,6 +27,7 @@ export function registerWorkerCommand(program: Command): void {
     .option('--concurrency <n>', 'jobs at once (one generation thread each)', '1')
     .option('--threads <n>', 'CPU threads of each generation (default: the cores shared between them)')
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
+    .option('--dtype <dtype>', DTYPE_HELP, 'float32')
     .option('--lock-duration <ms>', 'how long a job stays with a worker that stopped answering before another takes it', '30000')
     .option('--stalled-interval <ms>', 'how often this worker looks for such jobs', '30000')
     .action(async (flags: WorkerFlags) => {
@@ -39,6 +41,7 @@ export function registerWorkerCommand(program: Command): void {
         concurrency,
         threads: flags.threads === undefined ? undefined : integer(flags.threads, '--threads', 1),
         device: flags.device as 'cpu' | 'webgpu' | 'auto',
+        quantize: quantizationOf(flags.dtype),
         lockDurationMs: integer(flags.lockDuration, '--lock-duration', 100),
         stalledIntervalMs: integer(flags.stalledInterval, '--stalled-interval', 100),
       });

@@ -69,6 +69,11 @@ export function cacheKey(key: string, shapes: InputShapes, keepOnDevice: readonl
   return `${key}|${shapeSignature(shapes)}|${[...keepOnDevice].sort().join(',')}`;
 }
 
+/** The `key` a cache key was made from: input and output names hold no `|`, so the last two fields are the rest. */
+function modelKeyOf(cached: string): string {
+  return cached.split('|').slice(0, -2).join('|');
+}
+
 export function encodeSource(source: ModelSource): Uint8Array {
   return source instanceof Uint8Array ? source : encodeModel(source);
 }
@@ -112,6 +117,13 @@ export class SessionCache<T> {
       oldest.then(this.evict, () => {});
     }
     return created;
+  }
+
+  /** Removes the values whose cache key `matches` and releases them. */
+  async delete(matches: (key: string) => boolean): Promise<void> {
+    const removed = [...this.entries].filter(([key]) => matches(key));
+    for (const [key] of removed) this.entries.delete(key);
+    await Promise.allSettled(removed.map(async ([, value]) => this.evict(await value)));
   }
 
   /** Empties the cache, releasing every value. */
@@ -182,6 +194,15 @@ export class Runtime {
       this.log.record({ key, signature, buildMs, createMs, modelBytes: model.byteLength });
       return session;
     });
+  }
+
+  /**
+   * Releases the cached sessions compiled under `key`, at every shape signature, once their runs
+   * have finished: a pipeline that runs one network at a time returns each network's memory before
+   * the next one is compiled. A later `compile` of the key builds the session again.
+   */
+  release(key: string): Promise<void> {
+    return this.cache.delete((cached) => modelKeyOf(cached) === key);
   }
 
   /** Host memory copy of a tensor; a DeviceTensor goes through a CPU-located output. */

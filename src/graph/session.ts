@@ -32,6 +32,12 @@ export interface SessionOptions {
   /** Output names kept in GPU memory between runs (webgpu only; on the CPU host memory is the device). */
   keepOnDevice?: readonly string[];
   optimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+  /**
+   * Whether ORT's idle worker threads spin waiting for work (its default) or sleep. Spinning saves
+   * the wake-up between kernels; on a machine with no core to spare it takes time from the other
+   * threads and the garbage collector.
+   */
+  spinning?: boolean;
 }
 
 /** A tensor a WebGPU run left in GPU memory: feed it to a later run, download it, or dispose it. */
@@ -83,8 +89,9 @@ async function sessionOptionsFor(options: SessionOptions): Promise<ort.Inference
     // Files given by path are read by ORT from a folder where the platform can offer one; only
     // bytes (or files no folder can offer) go through memory.
     const inMemory: { path: string; data: Uint8Array }[] = [];
+    const made: { path: string; data: Uint8Array }[] = [];
     for (const { path, data } of options.externalData) {
-      if (typeof data !== 'string') inMemory.push({ path, data });
+      if (typeof data !== 'string') made.push({ path, data });
       else if (options.externalDataDirectory) inMemory.push({ path, data: await platform.readBytes(data) });
       else {
         const source = await platform.externalData(path, data);
@@ -92,12 +99,20 @@ async function sessionOptionsFor(options: SessionOptions): Promise<ort.Inference
         else inMemory.push({ path, data: source.bytes });
       }
     }
+    // ORT takes external data all from files or all from memory: bytes made in memory (quantized
+    // weights) join the folder of the files where there is one.
+    for (const entry of made) {
+      const source = externalFolder && !inMemory.length ? await platform.externalBytes(entry.path, entry.data) : null;
+      if (!source || !('folder' in source) || source.folder !== externalFolder) inMemory.push(entry);
+    }
     if (inMemory.length) sessionOptions.externalData = inMemory;
   }
-  if (externalFolder) {
-    // Read by ORT when a model loaded from bytes has external initializers (session config entry).
-    sessionOptions.extra = { session: { model_external_initializers_file_folder_path: externalFolder } };
-  }
+  // Session config entries (string values, as ORT's C API takes them).
+  const entries: Record<string, unknown> = {};
+  if (options.spinning === false) Object.assign(entries, { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } });
+  // Read by ORT when a model loaded from bytes has external initializers.
+  if (externalFolder) entries['model_external_initializers_file_folder_path'] = externalFolder;
+  if (Object.keys(entries).length) sessionOptions.extra = { session: entries };
   if (provider === 'webgpu' && options.keepOnDevice?.length) {
     sessionOptions.preferredOutputLocation = Object.fromEntries(options.keepOnDevice.map((name) => [name, 'gpu-buffer' as const]));
   }

@@ -11,7 +11,7 @@ import { add, clip, div, exp, mul, silu, sub } from '../graph/ops/elementwise.js
 import { scaledDotProductAttention, upsampleNearest2x } from '../graph/ops/nn.js';
 import { pad, reshape, split, transpose } from '../graph/ops/shape.js';
 import { openSafetensors } from '../io/safetensors-index.js';
-import { type SafetensorsReader, writeSafetensors } from '../io/safetensors.js';
+import { type SafetensorsReader, writeSafetensors, type WriteOptions } from '../io/safetensors.js';
 import { Conv2d, GroupNorm, type LayerOptions, Linear, checkpointInitialized } from '../nn/layers.js';
 import { Module, type TraceContext } from '../nn/module.js';
 import { type ExternalWeights, externalBindings } from '../nn/weights.js';
@@ -403,10 +403,11 @@ export class AutoencoderKL extends Module {
   }
 
   /** Writes config.json and model.safetensors (diffusers key names). */
-  async save(directory: string): Promise<void> {
+  /** config.json and the weights, float32 tensors stored as `options.dtype` (F16 halves the file; loaders read it back as float32). */
+  async save(directory: string, options: Pick<WriteOptions, 'dtype'> = {}): Promise<void> {
     await platform.makeDirectory(directory);
     await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify({ _class_name: 'AutoencoderKL', ...this.config }, null, 2)}\n`);
-    await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict());
+    await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict(), options);
   }
 }
 

@@ -14,7 +14,7 @@ import { scaledDotProductAttention } from '../graph/ops/nn.js';
 import { Embedding, LayerNorm, Linear, type UniformSource, constantTensor, normalTensor, checkpointInitialized } from '../nn/layers.js';
 import { Module, type TraceContext } from '../nn/module.js';
 import { openSafetensors } from '../io/safetensors-index.js';
-import { writeSafetensors } from '../io/safetensors.js';
+import { writeSafetensors, type WriteOptions } from '../io/safetensors.js';
 
 // ---- configuration ---------------------------------------------------------------------------------
 
@@ -321,10 +321,11 @@ export class CLIPTextModel extends Module {
   }
 
   /** Writes `config.json` and `model.safetensors` under transformers' names. */
-  async save(directory: string): Promise<void> {
+  /** config.json and the weights, float32 tensors stored as `options.dtype` (F16 halves the file; loaders read it back as float32). */
+  async save(directory: string, options: Pick<WriteOptions, 'dtype'> = {}): Promise<void> {
     await platform.makeDirectory(directory);
     const architectures = [this.text_projection ? 'CLIPTextModelWithProjection' : 'CLIPTextModel'];
     await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify({ ...this.config, architectures, model_type: 'clip_text_model' }, null, 2)}\n`);
-    await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict());
+    await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict(), options);
   }
 }

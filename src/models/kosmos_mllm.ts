@@ -16,7 +16,7 @@ import {
 import { crossEntropy, dropout, embedding, linear } from '../graph/ops/nn.js';
 import { concat, gather, reshape, transpose, unsqueeze } from '../graph/ops/shape.js';
 import { openSafetensors } from '../io/safetensors-index.js';
-import { type SafetensorsReader, writeSafetensors } from '../io/safetensors.js';
+import { type SafetensorsReader, writeSafetensors, type WriteOptions } from '../io/safetensors.js';
 import { LayerNorm, type UniformSource, normalTensor, uniformTensor } from '../nn/layers.js';
 import { Module, Parameter, type TraceContext } from '../nn/module.js';
 import { type ExternalWeights, externalBindings } from '../nn/weights.js';
@@ -337,11 +337,12 @@ export class KosmosGMllm extends Module {
   }
 
   /** Writes `config.json` and `model.safetensors` with the official key names (the tied head is not duplicated). */
-  async save(directory: string): Promise<void> {
+  /** config.json and the weights, float32 tensors stored as `options.dtype` (F16 halves the file; loaders read it back as float32). */
+  async save(directory: string, options: Pick<WriteOptions, 'dtype'> = {}): Promise<void> {
     await platform.makeDirectory(directory);
     await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
     const tensors = Object.fromEntries(Object.entries(this.stateDict()).map(([key, tensor]) => [KOSMOS_MLLM_PREFIX + key, tensor]));
-    await writeSafetensors(join(directory, 'model.safetensors'), tensors);
+    await writeSafetensors(join(directory, 'model.safetensors'), tensors, options);
   }
 }
 

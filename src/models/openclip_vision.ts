@@ -15,7 +15,7 @@ import { l2Normalize, scaledDotProductAttention } from '../graph/ops/nn.js';
 import { Conv2d, LayerNorm, Linear, type UniformSource, constantTensor, normalTensor, uniformTensor, checkpointInitialized } from '../nn/layers.js';
 import { Module, Parameter, type TraceContext } from '../nn/module.js';
 import { openSafetensors } from '../io/safetensors-index.js';
-import { writeSafetensors } from '../io/safetensors.js';
+import { writeSafetensors, type WriteOptions } from '../io/safetensors.js';
 
 // ---- configuration (open_clip model config: model_configs/*.json) ----------------------------------
 
@@ -305,9 +305,10 @@ export class OpenClipVisionModel extends Module {
   }
 
   /** Writes `config.json` and `model.safetensors` with the official key names (below `img_model.`). */
-  async save(directory: string): Promise<void> {
+  /** config.json and the weights, float32 tensors stored as `options.dtype` (F16 halves the file; loaders read it back as float32). */
+  async save(directory: string, options: Pick<WriteOptions, 'dtype'> = {}): Promise<void> {
     await platform.makeDirectory(directory);
     await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
-    await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict());
+    await writeSafetensors(join(directory, 'model.safetensors'), this.stateDict(), options);
   }
 }

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import type { Value } from '../graph/graph.js';
 import { add, mul, silu, sub } from '../graph/ops/elementwise.js';
 import { openSafetensors } from '../io/safetensors-index.js';
-import { writeSafetensors } from '../io/safetensors.js';
+import { writeSafetensors, type WriteOptions } from '../io/safetensors.js';
 import { Conv2d, GroupNorm, type UniformSource, checkpointInitialized } from '../nn/layers.js';
 import { Module, type TraceContext } from '../nn/module.js';
 import {
@@ -246,10 +246,11 @@ export class UNet2DConditionModel extends Module {
   }
 
   /** Writes `config.json` and `diffusion_pytorch_model.safetensors` under diffusers' names. */
-  async save(directory: string): Promise<void> {
+  /** config.json and the weights, float32 tensors stored as `options.dtype` (F16 halves the file; loaders read it back as float32). */
+  async save(directory: string, options: Pick<WriteOptions, 'dtype'> = {}): Promise<void> {
     await platform.makeDirectory(directory);
     await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify({ _class_name: 'UNet2DConditionModel', ...this.config }, null, 2)}\n`);
-    await writeSafetensors(join(directory, 'diffusion_pytorch_model.safetensors'), this.stateDict());
+    await writeSafetensors(join(directory, 'diffusion_pytorch_model.safetensors'), this.stateDict(), options);
   }
 }
 

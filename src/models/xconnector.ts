@@ -11,7 +11,7 @@ import { matmul, mul, softmax } from '../graph/ops/elementwise.js';
 import { dropout } from '../graph/ops/nn.js';
 import { concat, expand, reshape, transpose, unsqueeze } from '../graph/ops/shape.js';
 import { openSafetensors } from '../io/safetensors-index.js';
-import { type SafetensorsReader, writeSafetensors } from '../io/safetensors.js';
+import { type SafetensorsReader, writeSafetensors, type WriteOptions } from '../io/safetensors.js';
 import { type LayerOptions, Linear, normalTensor, checkpointInitialized } from '../nn/layers.js';
 import { Module, Parameter, type TraceContext } from '../nn/module.js';
 import { type ExternalWeights, externalBindings } from '../nn/weights.js';
@@ -156,11 +156,12 @@ export class XConnector extends Module {
   }
 
   /** Writes config.json and model.safetensors with the official `img_connector.` key names. */
-  async save(directory: string): Promise<void> {
+  /** config.json and the weights, float32 tensors stored as `options.dtype` (F16 halves the file; loaders read it back as float32). */
+  async save(directory: string, options: Pick<WriteOptions, 'dtype'> = {}): Promise<void> {
     await platform.makeDirectory(directory);
     await platform.writeFile(join(directory, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
     const tensors = Object.fromEntries(Object.entries(this.stateDict()).map(([key, tensor]) => [XCONNECTOR_PREFIX + key, tensor]));
-    await writeSafetensors(join(directory, 'model.safetensors'), tensors);
+    await writeSafetensors(join(directory, 'model.safetensors'), tensors, options);
   }
 }
 

@@ -3,7 +3,7 @@
 // U(−1/√fan_in, 1/√fan_in), norms γ = 1 and β = 0, embeddings N(0, 1).
 import { type DType, type HostTensor, elementCount } from '../onnx/dtype.js';
 import type { Value } from '../graph/graph.js';
-import { conv2d, embedding, groupNorm, layerNorm, linear } from '../graph/ops/nn.js';
+import { conv2d, embedding, groupNorm, layerNorm, linear, quantizedLinear } from '../graph/ops/nn.js';
 import { Module, Parameter, type TraceContext } from './module.js';
 
 /** A source of uniform numbers in [0, 1), e.g. a seeded generator. */
@@ -11,22 +11,30 @@ export interface UniformSource {
   next(): number;
 }
 
-function filled(dtype: DType, shape: number[], value: (index: number) => number): HostTensor {
+/** A fresh tensor with `value(i)` at each index; without `value` the zeros of a fresh buffer, never written. */
+function filled(dtype: DType, shape: number[], value?: (index: number) => number): HostTensor {
   const count = elementCount(shape);
   const data = dtype === 'float64' ? new Float64Array(count) : new Float32Array(count);
-  for (let i = 0; i < count; i++) data[i] = value(i);
+  if (value) for (let i = 0; i < count; i++) data[i] = value(i);
   return { dtype, shape, data } as HostTensor;
 }
 
-/** Draws nothing random: for models whose every parameter is about to be replaced from a checkpoint. */
+/**
+ * Draws nothing random: for models whose every parameter is about to be replaced from a checkpoint,
+ * or that are built for their shapes only. Their random tensors are left zero and never written, so
+ * they take no resident memory (a paper-size U-Net would otherwise touch 3.4 GB before its
+ * checkpoint is even opened).
+ */
 export const checkpointInitialized: UniformSource = { next: () => 0.5 };
 
 export function uniformTensor(random: UniformSource, shape: number[], bound: number, dtype: DType = 'float32'): HostTensor {
+  if (random === checkpointInitialized) return filled(dtype, shape);
   return filled(dtype, shape, () => (2 * random.next() - 1) * bound);
 }
 
 /** Standard normal samples by the Box–Muller transform, scaled by `std`. */
 export function normalTensor(random: UniformSource, shape: number[], std = 1, dtype: DType = 'float32'): HostTensor {
+  if (random === checkpointInitialized) return filled(dtype, shape);
   return filled(dtype, shape, () => {
     const u = 1 - random.next(); // (0, 1]: log stays finite
     return std * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random.next());
@@ -40,6 +48,11 @@ export interface LayerOptions {
   dtype?: DType;
 }
 
+/** The weights of every Linear built: the ones weight-only quantization may hold as MatMulNBits blocks (nn/quantize.ts). */
+const LINEAR_WEIGHTS = new WeakSet<Parameter>();
+
+export const isLinearWeight = (parameter: Parameter): boolean => LINEAR_WEIGHTS.has(parameter);
+
 export class Linear extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter | null;
@@ -48,10 +61,13 @@ export class Linear extends Module {
     super();
     const bound = 1 / Math.sqrt(inFeatures);
     this.weight = new Parameter(uniformTensor(options.random, [outFeatures, inFeatures], bound, options.dtype));
+    LINEAR_WEIGHTS.add(this.weight);
     this.bias = options.bias === false ? null : new Parameter(uniformTensor(options.random, [outFeatures], bound, options.dtype));
   }
 
   forward(context: TraceContext, x: Value): Value {
+    const quantized = context.quantized?.(this.weight);
+    if (quantized) return quantizedLinear(x, quantized.codes, quantized.scales, quantized.zeroPoints, this.bias && context.value(this.bias), quantized.layout);
     return linear(x, context.value(this.weight), this.bias && context.value(this.bias));
   }
 }

@@ -3,6 +3,7 @@
 // A module's forward pass takes a TraceContext that maps each Parameter to a traced Value.
 import { type DType, type HostTensor, elementCount, hostTensor } from '../onnx/dtype.js';
 import type { Graph, Value } from '../graph/graph.js';
+import type { BlockQuantization } from '../graph/ops/nn.js';
 import { formatShape } from '../graph/graph.js';
 
 export class Parameter {
@@ -20,10 +21,20 @@ export class Parameter {
   }
 }
 
+/** A linear layer's weight held as MatMulNBits blocks (nn/quantize.ts): its traced parts and layout. */
+export interface QuantizedLinearValues {
+  codes: Value;
+  scales: Value;
+  zeroPoints: Value;
+  layout: BlockQuantization;
+}
+
 export interface TraceContext {
   graph: Graph;
   /** The traced value of a parameter (a graph input in training graphs, an initializer in inference). */
   value(parameter: Parameter): Value;
+  /** Inference graphs with weight-only quantization: a linear weight's blocks; undefined for a weight kept in float. */
+  quantized?(parameter: Parameter): QuantizedLinearValues | undefined;
   /** int64 scalar for dropout masks; absent in inference graphs, where dropout is the identity. */
   dropoutSeed?: Value;
 }

@@ -8,6 +8,7 @@ import { formatShape } from '../graph/graph.js';
 import { cast } from '../graph/ops/elementwise.js';
 import type { SafetensorsDType, SafetensorsReader } from '../io/safetensors.js';
 import { type Module, type Parameter, type TraceContext } from './module.js';
+import { type QuantizedFile, withQuantizedLinears } from './quantize.js';
 
 const graphDtype: Partial<Record<SafetensorsDType, DType>> = {
   F32: 'float32',
@@ -23,8 +24,8 @@ const graphDtype: Partial<Record<SafetensorsDType, DType>> = {
 
 export interface ExternalWeights {
   context: TraceContext;
-  /** Pass to the session: maps each location named in the model to its file on disk. */
-  externalData: { path: string; data: string }[];
+  /** Pass to the session: maps each location named in the model to its file on disk (or, for quantized weights, its bytes). */
+  externalData: { path: string; data: string | Uint8Array }[];
 }
 
 export interface ExternalBindingOptions {
@@ -33,6 +34,8 @@ export interface ExternalBindingOptions {
   checkpointKey?: (name: string) => string;
   /** Parts of the file under the prefix that belong to another model (the other tower of a CLIPModel file), in `unreadCheckpointKeys`' form. */
   otherModels?: readonly string[];
+  /** Linear weights quantized at load time (nn/quantize.ts): those layers read their blocks, an in-memory external file. */
+  quantized?: QuantizedFile;
 }
 
 /**
@@ -119,5 +122,8 @@ export function externalBindings(graph: Graph, root: Module, reader: Safetensors
       return value;
     },
   };
-  return { context, externalData: [...locations].map(([file, path]) => ({ path, data: file })) };
+  const externalData: ExternalWeights['externalData'] = [...locations].map(([file, path]) => ({ path, data: file }));
+  if (!options.quantized) return { context, externalData };
+  // The float initializers of quantized weights are still declared; a graph that reads only the blocks drops them.
+  return { context: withQuantizedLinears(context, options.quantized), externalData: [...externalData, { path: options.quantized.location, data: options.quantized.bytes }] };
 }

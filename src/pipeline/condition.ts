@@ -8,7 +8,8 @@ import { join } from '#platform';
 import type { Runtime } from '../graph/runtime.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import { type KosmosTokenizer, loadKosmosTokenizer } from '../tokenizers/kosmos_tokenizer.js';
-import { KosmosGConditionModel } from './condition_model.js';
+import { type ConditionRunOptions, KosmosGConditionModel } from './condition_model.js';
+import type { WeightQuantization } from './weights.js';
 import { type ImageLimits, type ImageSource, preprocessImages } from './images.js';
 import { type InterleavedPrompt, buildInterleavedPrompt, buildUnconditionalPrompt, checkImageCount } from './prompt.js';
 
@@ -17,6 +18,10 @@ export type ImageInput = ImageSource;
 
 export interface ConditionEncoderOptions {
   runtime: Runtime;
+  /** Release each network's session right after it ran (see KosmosGConditionModel). */
+  lowMemory?: boolean;
+  /** Weight-only quantization of the networks' linear layers. */
+  quantize?: WeightQuantization | undefined;
   /** Size limits applied to every input image. */
   imageLimits?: ImageLimits;
 }
@@ -34,7 +39,7 @@ export class KosmosGConditionEncoder {
 
   static async fromPipelineFolder(directory: string, options: ConditionEncoderOptions): Promise<KosmosGConditionEncoder> {
     const tokenizer = await loadKosmosTokenizer(join(directory, 'tokenizer'));
-    const model = await KosmosGConditionModel.fromPipelineFolder(directory, { runtime: options.runtime });
+    const model = await KosmosGConditionModel.fromPipelineFolder(directory, { runtime: options.runtime, lowMemory: options.lowMemory, quantize: options.quantize });
     return KosmosGConditionEncoder.fromParts(tokenizer, model, options.imageLimits);
   }
 
@@ -62,22 +67,22 @@ export class KosmosGConditionEncoder {
   }
 
   /** (1, 77, d): the condition for `prompt`, whose `<i>` placeholders take `images` in order. */
-  async encode(prompt: string, images: readonly ImageInput[]): Promise<HostTensor> {
+  async encode(prompt: string, images: readonly ImageInput[], options: ConditionRunOptions = {}): Promise<HostTensor> {
     if (typeof prompt !== 'string') throw new Error('the prompt must be a string');
     // The count is checked before any image is decoded.
     checkImageCount(prompt, images.length);
     const layout = this.layout(prompt, images.length);
     const tokens = int64Row(layout.tokens);
-    if (images.length === 0) return (await this.model.encodeTokens(tokens)).condition;
+    if (images.length === 0) return (await this.model.encodeTokens(tokens, undefined, options)).condition;
     const pixels = await preprocessImages(images, this.model.imageSize, this.imageLimits);
-    const latents = await this.model.imageLatents(pixels);
+    const latents = await this.model.imageLatents(pixels, options);
     const mask: HostTensor = { dtype: 'bool', shape: [1, layout.tokens.length], data: Uint8Array.from(layout.imageMask, Number) };
-    return (await this.model.encodeTokens(tokens, { mask, latents })).condition;
+    return (await this.model.encodeTokens(tokens, { mask, latents }, options)).condition;
   }
 
   /** (1, 77, d): M(MLLM([<s>])), or M(MLLM([<s>] + tokens(negativePrompt))) for a non-empty negative prompt. */
-  async encodeUnconditional(negativePrompt = ''): Promise<HostTensor> {
-    return (await this.model.encodeTokens(int64Row(buildUnconditionalPrompt(this.tokenizer, negativePrompt)))).condition;
+  async encodeUnconditional(negativePrompt = '', options: ConditionRunOptions = {}): Promise<HostTensor> {
+    return (await this.model.encodeTokens(int64Row(buildUnconditionalPrompt(this.tokenizer, negativePrompt)), undefined, options)).condition;
   }
 }
 

@@ -4,25 +4,30 @@
 //   encode_condition: tokens (B, L) with the image latents written into the image-mask positions
 //       (scaled by √D with the token embeddings, inside the MLLM) → MLLM final-LN hidden states at
 //       every position (B, L, D) → Aligner M with the padding mask tokens == <pad> → (B, 77, d)
-// Two graphs, each compiled once per shape signature through the Runtime, with the weights read
-// from the components' safetensors files by byte offset (external data).
+// One graph per network, each compiled once per shape signature through the Runtime, with the
+// weights read from the component's safetensors file by byte offset (external data). Between two
+// networks only activations cross (at most (B, L, D) floats), and a low-memory model releases each
+// network's session as soon as it has run, so one network's weights are in memory at a time.
 import { join } from '#platform';
 import { checkpointInitialized } from '../nn/layers.js';
 import { Graph, type Value } from '../graph/graph.js';
 import { equal } from '../graph/ops/elementwise.js';
 import { reshape } from '../graph/ops/shape.js';
-import type { Runtime } from '../graph/runtime.js';
+import { type Runtime, shapesOf } from '../graph/runtime.js';
 import type { ExternalDataFile } from '../graph/session.js';
 import { readConfigJson } from '../io/config-json.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import type { SafetensorsReader } from '../io/safetensors.js';
-import { type Module, type TraceContext } from '../nn/module.js';
+import type { Module, TraceContext } from '../nn/module.js';
+import type { QuantizedFile } from '../nn/quantize.js';
 import { externalBindings } from '../nn/weights.js';
 import type { HostTensor } from '../onnx/dtype.js';
 import { ALIGNER_PREFIX, AlignerNet, parseAlignerConfig } from '../models/aligner.js';
 import { KOSMOS_MLLM_PREFIX, KosmosGMllm, PAD_INDEX, parseKosmosMllmConfig } from '../models/kosmos_mllm.js';
 import { KOSMOS_G_PREFIX, OpenClipVisionModel, parseOpenClipVisionConfig } from '../models/openclip_vision.js';
 import { XCONNECTOR_PREFIX, XConnector, readXConnectorConfig } from '../models/xconnector.js';
+import { type GenerationPhase, type PhaseListener, timedPhase } from './phases.js';
+import { type WeightQuantization, quantizeModel } from './weights.js';
 
 /** One network and where its weights are: a safetensors file, sharded index or folder, and the key prefix inside it. */
 export interface WeightedComponent<M extends Module> {
@@ -54,49 +59,58 @@ async function withReader<T>(weights: string, use: (reader: SafetensorsReader) =
   }
 }
 
-/** The external-data files a component's bindings reference (computed once, no tensor is read). */
-async function externalFilesOf(component: WeightedComponent<Module>): Promise<ExternalDataFile[]> {
-  return withReader(component.weights, (reader) => externalBindings(new Graph('probe'), component.model, reader, { prefix: component.prefix }).externalData);
+/** The external-data files a component's bindings reference (computed once; no tensor is read but for quantizing). */
+async function externalFilesOf(component: WeightedComponent<Module>, quantized: QuantizedFile | undefined): Promise<ExternalDataFile[]> {
+  return withReader(component.weights, (reader) => externalBindings(new Graph('probe'), component.model, reader, { prefix: component.prefix, ...(quantized ? { quantized } : {}) }).externalData);
 }
 
-function mergeExternalFiles(lists: readonly ExternalDataFile[][]): ExternalDataFile[] {
-  const byLocation = new Map<string, ExternalDataFile>();
-  for (const file of lists.flat()) byLocation.set(file.path, file);
-  return [...byLocation.values()];
+export interface ConditionModelOptions {
+  /** Release each network's session right after it ran (one network's weights in memory at a time, graphs compiled again on every call). */
+  lowMemory?: boolean | undefined;
+  /** Hold every network's linear layers as MatMulNBits blocks, quantized once at load time. */
+  quantize?: WeightQuantization | undefined;
 }
+
+/** Per call: who hears how long each network took. */
+export interface ConditionRunOptions {
+  onPhase?: PhaseListener;
+}
+
+type ConditionPhase = Extract<GenerationPhase, 'vision' | 'connector' | 'mllm' | 'aligner'>;
+
+/** Each network's graph scope: the official module names, so node names read like the checkpoint keys. */
+const SCOPES: Record<ConditionPhase, string> = { vision: 'img_model', connector: 'img_connector', mllm: 'gpt_model', aligner: 'aligner' };
 
 export class KosmosGConditionModel {
-  private readonly imageFiles: ExternalDataFile[];
-  private readonly textFiles: ExternalDataFile[];
-
   private constructor(
     readonly components: ConditionComponents,
     private readonly runtime: Runtime,
-    files: { vision: ExternalDataFile[]; connector: ExternalDataFile[]; mllm: ExternalDataFile[]; aligner: ExternalDataFile[] },
-  ) {
-    this.imageFiles = mergeExternalFiles([files.vision, files.connector]);
-    this.textFiles = mergeExternalFiles([files.mllm, files.aligner]);
-  }
+    private readonly files: Record<ConditionPhase, ExternalDataFile[]>,
+    private readonly quantized: Partial<Record<ConditionPhase, QuantizedFile>>,
+    private readonly lowMemory: boolean,
+  ) {}
 
   /** Checks that the components fit together, then records where their weights are. */
-  static async create(components: ConditionComponents, runtime: Runtime): Promise<KosmosGConditionModel> {
+  static async create(components: ConditionComponents, runtime: Runtime, options: ConditionModelOptions = {}): Promise<KosmosGConditionModel> {
     const { vision, connector, mllm, aligner } = components;
     const width = vision.model.config.vision_cfg.width;
     const dim = mllm.model.config.decoder_embed_dim;
     if (connector.model.config.input_dim !== width) throw new Error(`connector input_dim ${connector.model.config.input_dim} does not match the vision width ${width}`);
     if (connector.model.config.output_dim !== dim) throw new Error(`connector output_dim ${connector.model.config.output_dim} does not match the MLLM width ${dim}`);
     if (aligner.model.config.input_dim !== dim) throw new Error(`aligner input_dim ${aligner.model.config.input_dim} does not match the MLLM width ${dim}`);
-    const files = {
-      vision: await externalFilesOf(vision),
-      connector: await externalFilesOf(connector),
-      mllm: await externalFilesOf(mllm),
-      aligner: await externalFilesOf(aligner),
-    };
-    return new KosmosGConditionModel(components, runtime, files);
+    const quantized: Partial<Record<ConditionPhase, QuantizedFile>> = {};
+    const files = {} as Record<ConditionPhase, ExternalDataFile[]>;
+    for (const phase of Object.keys(SCOPES) as ConditionPhase[]) {
+      const component: WeightedComponent<Module> = components[phase];
+      const { quantize } = options;
+      if (quantize) quantized[phase] = await withReader(component.weights, (reader) => quantizeModel(phase, component.model, reader, quantize, (key) => `${component.prefix}${key}`));
+      files[phase] = await externalFilesOf(component, quantized[phase]);
+    }
+    return new KosmosGConditionModel(components, runtime, files, quantized, options.lowMemory ?? false);
   }
 
   /** Reads `vision/`, `connector/`, `mllm/` and `aligner/` (config.json + model.safetensors each) of a pipeline folder. */
-  static async fromPipelineFolder(directory: string, options: { runtime: Runtime }): Promise<KosmosGConditionModel> {
+  static async fromPipelineFolder(directory: string, options: { runtime: Runtime } & ConditionModelOptions): Promise<KosmosGConditionModel> {
     const folder = (name: string) => join(directory, name);
     const visionConfig = parseOpenClipVisionConfig(await readConfigJson(join(folder('vision'), 'config.json')), join(folder('vision'), 'config.json'));
     const visionPrefix = await withReader(folder('vision'), (reader) => (reader.has(`${KOSMOS_G_PREFIX}visual.conv1.weight`) ? KOSMOS_G_PREFIX : ''));
@@ -120,6 +134,7 @@ export class KosmosGConditionModel {
         aligner: { model: new AlignerNet(alignerConfig, { init: null, reconstruction: false }), weights: folder('aligner'), prefix: ALIGNER_PREFIX },
       },
       options.runtime,
+      options,
     );
   }
 
@@ -154,48 +169,77 @@ export class KosmosGConditionModel {
     return this.components.aligner.model.config.position_table_size - 2;
   }
 
-  private bind(graph: Graph, component: WeightedComponent<Module>, reader: SafetensorsReader): TraceContext {
-    return externalBindings(graph, component.model, reader, { prefix: component.prefix }).context;
+  /**
+   * Runs one network's graph on `feeds`: compiled on first use of these shapes (`trace` builds it
+   * with the network's weights bound to its file), released right after in a low-memory model.
+   */
+  private async runNetwork(
+    phase: ConditionPhase,
+    feeds: Readonly<Record<string, HostTensor>>,
+    trace: (context: TraceContext, inputs: Record<string, Value>) => Record<string, Value>,
+    options: ConditionRunOptions,
+  ): Promise<Record<string, HostTensor>> {
+    const component: WeightedComponent<Module> = this.components[phase];
+    const key = `kosmos-g/${phase}|${component.weights}`;
+    return timedPhase(phase, options.onPhase, async () => {
+      const session = await this.runtime.compile(
+        key,
+        shapesOf(feeds),
+        () =>
+          withReader(component.weights, (reader) => {
+            const graph = new Graph(`kosmos_g_${phase}`);
+            const inputs = Object.fromEntries(Object.entries(feeds).map(([name, tensor]) => [name, graph.input(name, tensor.dtype, tensor.shape)]));
+            const quantized = this.quantized[phase];
+            const context = externalBindings(graph, component.model, reader, { prefix: component.prefix, ...(quantized ? { quantized } : {}) }).context;
+            return graph.toModel(graph.scope(SCOPES[phase], () => trace(context, inputs)));
+          }),
+        { externalData: this.files[phase] },
+      );
+      try {
+        return await session.run(feeds);
+      } finally {
+        if (this.lowMemory) await this.runtime.release(key);
+      }
+    });
   }
 
-  /** get_image_representation: pixel values (N, 3, S, S) → the latents to inject, (N·Q, D) in image order. */
-  async imageLatents(pixelValues: HostTensor): Promise<HostTensor> {
-    const { vision, connector } = this.components;
+  /** The vision tower: pixel values (N, 3, S, S) → every token's L2-normalised features (N, T, W). */
+  async visionFeatures(pixelValues: HostTensor, options: ConditionRunOptions = {}): Promise<HostTensor> {
     const [images] = pixelValues.shape;
     const size = this.imageSize;
     if (pixelValues.dtype !== 'float32' || pixelValues.shape.join() !== [images, 3, size, size].join() || !images) {
       throw new Error(`pixel values must be float32 (N ≥ 1, 3, ${size}, ${size}), got ${pixelValues.dtype} [${pixelValues.shape.join(', ')}]`);
     }
-    const session = await this.runtime.compile(
-      `kosmos-g/image-latents|${vision.weights}|${connector.weights}`,
-      { pixel_values: pixelValues.shape },
-      () =>
-        withReader(vision.weights, (visionReader) =>
-          withReader(connector.weights, (connectorReader) => {
-            const graph = new Graph('kosmos_g_image_latents');
-            const pixels = graph.input('pixel_values', 'float32', pixelValues.shape);
-            const features = graph.scope('img_model', () => vision.model.forward(this.bind(graph, vision, visionReader), pixels).features); // (N, T, W)
-            const latents = graph.scope('img_connector', () => connector.model.forward(this.bind(graph, connector, connectorReader), features)); // (N, Q, D)
-            return graph.toModel({ image_latents: reshape(latents, [images * this.queries, this.hiddenSize]) }); // (N·Q, D)
-          }),
-        ),
-      { externalData: this.imageFiles },
+    const vision = this.components.vision.model;
+    const { features } = await this.runNetwork('vision', { pixel_values: pixelValues }, (context, inputs) => ({ features: vision.forward(context, inputs['pixel_values']!).features }), options);
+    return features!;
+  }
+
+  /** The connector: features (N, T, W) → the latents to inject, (N·Q, D) in image order. */
+  async connectorLatents(features: HostTensor, options: ConditionRunOptions = {}): Promise<HostTensor> {
+    const [images] = features.shape as [number];
+    const connector = this.components.connector.model;
+    const { image_latents: latents } = await this.runNetwork(
+      'connector',
+      { features },
+      (context, inputs) => ({ image_latents: reshape(connector.forward(context, inputs['features']!), [images * this.queries, this.hiddenSize]) }), // (N, Q, D) → (N·Q, D)
+      options,
     );
-    const { image_latents: latents } = await session.run({ pixel_values: pixelValues });
     return latents!;
   }
 
+  /** get_image_representation: pixel values (N, 3, S, S) → the latents to inject, (N·Q, D) in image order. */
+  async imageLatents(pixelValues: HostTensor, options: ConditionRunOptions = {}): Promise<HostTensor> {
+    return this.connectorLatents(await this.visionFeatures(pixelValues, options), options);
+  }
+
   /**
-   * encode_condition for token rows (B, L) int64, right-padded with `<pad>`; `image` gives the
-   * mask (B, L) bool and the latents (N·Q, D) written into its true positions, batch-major.
+   * The MLLM for token rows (B, L) int64, right-padded with `<pad>`; `image` gives the mask (B, L)
+   * bool and the latents (N·Q, D) written into its true positions, batch-major. Returns the hidden
+   * states after the final LayerNorm at every position, (B, L, D).
    */
-  async encodeTokens(tokens: HostTensor, image?: { mask: HostTensor; latents: HostTensor }): Promise<ConditionOutputs> {
-    const { mllm, aligner } = this.components;
-    const [batch, length] = tokens.shape as [number, number];
-    if (tokens.dtype !== 'int64' || tokens.shape.length !== 2 || !batch || !length) throw new Error(`tokens must be int64 (B, L), got ${tokens.dtype} [${tokens.shape.join(', ')}]`);
-    if (length > this.maxSequenceLength) throw new Error(`the token sequence has ${length} positions; this aligner's position table allows at most ${this.maxSequenceLength}`);
-    const vocabulary = BigInt(this.vocabularySize);
-    if ((tokens.data as BigInt64Array).some((id) => id < 0n || id >= vocabulary)) throw new Error(`token ids must lie in [0, ${vocabulary}) (the MLLM's vocabulary)`);
+  async mllmHidden(tokens: HostTensor, image?: { mask: HostTensor; latents: HostTensor }, options: ConditionRunOptions = {}): Promise<HostTensor> {
+    this.checkTokens(tokens);
     const feeds: Record<string, HostTensor> = { tokens };
     if (image) {
       const { mask, latents } = image;
@@ -208,26 +252,34 @@ export class KosmosGConditionModel {
       feeds['image_mask'] = { dtype: 'bool', shape: mask.shape, data: mask.data as Uint8Array };
       feeds['image_latents'] = latents;
     }
-    const withImages = image !== undefined;
-    const session = await this.runtime.compile(
-      `kosmos-g/condition${withImages ? '+images' : ''}|${mllm.weights}|${aligner.weights}`,
-      Object.fromEntries(Object.entries(feeds).map(([name, tensor]) => [name, tensor.shape])),
-      () =>
-        withReader(mllm.weights, (mllmReader) =>
-          withReader(aligner.weights, (alignerReader) => {
-            const graph = new Graph('kosmos_g_condition');
-            const tokenValue = graph.input('tokens', 'int64', tokens.shape);
-            const mask = withImages ? graph.input('image_mask', 'bool', tokens.shape) : undefined;
-            const latents = withImages ? graph.input('image_latents', 'float32', feeds['image_latents']!.shape) : undefined;
-            const hidden = graph.scope('gpt_model', () => mllm.model.forward(this.bind(graph, mllm, mllmReader), tokenValue, mask, latents)); // (B, L, D)
-            const padding = equal(tokenValue, PAD_INDEX); // (B, L)
-            const condition: Value = graph.scope('aligner', () => aligner.model.forward(this.bind(graph, aligner, alignerReader), hidden, padding)); // (B, 77, d)
-            return graph.toModel({ hidden, condition });
-          }),
-        ),
-      { externalData: this.textFiles },
+    const mllm = this.components.mllm.model;
+    const { hidden } = await this.runNetwork('mllm', feeds, (context, inputs) => ({ hidden: mllm.forward(context, inputs['tokens']!, inputs['image_mask'], inputs['image_latents']) }), options);
+    return hidden!;
+  }
+
+  /** Aligner M: the MLLM's hidden states (B, L, D) of `tokens` (B, L), `<pad>` positions masked → the condition (B, 77, d). */
+  async alignerCondition(hidden: HostTensor, tokens: HostTensor, options: ConditionRunOptions = {}): Promise<HostTensor> {
+    const aligner = this.components.aligner.model;
+    const { condition } = await this.runNetwork(
+      'aligner',
+      { hidden, tokens },
+      (context, inputs) => ({ condition: aligner.forward(context, inputs['hidden']!, equal(inputs['tokens']!, PAD_INDEX)) }), // padding (B, L) → (B, 77, d)
+      options,
     );
-    const outputs = await session.run(feeds);
-    return { hidden: outputs['hidden']!, condition: outputs['condition']! };
+    return condition!;
+  }
+
+  /** encode_condition: the MLLM and the aligner over token rows (see `mllmHidden`). */
+  async encodeTokens(tokens: HostTensor, image?: { mask: HostTensor; latents: HostTensor }, options: ConditionRunOptions = {}): Promise<ConditionOutputs> {
+    const hidden = await this.mllmHidden(tokens, image, options);
+    return { hidden, condition: await this.alignerCondition(hidden, tokens, options) };
+  }
+
+  private checkTokens(tokens: HostTensor): void {
+    const [batch, length] = tokens.shape as [number, number];
+    if (tokens.dtype !== 'int64' || tokens.shape.length !== 2 || !batch || !length) throw new Error(`tokens must be int64 (B, L), got ${tokens.dtype} [${tokens.shape.join(', ')}]`);
+    if (length > this.maxSequenceLength) throw new Error(`the token sequence has ${length} positions; this aligner's position table allows at most ${this.maxSequenceLength}`);
+    const vocabulary = BigInt(this.vocabularySize);
+    if ((tokens.data as BigInt64Array).some((id) => id < 0n || id >= vocabulary)) throw new Error(`token ids must lie in [0, ${vocabulary}) (the MLLM's vocabulary)`);
   }
 }

@@ -11,7 +11,8 @@
 // that blows them up) stops with an error rather than decoding a grey image.
 //
 // Memory: `resolve` estimates the generation's peak (memory.ts) and refuses it above `maxMemory`
-// (default: half of the machine's memory), before any graph runs.
+// (default: half of the machine's memory), before any graph runs. With `lowMemory` the U-Net's
+// session is released when the loop ends and the VAE's after each decode.
 //
 // Noise: image i of a call starts from gaussianNoise(seed + i, (1, C, h, w)) × init_noise_sigma
 // (models/gaussian_noise.ts: xoshiro128** and Marsaglia's polar method from IEEE basic operations,
@@ -32,7 +33,8 @@ import { constantBindings } from '../nn/module.js';
 import { type Scheduler, type SchedulerConfig, schedulerByName, schedulerFromConfig, schedulerNames } from '../schedulers/index.js';
 import { type ControlNetOptions, type ControlRunSettings, type ControlSource, type LoadedControlNet, controlInput, controlKeep, controlOutputSize, controlSettings, loadControlNet, readControlImage } from './controlnet.js';
 import { checkGenerationMemory, defaultMemoryLimit, estimateGenerationMemory, type GenerationRequest, type MemoryEstimate } from './memory.js';
-import { BoundModel, mergedContext } from './weights.js';
+import { type PhaseListener, timedPhase } from './phases.js';
+import { BoundModel, type WeightQuantization, mergedContext } from './weights.js';
 
 export type SchedulerChoice = keyof typeof schedulerNames;
 export const SCHEDULER_CHOICES = Object.keys(schedulerNames) as SchedulerChoice[];
@@ -74,6 +76,8 @@ export interface SamplingOptions {
   controlnet?: ControlNetOptions;
   lora?: LoraOptions;
   onStep?: (info: StepInfo) => void;
+  /** Hears each network's time: unet (the denoising loop), vae (each decode). */
+  onPhase?: PhaseListener;
   /** Decode a preview every this many steps (and at the last); 0 or absent: none. */
   previewEvery?: number;
   /** Refuse a generation whose estimated peak memory is over this many bytes; default half of the machine's memory. */
@@ -124,16 +128,18 @@ export class LatentDiffusion {
     readonly unet: BoundModel<UNet2DConditionModel>,
     readonly vae: BoundModel<AutoencoderKL>,
     readonly schedulerConfig: SchedulerConfig,
+    private readonly lowMemory: boolean,
   ) {}
 
-  static async load(runtime: Runtime, directories: { unet: string; vae: string; scheduler: string }): Promise<LatentDiffusion> {
+  /** `quantize`: the U-Net's linear layers as MatMulNBits blocks (the VAE, nearly all convolutions, stays float). */
+  static async load(runtime: Runtime, directories: { unet: string; vae: string; scheduler: string }, options: { lowMemory?: boolean; quantize?: WeightQuantization | undefined } = {}): Promise<LatentDiffusion> {
     const schedulerConfig = (await readConfigJson(join(directories.scheduler, 'scheduler_config.json'))) as SchedulerConfig;
     try {
       schedulerFromConfig(schedulerConfig);
     } catch (error) {
       throw new Error(`scheduler: ${(error as Error).message}`);
     }
-    const unet = await BoundModel.open('unet', directories.unet, (config) => new UNet2DConditionModel(parseUNetConfig(config), checkpointInitialized));
+    const unet = await BoundModel.open('unet', directories.unet, (config) => new UNet2DConditionModel(parseUNetConfig(config), checkpointInitialized), undefined, { quantize: options.quantize });
     try {
       const vae = await BoundModel.open(
         'vae',
@@ -146,7 +152,7 @@ export class LatentDiffusion {
         await vae.close();
         throw new Error(`unet has ${unet.model.config.in_channels} input and ${unet.model.config.out_channels} output channels, the VAE's latents ${latentChannels}`);
       }
-      return new LatentDiffusion(runtime, unet, vae, schedulerConfig);
+      return new LatentDiffusion(runtime, unet, vae, schedulerConfig, options.lowMemory ?? false);
     } catch (error) {
       await unet.close();
       throw error;
@@ -247,8 +253,8 @@ export class LatentDiffusion {
    * (1, S, D) and decodes the result. `settings` comes from `resolve`.
    */
   async sample(condition: HostTensor, unconditional: HostTensor, settings: SamplingSettings, options: SamplingOptions, extras?: SamplingExtras): Promise<GeneratedImage[]> {
-    const latents = await this.denoise(condition, unconditional, settings, options, extras);
-    return this.decode(latents.data as Float32Array, latents.shape);
+    const latents = await timedPhase('unet', options.onPhase, () => this.denoise(condition, unconditional, settings, options, extras));
+    return this.decode(latents.data as Float32Array, latents.shape, options.onPhase);
   }
 
   /**
@@ -312,11 +318,12 @@ export class LatentDiffusion {
         }
         if (options.onStep) {
           const wantPreview = options.previewEvery && ((step + 1) % options.previewEvery === 0 || step === timesteps.length - 1);
-          const preview = wantPreview ? await this.decode(result.predOriginalSample ?? latents, shape) : undefined;
+          const preview = wantPreview ? await this.decode(result.predOriginalSample ?? latents, shape, options.onPhase) : undefined;
           options.onStep({ step, steps: timesteps.length, timestep, ...(preview ? { preview } : {}) });
         }
       }
     } finally {
+      if (this.lowMemory) await this.runtime.release(unetKey(control?.model ?? null, lora));
       if (!extras) await this.releaseExtras(prepared);
     }
     return { dtype: 'float32', shape, data: latents };
@@ -362,12 +369,10 @@ export class LatentDiffusion {
 
   /** The U-Net step graph (with ControlNet and LoRA when given), compiled once per shape signature. */
   private unetSession(feeds: Record<string, HostTensor>, controlnet: LoadedControlNet | null, lora: { file: string; scale: number; adapter: LoraAdapter } | null) {
-    // The LoRA scale is baked into the graph: one compile per (file, scale), as a generation keeps both fixed.
-    const key = ['unet', controlnet ? `controlnet:${controlnet.directory}` : '', lora ? `lora:${lora.file}:${lora.scale}` : ''].join('|');
     const shapes = Object.fromEntries(Object.entries(feeds).map(([name, tensor]) => [name, tensor.shape]));
     const externalData = [...this.unet.externalData, ...(controlnet?.externalData ?? [])];
     return this.runtime.compile(
-      key,
+      unetKey(controlnet, lora),
       shapes,
       () => {
         const graph = new Graph('unet_step');
@@ -391,25 +396,35 @@ export class LatentDiffusion {
   }
 
   /** Latents (n, C, h, w) → RGB images with clamp(x/2 + 0.5, 0, 1)·255 rounded half to even. */
-  async decode(latents: Float32Array, shape: readonly number[]): Promise<GeneratedImage[]> {
-    const feeds = { latents: { dtype: 'float32' as const, shape: [...shape], data: latents } };
-    const session = await this.runtime.compile(
-      'vae_decode',
-      { latents: shape },
-      () => {
-        const graph = new Graph('vae_decode');
-        const input = graph.input('latents', 'float32', shape);
-        return graph.toModel({ image: this.vae.model.decodeToImage(this.vae.bind(graph), input) });
-      },
-      { externalData: this.vae.externalData },
-    );
-    const { image } = await session.run(feeds);
-    return splitImages(image!);
+  decode(latents: Float32Array, shape: readonly number[], onPhase?: PhaseListener): Promise<GeneratedImage[]> {
+    return timedPhase('vae', onPhase, async () => {
+      const session = await this.runtime.compile(
+        'vae_decode',
+        { latents: shape },
+        () => {
+          const graph = new Graph('vae_decode');
+          const input = graph.input('latents', 'float32', shape);
+          return graph.toModel({ image: this.vae.model.decodeToImage(this.vae.bind(graph), input) });
+        },
+        { externalData: this.vae.externalData },
+      );
+      try {
+        const { image } = await session.run({ latents: { dtype: 'float32', shape: [...shape], data: latents } });
+        return splitImages(image!);
+      } finally {
+        if (this.lowMemory) await this.runtime.release('vae_decode');
+      }
+    });
   }
 
   async close(): Promise<void> {
     await Promise.all([this.unet.close(), this.vae.close()]);
   }
+}
+
+/** The U-Net step graph's cache key; the LoRA scale is baked into the graph, one compile per (file, scale), as a generation keeps both fixed. */
+function unetKey(controlnet: LoadedControlNet | null, lora: { file: string; scale: number } | null): string {
+  return ['unet', controlnet ? `controlnet:${controlnet.directory}` : '', lora ? `lora:${lora.file}:${lora.scale}` : ''].join('|');
 }
 
 /** Seeded standard normal latents: image i from seed + i (see the file comment). */

@@ -14,7 +14,7 @@ import { CLIPTextModel, parseClipTextConfig } from '../models/clip_text.js';
 import { ClipTokenizer } from '../tokenizers/clip_bpe.js';
 import { type GeneratedImage, LatentDiffusion, type SamplingOptions, type SamplingSettings } from './diffusion.js';
 import { DIFFUSION_COMPONENTS, clipTokenizerComponent, readPipelineFolder, requireComponents } from './folder.js';
-import { BoundModel } from './weights.js';
+import { BoundModel, type WeightQuantization } from './weights.js';
 import { readControlImage } from './controlnet.js';
 
 export interface PipelineLoadOptions {
@@ -22,6 +22,8 @@ export interface PipelineLoadOptions {
   device?: Device;
   /** CPU threads per graph; default one per core. */
   threads?: number;
+  /** Weight-only quantization of the linear layers (the text or condition networks and the U-Net), for CPU inference. */
+  quantize?: WeightQuantization;
 }
 
 export interface TextToImageOptions extends SamplingOptions {
@@ -55,16 +57,19 @@ export class TextToImagePipeline {
     const tokenizer = await ClipTokenizer.fromPretrained(tokenizerComponent.directory);
     const runtime = await Runtime.create({ device: options.device, threads: options.threads });
     try {
-      const textEncoder = await BoundModel.open('text_encoder', components.get('text_encoder')!.directory, (config) => {
-        const parsed = parseClipTextConfig(config, 'text_encoder/config.json');
-        return new CLIPTextModel(parsed, { random: checkpointInitialized });
-      });
+      const textEncoder = await BoundModel.open(
+        'text_encoder',
+        components.get('text_encoder')!.directory,
+        (config) => new CLIPTextModel(parseClipTextConfig(config, 'text_encoder/config.json'), { random: checkpointInitialized }),
+        undefined,
+        { quantize: options.quantize },
+      );
       try {
-        const diffusion = await LatentDiffusion.load(runtime, {
-          unet: components.get('unet')!.directory,
-          vae: components.get('vae')!.directory,
-          scheduler: components.get('scheduler')!.directory,
-        });
+        const diffusion = await LatentDiffusion.load(
+          runtime,
+          { unet: components.get('unet')!.directory, vae: components.get('vae')!.directory, scheduler: components.get('scheduler')!.directory },
+          { quantize: options.quantize },
+        );
         if (textEncoder.model.config.vocab_size < tokenizer.vocabularySize) {
           throw new Error(`text_encoder has ${textEncoder.model.config.vocab_size} token embeddings, the CLIP tokenizer ${tokenizer.vocabularySize} ids`);
         }

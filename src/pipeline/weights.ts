@@ -7,8 +7,25 @@ import type { ExternalDataFile } from '../graph/session.js';
 import { readConfigJson } from '../io/config-json.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import type { SafetensorsReader } from '../io/safetensors.js';
-import type { Module, TraceContext } from '../nn/module.js';
+import type { Module, Parameter, TraceContext } from '../nn/module.js';
+import { type QuantizedFile, quantizeLinearWeights } from '../nn/quantize.js';
 import { type ExternalWeights, externalBindings } from '../nn/weights.js';
+
+/** Weight-only quantization of every linear layer at load time (MatMulNBits blocks, nn/quantize.ts). */
+export interface WeightQuantization {
+  bits: 4 | 8;
+}
+
+let quantizedFiles = 0;
+
+/**
+ * The linear weights of `model` quantized from `reader`, under an external-data location no
+ * other model of the process uses.
+ */
+export function quantizeModel(name: string, model: Module, reader: SafetensorsReader, quantization: WeightQuantization, tensorName?: (key: string) => string): Promise<QuantizedFile> {
+  const location = `quantized-${name}-int${quantization.bits}-${++quantizedFiles}.bin`;
+  return quantizeLinearWeights(model, reader, { bits: quantization.bits, location, ...(tensorName ? { tensorName } : {}) });
+}
 
 /** A model and the checkpoint its graphs read. */
 export class BoundModel<M extends Module> {
@@ -37,7 +54,8 @@ export class BoundModel<M extends Module> {
     name: string,
     directory: string,
     build: (config: Record<string, unknown>) => M,
-    bind: (graph: Graph, model: M, reader: SafetensorsReader) => ExternalWeights = (graph, model, reader) => externalBindings(graph, model, reader),
+    bind?: (graph: Graph, model: M, reader: SafetensorsReader) => ExternalWeights,
+    options: { quantize?: WeightQuantization | undefined } = {},
   ): Promise<BoundModel<M>> {
     const oneLine = (error: unknown) => new Error(`${name}: ${(error as Error).message.replace(/\s+/g, ' ')}`);
     let model: M;
@@ -50,7 +68,10 @@ export class BoundModel<M extends Module> {
       throw oneLine(error);
     });
     try {
-      const bound = new BoundModel(name, directory, model, reader, bind);
+      // A model with its own binding (the VAE's legacy names) keeps it; the others may read their linear layers quantized.
+      const quantized = !bind && options.quantize ? await quantizeModel(name, model, reader, options.quantize) : undefined;
+      const bindWeights = bind ?? ((graph: Graph, bound: M, file: SafetensorsReader) => externalBindings(graph, bound, file, quantized ? { quantized } : {}));
+      const bound = new BoundModel(name, directory, model, reader, bindWeights);
       releaseParameterData(model);
       return bound;
     } catch (error) {
@@ -82,12 +103,14 @@ function releaseParameterData(model: Module): void {
  */
 export function mergedContext(graph: Graph, parts: readonly { module: Module; context: TraceContext }[]): TraceContext {
   const owners = new Map(parts.flatMap(({ module, context }) => module.namedParameters().map(([, parameter]) => [parameter, context] as const)));
+  const ownerOf = (parameter: Parameter) => {
+    const owner = owners.get(parameter);
+    if (!owner) throw new Error('a parameter of this graph belongs to none of its modules');
+    return owner;
+  };
   return {
     graph,
-    value(parameter) {
-      const owner = owners.get(parameter);
-      if (!owner) throw new Error('a parameter of this graph belongs to none of its modules');
-      return owner.value(parameter);
-    },
+    value: (parameter) => ownerOf(parameter).value(parameter),
+    quantized: (parameter) => ownerOf(parameter).quantized?.(parameter),
   };
 }

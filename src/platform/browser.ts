@@ -251,6 +251,7 @@ export const platform: Platform = {
   replaceFile: writing,
   syncDirectory: writing,
   externalData: async (_location, file) => ({ bytes: await readBytes(file) }),
+  externalBytes: async (_location, bytes) => ({ bytes }),
   gunzip,
   decodeImage,
   cores: () => navigator.hardwareConcurrency || 1,

@@ -80,6 +80,12 @@ export interface Platform {
 
   /** How ORT reads the external data file at `path`, which the model's initializers call `location`. */
   externalData(location: string, path: string): Promise<ExternalDataSource>;
+  /**
+   * How ORT reads external data made in memory (weights quantized at load time): where the
+   * platform keeps file-based external data in a folder, the bytes are written there too, because
+   * ORT takes external data either all from memory or all from files.
+   */
+  externalBytes(location: string, bytes: Uint8Array): Promise<ExternalDataSource>;
   gunzip(bytes: Uint8Array): Promise<Uint8Array>;
   /** Decodes an encoded image, refusing more than `maxPixels` pixels before decoding them. */
   decodeImage(bytes: Uint8Array, maxPixels: number): Promise<DecodedImage>;

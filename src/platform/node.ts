@@ -12,7 +12,7 @@ import { gunzip } from 'node:zlib';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import type { DecodedImage, FileSink, PathKind, Platform, RandomAccessFile, WebGpuAnswer } from './contract.js';
-import { linkExternalFile } from './external-files.js';
+import { linkExternalFile, writeExternalFile } from './external-files.js';
 
 const gunzipAsync = promisify(gunzip);
 
@@ -159,6 +159,7 @@ export const platform: Platform = {
     const folder = await linkExternalFile(location, file);
     return folder ? { folder } : { bytes: await readWholeFile(file) };
   },
+  externalBytes: async (location, bytes) => ({ folder: await writeExternalFile(location, bytes) }),
   gunzip: (bytes) => gunzipAsync(bytes),
   decodeImage,
   cores: () => availableParallelism(),

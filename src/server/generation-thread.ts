@@ -73,7 +73,7 @@ async function run(pipeline: Pipeline, job: JobRequest): Promise<void> {
 async function main(): Promise<void> {
   let pipeline: Pipeline;
   try {
-    const options = { device: init.device, threads: init.threads };
+    const options = { device: init.device, threads: init.threads, ...(init.quantize ? { quantize: init.quantize } : {}) };
     pipeline = init.pipeline === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(init.model, options) : await TextToImagePipeline.fromPretrained(init.model, options);
   } catch (error) {
     post({ type: 'fatal', message: error instanceof Error ? error.message : String(error) });

@@ -5,6 +5,7 @@ import type { Device } from '../graph/devices.js';
 import type { ControlNetOptions } from '../pipeline/controlnet.js';
 import type { GeneratedImage, SchedulerChoice } from '../pipeline/diffusion.js';
 import type { DiffusionMemoryModel } from '../pipeline/memory.js';
+import type { WeightQuantization } from '../pipeline/weights.js';
 
 export type PipelineKind = 'kosmos-g' | 'clip-text';
 
@@ -13,6 +14,8 @@ export interface WorkerInit {
   pipeline: PipelineKind;
   device: Device;
   threads: number;
+  /** Weight-only quantization of the linear layers (`--dtype int8|int4`). */
+  quantize?: WeightQuantization | undefined;
 }
 
 /** What the server needs to know of the loaded model to check requests before queueing them. */

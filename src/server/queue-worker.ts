@@ -12,6 +12,7 @@ import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { Device } from '../graph/devices.js';
 import { DEFAULT_MODEL } from '../pipeline/default_model.js';
 import { readPipelineFolder } from '../pipeline/folder.js';
+import type { WeightQuantization } from '../pipeline/weights.js';
 import { GenerationWorker, type JobEvent } from './generation-worker.js';
 import { pipelineKindOf } from './model-info.js';
 import {
@@ -39,6 +40,8 @@ export interface QueueWorkerOptions {
   concurrency?: number;
   /** CPU threads of each generation thread; default the cores shared between them. */
   threads?: number;
+  /** Weight-only quantization of the model's linear layers. */
+  quantize?: WeightQuantization | undefined;
   device?: Device;
   /** How long a job stays with a worker that stopped renewing its lock (BullMQ's lockDuration). */
   lockDurationMs?: number;
@@ -66,7 +69,7 @@ export async function startQueueWorker(options: QueueWorkerOptions): Promise<Run
   const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / concurrency));
   const generators: GenerationWorker[] = [];
   try {
-    for (let index = 0; index < concurrency; index++) generators.push(await GenerationWorker.start({ model, pipeline, device: options.device ?? 'cpu', threads }));
+    for (let index = 0; index < concurrency; index++) generators.push(await GenerationWorker.start({ model, pipeline, device: options.device ?? 'cpu', threads, quantize: options.quantize }));
   } catch (error) {
     await Promise.all(generators.map((generator) => generator.close()));
     throw error;

@@ -16,6 +16,7 @@ import { readPipelineFolder } from '../pipeline/folder.js';
 import { acquireRunLock } from '../train/run-lock.js';
 import type { World } from '../world/world.js';
 import { defaultMemoryLimit } from '../pipeline/memory.js';
+import type { WeightQuantization } from '../pipeline/weights.js';
 import { ApiFailure } from './errors.js';
 import { BullMQQueue } from './bullmq-queue.js';
 import { GenerationWorker, type JobEvent, type ModelInfo } from './generation-worker.js';
@@ -55,6 +56,8 @@ export interface ServeOptions {
   cache?: string;
   /** CPU threads of each generation thread; default the cores but one, shared between them. */
   threads?: number;
+  /** Weight-only quantization of the model's linear layers in the generation threads. */
+  quantize?: WeightQuantization | undefined;
   maxMemory?: number;
   /**
    * A redis:// URL: jobs are queued there for `kosmos-g worker` processes, and this server starts
@@ -151,7 +154,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // One core is left to the event loop, so the API answers quickly while images are made (on two
       // cores, two ORT threads and the main thread fighting for them put /healthz's p99 past 50 ms).
       const threads = options.threads ?? Math.max(1, Math.floor((availableParallelism() - 1) / concurrency));
-      for (let index = 0; index < concurrency; index++) workers.push(await GenerationWorker.start({ model, pipeline, device: options.device ?? 'cpu', threads }));
+      for (let index = 0; index < concurrency; index++) workers.push(await GenerationWorker.start({ model, pipeline, device: options.device ?? 'cpu', threads, quantize: options.quantize }));
       info = workers[0]!.info;
     }
     metrics = new ServerMetrics(() => store.countByState());

@@ -81,6 +81,27 @@ test('compile caches one session per shape signature and evicts the least recent
   }
 });
 
+test('release frees one key at every shape and leaves the others; the key compiles again afterwards', async () => {
+  const runtime = await Runtime.create({ threads: 1 });
+  try {
+    const compile = (key: string, shape: number[]) => runtime.compile(key, { x: shape }, () => doubling(shape));
+    const [two, three, prefixed, other] = [await compile('double', [2]), await compile('double', [3]), await compile('double|x', [2]), await compile('other', [2])];
+    await runtime.release('double');
+    assert.equal(runtime.stats.sessions, 2);
+    await assert.rejects(two.run({ x: float32([2], () => 1) }), /released/);
+    await assert.rejects(three.run({ x: float32([3], () => 1) }), /released/);
+    // A key that merely starts like the released one keeps its session.
+    for (const kept of [prefixed, other]) assert.deepEqual((await kept.run({ x: float32([2], () => 1) }))['y']!.data, Float32Array.of(2, 2));
+    const again = await compile('double', [2]);
+    assert.notEqual(again, two);
+    assert.deepEqual((await again.run({ x: float32([2], () => 3) }))['y']!.data, Float32Array.of(6, 6));
+    await runtime.release('absent');
+    assert.equal(runtime.stats.sessions, 3);
+  } finally {
+    await runtime.dispose();
+  }
+});
+
 test('concurrent compiles share one build, a failed build is not cached, keepOnDevice is part of the key', async () => {
   const runtime = await Runtime.create({ threads: 1 });
   try {

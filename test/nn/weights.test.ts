@@ -10,7 +10,8 @@ import { openSafetensors } from '../../src/io/safetensors-index.js';
 import { writeSafetensors } from '../../src/io/safetensors.js';
 import { Module, constantBindings, type TraceContext } from '../../src/nn/module.js';
 import { Linear, LayerNorm, normalTensor } from '../../src/nn/layers.js';
-import { externalBindings } from '../../src/nn/weights.js';
+import { dequantizeBlockwise, quantizeLinearWeights } from '../../src/nn/quantize.js';
+import { type ExternalWeights, externalBindings } from '../../src/nn/weights.js';
 import { Random } from '../../src/util/random.js';
 import type { Value } from '../../src/graph/graph.js';
 import type { HostTensor } from '../../src/onnx/dtype.js';
@@ -28,7 +29,7 @@ class TwoLayer extends Module {
   }
 }
 
-async function runWith(model: TwoLayer, bind: (graph: Graph) => { context: TraceContext; externalData?: { path: string; data: string }[] }, input: HostTensor) {
+async function runWith(model: TwoLayer, bind: (graph: Graph) => { context: TraceContext; externalData?: ExternalWeights['externalData'] }, input: HostTensor) {
   const graph = new Graph();
   const x = graph.input('x', 'float32', [2, 6]);
   const { context, externalData } = bind(graph);
@@ -64,6 +65,43 @@ test('parameter keys are property paths, and an inference graph reads weights fr
     const reader = await openSafetensors(badPath);
     assert.throws(() => externalBindings(new Graph(), model, reader), /layers\.0\.bias: checkpoint shape \[4\] does not match model shape \[5\]/);
     assert.throws(() => externalBindings(new Graph(), model, reader, { prefix: 'unet.' }), /missing tensors: unet\.norm\.weight/);
+    await reader.close();
+  } finally {
+    await rm(directory, { recursive: true, force: true });
+  }
+});
+
+test('weight-only quantization: the linear layers read MatMulNBits blocks of their checkpoint weights, the rest stays float', async () => {
+  const directory = await mkdtemp(join(tmpdir(), 'kosmos-g-quantized-'));
+  try {
+    const model = new TwoLayer(new Random(9));
+    const path = join(directory, 'model.safetensors');
+    await writeSafetensors(path, model.stateDict(), { dtype: 'F16' });
+    const reader = await openSafetensors(path);
+    const input = normalTensor(new Random(10), [2, 6], 1);
+    for (const bits of [4, 8] as const) {
+      const quantized = await quantizeLinearWeights(model, reader, { bits, blockSize: 16, location: 'quantized-linears' });
+      assert.deepEqual([...quantized.tensors.values()].map((tensor) => tensor.key), ['layers.0.weight', 'layers.1.weight']);
+      // The same model with its linear weights replaced by what the blocks stand for, in float.
+      const float = new TwoLayer(new Random(9));
+      float.loadStateDict(Object.fromEntries(await Promise.all(Object.keys(float.stateDict()).map(async (key) => [key, await reader.read(key, { asFloat32: true })]))));
+      for (const [parameter, tensor] of quantized.tensors) {
+        const { codes, scales, zeroPoints } = tensor;
+        const part = (range: { offset: number; length: number }) => quantized.bytes.slice(range.offset, range.offset + range.length);
+        const weight = dequantizeBlockwise({ ...tensor.layout, codes: part(codes), scales: new Float32Array(part(scales).buffer), zeroPoints: part(zeroPoints) });
+        const target = float.namedParameters().find(([key]) => key === tensor.key)![1];
+        target.data = { dtype: 'float32', shape: parameter.shape, data: weight };
+      }
+      const expected = await runWith(float, (graph) => ({ context: constantBindings(graph, float) }), input);
+      let nodes: string[] = [];
+      const actual = await runWith(model, (graph) => {
+        const bound = externalBindings(graph, model, reader, { quantized });
+        nodes = graph.nodes.map((node) => node.opType);
+        return bound;
+      }, input);
+      (expected.data as Float32Array).forEach((value, i) => assert.ok(Math.abs(value - Number(actual.data[i])) <= 1e-5 * (1 + Math.abs(value)), `${bits} bits [${i}]: ${value} vs ${actual.data[i]}`));
+      assert.ok(!nodes.includes('MatMulNBits'), 'nothing is traced before the forward pass');
+    }
     await reader.close();
   } finally {
     await rm(directory, { recursive: true, force: true });

@@ -62,7 +62,7 @@ test('generate --num 2 writes a 2×1 grid PNG and a sidecar with every setting; 
     {
       model: undefined, output: undefined, timings: undefined, pipeline: 'kosmos-g', prompt: '<i> in the snow', negativePrompt: '', images: [cat], steps: 4,
       guidanceScale: 6, scheduler: 'dpm++', seed: 5, numImages: 2, width: 64, height: 64, latents: 'seeded', controlnet: null, lora: null, seeds: [5, 6],
-      grid: { columns: 2, rows: 1 }, device: 'cpu', threads: 2, warnings: [],
+      grid: { columns: 2, rows: 1 }, device: 'cpu', threads: 2, dtype: 'float32', warnings: [],
     },
   );
   const bytes = await readFile(out);

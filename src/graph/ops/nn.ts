@@ -21,6 +21,34 @@ export function linear(x: Value, weight: Value, bias: Value | null = null): Valu
   return reshape(product, [...leading, outFeatures], [x]); // (N, …, out)
 }
 
+/** The layout of a weight quantized for MatMulNBits (nn/quantize.ts writes it). */
+export interface BlockQuantization {
+  /** Input features K and output features N of the (N, K) weight. */
+  k: number;
+  n: number;
+  bits: 4 | 8;
+  /** Weights per scale along K: a power of two ≥ 16. */
+  blockSize: number;
+}
+
+/**
+ * Weight-only quantized nn.Linear for inference graphs (com.microsoft MatMulNBits): x (…, K) times
+ * the transposed (N, K) weight held as codes (N, ⌈K/blockSize⌉, blockSize·bits/8) uint8, low bits
+ * first, dequantized per block as (code − zero point) · scale, with scales (N·blocks) and zero
+ * points (uint8, per block, packed two to a byte at 4 bits). Not differentiable.
+ */
+export function quantizedLinear(x: Value, codes: Value, scales: Value, zeroPoints: Value, bias: Value | null, layout: BlockQuantization): Value {
+  const { k, n, bits, blockSize } = layout;
+  if (x.shape[x.rank - 1] !== k) throw new Error(`quantizedLinear: input ${x} does not end in ${k} features`);
+  const leading = x.shape.slice(0, -1);
+  // MatMulNBits reads A as (M, K) or (B, M, K): other ranks go through (M, K).
+  const flat = x.rank === 2 || x.rank === 3 ? x : reshape(x, [-1, k]);
+  const attributes = { K: k, N: n, bits, block_size: blockSize };
+  const product = x.graph.addNode('MatMulNBits', [flat, codes, scales, zeroPoints], [{ dtype: x.dtype, shape: [...flat.shape.slice(0, -1), n] }], attributes, 'com.microsoft')[0]!;
+  const shaped = flat === x ? product : reshape(product, [...leading, n], [x]);
+  return bias ? add(shaped, bias) : shaped;
+}
+
 export interface Conv2dOptions {
   stride?: number | [number, number];
   padding?: number | [number, number];

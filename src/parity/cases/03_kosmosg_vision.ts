@@ -6,7 +6,7 @@ import { Graph, type Value } from '../../graph/graph.js';
 import { GraphSession } from '../../graph/session.js';
 import { openSafetensors } from '../../io/safetensors-index.js';
 import { type TraceContext, constantBindings } from '../../nn/module.js';
-import { externalBindings } from '../../nn/weights.js';
+import { type ExternalWeights, externalBindings } from '../../nn/weights.js';
 import type { HostTensor } from '../../onnx/dtype.js';
 import { encodeModel } from '../../onnx/proto.js';
 import { OpenClipVisionModel } from '../../models/openclip_vision.js';
@@ -15,7 +15,7 @@ import { type FixtureCase, type ParityRow, compareOutputs, compareTensors } from
 async function runTower(
   model: OpenClipVisionModel,
   pixelValues: HostTensor,
-  bind: (graph: Graph) => { context: TraceContext; externalData?: { path: string; data: string }[] },
+  bind: (graph: Graph) => { context: TraceContext; externalData?: ExternalWeights['externalData'] },
 ): Promise<Record<string, HostTensor>> {
   const graph = new Graph('kosmosg_vision');
   // A symbolic batch, as Kosmos-G batches the images of a prompt freely.

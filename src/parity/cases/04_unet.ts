@@ -10,7 +10,7 @@ import { GraphSession } from '../../graph/session.js';
 import { openSafetensors } from '../../io/safetensors-index.js';
 import type { SafetensorsReader } from '../../io/safetensors.js';
 import { constantBindings, type TraceContext } from '../../nn/module.js';
-import { externalBindings } from '../../nn/weights.js';
+import { type ExternalWeights, externalBindings } from '../../nn/weights.js';
 import type { HostTensor } from '../../onnx/dtype.js';
 import { encodeModel } from '../../onnx/proto.js';
 import { concat } from '../../graph/ops/shape.js';
@@ -24,7 +24,7 @@ type Feeds = Record<string, HostTensor>;
 /** Traces `build` over graph inputs made from `feeds`, runs it once and returns the named outputs. */
 async function runGraph(
   feeds: Feeds,
-  build: (graph: Graph, inputs: Record<string, Value>) => { outputs: Record<string, Value>; externalData: { path: string; data: string }[] },
+  build: (graph: Graph, inputs: Record<string, Value>) => { outputs: Record<string, Value>; externalData: ExternalWeights['externalData'] },
 ): Promise<Record<string, HostTensor>> {
   const graph = new Graph('unet_parity');
   const inputs = Object.fromEntries(Object.entries(feeds).map(([name, tensor]) => [name, graph.input(name, tensor.dtype, tensor.shape)]));
