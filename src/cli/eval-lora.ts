@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_JUDGES } from '../eval/clip-judge-probe.js';
-import { evaluateLoraShift } from '../eval/lora-shift.js';
+import { type LoraShiftOptions, evaluateLoraShift } from '../eval/lora-shift.js';
 import type { Device } from '../graph/devices.js';
 import { positiveInteger } from './arguments.js';
 
@@ -25,25 +25,8 @@ function guidanceValue(value: string): number {
   return n;
 }
 
-interface LoraFlags {
-  model?: string;
-  textModel?: string;
-  data: string;
-  judges: string;
-  out: string;
-  lora: string;
-  style: string;
-  scales: number[];
-  imagesPerPrompt?: number;
-  steps?: number;
-  guidance?: number;
-  seed?: number;
-  prompts?: number;
-  resume?: boolean;
-  force?: boolean;
-  device: string;
-  threads?: number;
-}
+/** The options as commander parses them: the device still a word to check. */
+type LoraFlags = Omit<LoraShiftOptions, 'device' | 'report' | 'subjects'> & { device: string };
 
 export function registerEvalLoraCommand(evaluate: Command): void {
   evaluate
