@@ -37,6 +37,7 @@ interface GenerateFlags {
   device: string;
   threads?: string;
   dtype: string;
+  lowMemory?: boolean;
   pipeline?: string;
   controlnet?: string;
   control?: string;
@@ -154,6 +155,7 @@ export function registerGenerateCommand(program: Command): void {
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
     .option('--threads <n>', 'CPU threads per graph (default: one per core)')
     .option('--dtype <dtype>', DTYPE_HELP, 'float32')
+    .option('--low-memory', "Kosmos-G: one network's weights in memory at a time, each released after its phase (for the paper-size model; graphs are compiled again on every run)")
     .option('--pipeline <kind>', 'kosmos-g, or clip-text for the plain Stable Diffusion path (default: from model_index.json)')
     .option('--controlnet <dir>', 'ControlNet folder')
     .option('--control <kind>', 'make the control map: canny (edges of --control-image, as cv2.Canny) or layout (the world scene of --control-scene, drawn in the world of --model)')
@@ -235,7 +237,8 @@ export function registerGenerateCommand(program: Command): void {
       };
       const loadStart = performance.now();
       const load = { device, threads, ...(quantize ? { quantize } : {}) };
-      const pipeline = kind === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(model, load) : await TextToImagePipeline.fromPretrained(model, load);
+      if (flags.lowMemory && kind !== 'kosmos-g') throw new Error('--low-memory needs the kosmos-g pipeline');
+      const pipeline = kind === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(model, { ...load, lowMemory: flags.lowMemory ?? false }) : await TextToImagePipeline.fromPretrained(model, load);
       const loadMs = performance.now() - loadStart;
       const progress = progressReporter();
       let result: GenerationResult;

@@ -1,12 +1,13 @@
 // KosmosGPipeline's low-memory option on the tiny random pipeline: the same images as the default
 // path, every session released when its phase is over (nothing stays cached), and the phases
-// reported in the order they ran.
+// reported in the order they ran; generate --low-memory on the command line.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { KosmosGPipeline } from '../../src/pipeline/kosmos_g_pipeline.js';
 import type { PhaseInfo } from '../../src/pipeline/phases.js';
+import { assertOneLineError, runCli } from '../cli/run-cli.js';
 import { sameBytes, scratch, tinyPipeline } from './tiny.js';
 
 async function pattern(path: string, phase: number): Promise<string> {
@@ -41,4 +42,17 @@ test('lowMemory gives the default path\'s images, releases every session, and re
   } finally {
     await Promise.all([cached.dispose(), lean.dispose()]);
   }
+});
+
+test('generate --low-memory writes the same image as without it; the CLIP-text pipeline refuses it', async () => {
+  const directory = await tinyPipeline();
+  const image = await pattern(join(scratch, 'low-cli.png'), 3);
+  const common = ['generate', '--model', directory, '--prompt', '<i> on the beach', '--image', image, '--steps', '3', '--seed', '4', '--threads', '1'];
+  const [plain, lean] = [join(scratch, 'cli-plain.png'), join(scratch, 'cli-lean.png')];
+  for (const [out, extra] of [[plain, []], [lean, ['--low-memory']]] as const) {
+    const result = await runCli([...common, ...extra, '--out', out]);
+    assert.equal(result.code, 0, result.stderr);
+  }
+  assert.ok(sameBytes(await sharp(plain).raw().toBuffer(), await sharp(lean).raw().toBuffer()));
+  assertOneLineError(await runCli(['generate', '--model', directory, '--pipeline', 'clip-text', '--prompt', 'a cat', '--low-memory', '--out', join(scratch, 'never.png')]), /--low-memory needs the kosmos-g pipeline/);
 });
