@@ -6,6 +6,9 @@
 // own. One JSON line per dtype: load time (the quantization included), the median of 3 generations,
 // the peak RSS, and the fidelity cost against float32: the cosine of the (77, d) condition (target
 // ≥ 0.99) and the PSNR of the image from the same seed.
+// For the paper-size model: BENCH_QUANTIZE_STEPS and BENCH_QUANTIZE_RUNS shorten the generations,
+// and BENCH_QUANTIZE_LOW_MEMORY=1 loads the pipeline with `lowMemory` (children then run with
+// glibc's mmap threshold fixed, as bench/kosmos-g.ts explains).
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -20,8 +23,16 @@ import { BENCH_THREADS, median, peakRssMiB, round } from './measure.js';
 const DTYPES: Record<string, WeightQuantization | undefined> = { float32: undefined, int8: { bits: 8 }, int4: { bits: 4 } };
 const PROMPT = '<i> on a beach';
 const IMAGE = fileURLToPath(new URL('../../models/kosmos-g-mini/examples/cat-on-a-beach.png', import.meta.url));
-const SAMPLING = { steps: 50, guidanceScale: 3, seed: 1, scheduler: 'dpm++' as const };
-const RUNS = 3;
+function positiveFromEnvironment(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined) return fallback;
+  if (!/^[1-9]\d*$/.test(text)) throw new Error(`${name} must be a positive integer, got '${text}'`);
+  return Number(text);
+}
+
+const SAMPLING = { steps: positiveFromEnvironment('BENCH_QUANTIZE_STEPS', 50), guidanceScale: 3, seed: 1, scheduler: 'dpm++' as const };
+const RUNS = positiveFromEnvironment('BENCH_QUANTIZE_RUNS', 3);
+const LOW_MEMORY = process.env['BENCH_QUANTIZE_LOW_MEMORY'] === '1';
 const CONDITION_TARGET = 0.99;
 
 interface ChildResult {
@@ -33,7 +44,7 @@ interface ChildResult {
 /** In the child: one dtype's load, condition and generations; the condition and image go to `out`. */
 async function runDtype(dtype: string, model: string, out: string): Promise<void> {
   const started = performance.now();
-  const pipeline = await KosmosGPipeline.fromPretrained(model, { threads: BENCH_THREADS, ...(DTYPES[dtype] ? { quantize: DTYPES[dtype] } : {}) });
+  const pipeline = await KosmosGPipeline.fromPretrained(model, { threads: BENCH_THREADS, lowMemory: LOW_MEMORY, ...(DTYPES[dtype] ? { quantize: DTYPES[dtype] } : {}) });
   const loadMs = performance.now() - started;
   try {
     const condition = await pipeline.encoder.encode(PROMPT, [IMAGE]);
@@ -81,14 +92,15 @@ export async function runQuantizeBench(): Promise<void> {
   const out = await mkdtemp(join(tmpdir(), 'kosmos-g-quantize-bench-'));
   try {
     for (const dtype of Object.keys(DTYPES)) {
-      const { stdout } = await promisify(execFile)(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), dtype, model, out], { maxBuffer: 1 << 20 });
+      const env = LOW_MEMORY ? { MALLOC_MMAP_THRESHOLD_: '131072', ...process.env } : process.env;
+      const { stdout } = await promisify(execFile)(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), dtype, model, out], { maxBuffer: 1 << 20, env });
       const result = JSON.parse(stdout.trim().split('\n').at(-1)!) as ChildResult;
       const fidelity = dtype === 'float32' ? {} : {
         condition_cosine: round(cosine(await floats(join(out, `${dtype}.condition`)), await floats(join(out, 'float32.condition'))), 6),
         image_psnr_db: round(psnr(await readFile(join(out, `${dtype}.rgb`)), await readFile(join(out, 'float32.rgb'))), 4),
       };
       console.log(JSON.stringify({
-        case: 'quantize', model, dtype, threads: BENCH_THREADS, sampling: SAMPLING,
+        case: 'quantize', model, dtype, threads: BENCH_THREADS, sampling: SAMPLING, runs: RUNS, low_memory: LOW_MEMORY,
         load_ms: Math.round(result.loadMs), generate_ms: Math.round(result.generateMs), peak_rss_mib: result.peakRssMiB,
         ...fidelity,
         ...('condition_cosine' in fidelity ? { condition_target_met: fidelity.condition_cosine! >= CONDITION_TARGET } : {}),
