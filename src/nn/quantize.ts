@@ -91,11 +91,12 @@ interface ByteRange {
   length: number;
 }
 
-/** The Linear weights of one model quantized into one in-memory external-data file. */
+/** The Linear weights of one model quantized into one external-data file. */
 export interface QuantizedFile {
-  /** The external-data location the graphs name, and its bytes. */
+  /** The external-data location the graphs name. */
   location: string;
-  bytes: Uint8Array;
+  /** Its bytes, or the path of a file holding them (where the platform keeps them on disk, out of the heap). */
+  data: Uint8Array | string;
   tensors: Map<Parameter, { key: string; layout: BlockQuantization; codes: ByteRange; scales: ByteRange; zeroPoints: ByteRange }>;
 }
 
@@ -142,7 +143,7 @@ export async function quantizeLinearWeights(root: Module, reader: SafetensorsRea
     bytes.set(chunk, at);
     at += chunk.length;
   }
-  return { location: options.location, bytes, tensors };
+  return { location: options.location, data: bytes, tensors };
 }
 
 /** `context` with the quantized Linear weights of `file` offered through `quantized` (initializers made on first use). */

@@ -125,5 +125,5 @@ export function externalBindings(graph: Graph, root: Module, reader: Safetensors
   const externalData: ExternalWeights['externalData'] = [...locations].map(([file, path]) => ({ path, data: file }));
   if (!options.quantized) return { context, externalData };
   // The float initializers of quantized weights are still declared; a graph that reads only the blocks drops them.
-  return { context: withQuantizedLinears(context, options.quantized), externalData: [...externalData, { path: options.quantized.location, data: options.quantized.bytes }] };
+  return { context: withQuantizedLinears(context, options.quantized), externalData: [...externalData, { path: options.quantized.location, data: options.quantized.data }] };
 }

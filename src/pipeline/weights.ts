@@ -1,7 +1,7 @@
 // Pipeline components whose inference graphs read their weights straight from the checkpoint (ONNX
 // external data by byte offset, see nn/weights.ts): the module is built from its config.json only
 // for its structure and parameter shapes, and the safetensors file stays open beside it.
-import { join } from '#platform';
+import { join, platform } from '#platform';
 import { Graph } from '../graph/graph.js';
 import type { ExternalDataFile } from '../graph/session.js';
 import { readConfigJson } from '../io/config-json.js';
@@ -20,11 +20,14 @@ let quantizedFiles = 0;
 
 /**
  * The linear weights of `model` quantized from `reader`, under an external-data location no
- * other model of the process uses.
+ * other model of the process uses. Where the platform keeps external data in files (Node), the
+ * bytes are written there once and only the path is kept, so they leave the heap.
  */
-export function quantizeModel(name: string, model: Module, reader: SafetensorsReader, quantization: WeightQuantization, tensorName?: (key: string) => string): Promise<QuantizedFile> {
+export async function quantizeModel(name: string, model: Module, reader: SafetensorsReader, quantization: WeightQuantization, tensorName?: (key: string) => string): Promise<QuantizedFile> {
   const location = `quantized-${name}-int${quantization.bits}-${++quantizedFiles}.bin`;
-  return quantizeLinearWeights(model, reader, { bits: quantization.bits, location, ...(tensorName ? { tensorName } : {}) });
+  const quantized = await quantizeLinearWeights(model, reader, { bits: quantization.bits, location, ...(tensorName ? { tensorName } : {}) });
+  const stored = await platform.externalBytes(location, quantized.data as Uint8Array);
+  return 'folder' in stored ? { ...quantized, data: join(stored.folder, location) } : quantized;
 }
 
 /** A model and the checkpoint its graphs read. */

@@ -87,7 +87,7 @@ test('weight-only quantization: the linear layers read MatMulNBits blocks of the
       float.loadStateDict(Object.fromEntries(await Promise.all(Object.keys(float.stateDict()).map(async (key) => [key, await reader.read(key, { asFloat32: true })]))));
       for (const [parameter, tensor] of quantized.tensors) {
         const { codes, scales, zeroPoints } = tensor;
-        const part = (range: { offset: number; length: number }) => quantized.bytes.slice(range.offset, range.offset + range.length);
+        const part = (range: { offset: number; length: number }) => (quantized.data as Uint8Array).slice(range.offset, range.offset + range.length);
         const weight = dequantizeBlockwise({ ...tensor.layout, codes: part(codes), scales: new Float32Array(part(scales).buffer), zeroPoints: part(zeroPoints) });
         const target = float.namedParameters().find(([key]) => key === tensor.key)![1];
         target.data = { dtype: 'float32', shape: parameter.shape, data: weight };
