@@ -13,11 +13,11 @@ import { z } from 'zod';
 import { type DType, hostTensor } from '../onnx/dtype.js';
 import { type Graph, type Value, formatShape } from '../graph/graph.js';
 import { add, gelu, matmul, mul, not, softmax, where } from '../graph/ops/elementwise.js';
-import { dropout, linear, mseLoss } from '../graph/ops/nn.js';
+import { dropout, mseLoss } from '../graph/ops/nn.js';
 import { expand, reshape, slice, transpose, unsqueeze } from '../graph/ops/shape.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import { type SafetensorsReader, writeSafetensors, type WriteOptions } from '../io/safetensors.js';
-import { LayerNorm, type UniformSource, normalTensor, uniformTensor } from '../nn/layers.js';
+import { LayerNorm, type UniformSource, linearForward, markLinearWeight, normalTensor, uniformTensor } from '../nn/layers.js';
 import { Module, Parameter, type TraceContext } from '../nn/module.js';
 import { type ExternalWeights, externalBindings } from '../nn/weights.js';
 
@@ -119,10 +119,11 @@ class Linear extends Module {
     super();
     this.weight = uniformParameter(init, [outFeatures, inFeatures], bounds.weight ?? 1 / Math.sqrt(inFeatures), dtype);
     this.bias = uniformParameter(init, [outFeatures], bounds.bias ?? 1 / Math.sqrt(inFeatures), dtype);
+    markLinearWeight(this.weight);
   }
 
   forward(context: TraceContext, x: Value): Value {
-    return linear(x, context.value(this.weight), context.value(this.bias));
+    return linearForward(context, x, this.weight, this.bias);
   }
 }
 

@@ -17,7 +17,7 @@ import { crossEntropy, dropout, embedding, linear } from '../graph/ops/nn.js';
 import { concat, gather, reshape, transpose, unsqueeze } from '../graph/ops/shape.js';
 import { openSafetensors } from '../io/safetensors-index.js';
 import { type SafetensorsReader, writeSafetensors, type WriteOptions } from '../io/safetensors.js';
-import { LayerNorm, type UniformSource, normalTensor, uniformTensor } from '../nn/layers.js';
+import { LayerNorm, type UniformSource, linearForward, markLinearWeight, normalTensor, uniformTensor } from '../nn/layers.js';
 import { Module, Parameter, type TraceContext } from '../nn/module.js';
 import { type ExternalWeights, externalBindings } from '../nn/weights.js';
 
@@ -101,10 +101,11 @@ class Linear extends Module {
     super();
     this.weight = uniformParameter(init, [outFeatures, inFeatures], bounds.weight ?? 1 / Math.sqrt(inFeatures), dtype);
     this.bias = uniformParameter(init, [outFeatures], bounds.bias ?? 1 / Math.sqrt(inFeatures), dtype);
+    markLinearWeight(this.weight);
   }
 
   forward(context: TraceContext, x: Value): Value {
-    return linear(x, context.value(this.weight), context.value(this.bias));
+    return linearForward(context, x, this.weight, this.bias);
   }
 }
 

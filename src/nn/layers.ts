@@ -53,6 +53,18 @@ const LINEAR_WEIGHTS = new WeakSet<Parameter>();
 
 export const isLinearWeight = (parameter: Parameter): boolean => LINEAR_WEIGHTS.has(parameter);
 
+/** Marks the weight of a model file's own linear layer (its own initialisation) as one quantization may take. */
+export function markLinearWeight(weight: Parameter): void {
+  LINEAR_WEIGHTS.add(weight);
+}
+
+/** x·Wᵀ + b, reading W's MatMulNBits blocks where the context holds the weight quantized. */
+export function linearForward(context: TraceContext, x: Value, weight: Parameter, bias: Parameter | null): Value {
+  const quantized = context.quantized?.(weight);
+  if (quantized) return quantizedLinear(x, quantized.codes, quantized.scales, quantized.zeroPoints, bias && context.value(bias), quantized.layout);
+  return linear(x, context.value(weight), bias && context.value(bias));
+}
+
 export class Linear extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter | null;
@@ -61,14 +73,12 @@ export class Linear extends Module {
     super();
     const bound = 1 / Math.sqrt(inFeatures);
     this.weight = new Parameter(uniformTensor(options.random, [outFeatures, inFeatures], bound, options.dtype));
-    LINEAR_WEIGHTS.add(this.weight);
+    markLinearWeight(this.weight);
     this.bias = options.bias === false ? null : new Parameter(uniformTensor(options.random, [outFeatures], bound, options.dtype));
   }
 
   forward(context: TraceContext, x: Value): Value {
-    const quantized = context.quantized?.(this.weight);
-    if (quantized) return quantizedLinear(x, quantized.codes, quantized.scales, quantized.zeroPoints, this.bias && context.value(this.bias), quantized.layout);
-    return linear(x, context.value(this.weight), this.bias && context.value(this.bias));
+    return linearForward(context, x, this.weight, this.bias);
   }
 }
 
