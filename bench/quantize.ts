@@ -15,6 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
+import { cosine } from '../src/eval/judges.js';
+import { psnrFromMse } from '../src/eval/world.js';
 import { DEFAULT_MODEL } from '../src/pipeline/default_model.js';
 import { KosmosGPipeline } from '../src/pipeline/kosmos_g_pipeline.js';
 import type { WeightQuantization } from '../src/pipeline/weights.js';
@@ -65,21 +67,11 @@ async function runDtype(dtype: string, model: string, out: string): Promise<void
   }
 }
 
-function cosine(a: Float32Array, b: Float32Array): number {
-  let [dot, na, nb] = [0, 0, 0];
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i]! * b[i]!;
-    na += a[i]! * a[i]!;
-    nb += b[i]! * b[i]!;
-  }
-  return dot / Math.sqrt(na * nb);
-}
-
+/** PSNR of two RGB images of one size. */
 function psnr(a: Uint8Array, b: Uint8Array): number {
   let squared = 0;
   for (let i = 0; i < a.length; i++) squared += (a[i]! - b[i]!) ** 2;
-  const mse = squared / a.length;
-  return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
+  return psnrFromMse(squared / a.length);
 }
 
 const floats = async (path: string) => {

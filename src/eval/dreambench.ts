@@ -29,7 +29,7 @@ import { type AdapterSettings, generateMissing } from './dreambench-generate.js'
 import { type ImageScore, type DreamBenchMetrics, summarize, writeDreamBenchReport } from './dreambench-report.js';
 import { DEFAULT_CANNY, edgeF1OfFiles } from './edge-agreement.js';
 import { checkJudgesFolder, cosine, loadJudges } from './judges.js';
-import { type WorldDreamBench, type WorldJob, buildWorldJobs, readWorldDreamBench, withStyleWords } from './world-dreambench.js';
+import { type WorldDreamBench, type WorldJob, buildWorldJobs, hasLayoutMaps, readWorldDreamBench, withStyleWords } from './world-dreambench.js';
 import { measureWorld } from './world-measures.js';
 import { deriveSeed, hashString, Random } from '../util/random.js';
 
@@ -373,7 +373,3 @@ function worldJobImages(row: DreamBenchRow, job: WorldJob, data: DreamBenchData,
   return job.images.map((image) => ({ path: join(out, image.file), file: image.file, source: 'generated' }));
 }
 
-/** Whether every true scene of the folder has its layout map (folders built before them have none). */
-function hasLayoutMaps(world: WorldDreamBench): boolean {
-  return Object.values(world.file.subjects).every((subject) => subject.layouts !== undefined) && [...world.multi, ...world.edits].every((item) => item.layout_map !== undefined);
-}

@@ -234,3 +234,8 @@ export function buildWorldJobs(world: WorldDreamBench, data: DreamBenchData, sel
     })),
   ];
 }
+
+/** Whether every true scene of the folder has its layout map (folders built before them have none). */
+export function hasLayoutMaps(world: WorldDreamBench): boolean {
+  return Object.values(world.file.subjects).every((subject) => subject.layouts !== undefined) && [...world.multi, ...world.edits].every((item) => item.layout_map !== undefined);
+}

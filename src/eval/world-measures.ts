@@ -21,7 +21,7 @@ import type { ImageScore } from './dreambench-report.js';
 import { type ClipJudge, cosine } from './judges.js';
 import { subjectsPlaced } from './layout-placement.js';
 import { nearestPosition, subjectCentre } from './subject-locator.js';
-import type { WorldDreamBench, WorldGroup, WorldJob } from './world-dreambench.js';
+import { type WorldDreamBench, type WorldGroup, type WorldJob, hasLayoutMaps } from './world-dreambench.js';
 
 /** How many of the judge's best concepts count as present in a two-subject image. */
 export const MULTI_TOP = 5;
@@ -179,8 +179,7 @@ export async function measureWorld(clip: ClipEmbedder, world: WorldDreamBench, k
 
   /** Per image: each measure's outcome, null where the prompt asked nothing of it. */
   const scored: { index: number; prompt: string; style: string; hits: Record<Exclude<keyof PromptMeasures, 'images'>, boolean | null> }[] = [];
-  // Whether the folder has layout maps: all its subjects have them, or none.
-  const withLayouts = Object.values(subjects).every((subject) => subject.layouts !== undefined);
+  const withLayouts = hasLayoutMaps(world);
   const placedInMap = async (path: string, map: string, itemConcepts: readonly string[]) => subjectsPlaced(await decodeImage(path), await decodeImage(join(rows.dataDirectory, map)), itemConcepts);
   const placedSingles: (boolean | null)[] = [];
   for (const record of rows.records) {

@@ -6,21 +6,17 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { cosine } from '../../src/eval/judges.js';
+import { psnrFromMse } from '../../src/eval/world.js';
 import { KosmosGPipeline } from '../../src/pipeline/kosmos_g_pipeline.js';
 import { TextToImagePipeline } from '../../src/pipeline/text_to_image.js';
 import { assertOneLineError, runCli } from '../cli/run-cli.js';
 import { scratch, tinyPipeline } from './tiny.js';
 
-const cosine = (a: Float32Array, b: Float32Array) => {
-  let [dot, na, nb] = [0, 0, 0];
-  for (let i = 0; i < a.length; i++) [dot, na, nb] = [dot + a[i]! * b[i]!, na + a[i]! ** 2, nb + b[i]! ** 2];
-  return dot / Math.sqrt(na * nb);
-};
-
 const psnr = (a: Uint8Array, b: Uint8Array) => {
   let squared = 0;
   for (let i = 0; i < a.length; i++) squared += (a[i]! - b[i]!) ** 2;
-  return 10 * Math.log10((255 * 255) / (squared / a.length));
+  return psnrFromMse(squared / a.length);
 };
 
 const sampling = { steps: 4, guidanceScale: 3, seed: 2 };
