@@ -24,6 +24,8 @@
 //                              sample size), steps (50) and weight storage (float32): smaller runs
 //                              to check the bench. PyTorch runs only for the paper config at 512 px,
 //                              the work its mirror does.
+//   BENCH_KOSMOS_G_DEVICE      cpu (default) or webgpu: where our graphs run. PyTorch CPU is the
+//                              comparison for the CPU only (the gpu group compares WebGPU with CUDA).
 //   node --no-concurrent-marking dist/bench/kosmos-g.js init|generate …   the child processes.
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
@@ -31,6 +33,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import sharp from 'sharp';
+import type { ResolvedDevice } from '../src/graph/devices.js';
 import { KosmosGPipeline } from '../src/pipeline/kosmos_g_pipeline.js';
 import type { GenerationPhase } from '../src/pipeline/phases.js';
 import { RANDOM_CONFIGS, RANDOM_DTYPES, type RandomConfigName, type RandomWeightsDtype, createRandomPipeline } from '../src/pipeline/random_pipeline.js';
@@ -49,6 +52,7 @@ interface BenchSettings {
   /** Image side in pixels; undefined: the U-Net's sample size. */
   size: number | undefined;
   steps: number;
+  device: ResolvedDevice;
 }
 
 function settingsFromEnvironment(): BenchSettings {
@@ -63,7 +67,9 @@ function settingsFromEnvironment(): BenchSettings {
     if (!/^[1-9]\d*$/.test(text)) throw new Error(`${name} must be a positive integer, got '${text}'`);
     return Number(text);
   };
-  return { config: config as RandomConfigName, dtype: dtype as RandomWeightsDtype, size: positive('BENCH_KOSMOS_G_SIZE'), steps: positive('BENCH_KOSMOS_G_STEPS') ?? 50 };
+  const device = env['BENCH_KOSMOS_G_DEVICE'] ?? 'cpu';
+  if (device !== 'cpu' && device !== 'webgpu') throw new Error(`BENCH_KOSMOS_G_DEVICE must be cpu or webgpu, got '${device}'`);
+  return { config: config as RandomConfigName, dtype: dtype as RandomWeightsDtype, size: positive('BENCH_KOSMOS_G_SIZE'), steps: positive('BENCH_KOSMOS_G_STEPS') ?? 50, device };
 }
 
 /**
@@ -118,11 +124,11 @@ function promptImages(): Promise<Buffer[]> {
 }
 
 /** Child: loads the folder with the low-memory option and generates once, timing every phase. */
-async function generateChild(directory: string, size: number | undefined, steps: number): Promise<void> {
+async function generateChild(directory: string, size: number | undefined, steps: number, device: ResolvedDevice): Promise<void> {
   const images = await promptImages();
   resetPeakRss();
   const loadStarted = performance.now();
-  const pipeline = await KosmosGPipeline.fromPretrained(directory, { threads: BENCH_THREADS, lowMemory: true });
+  const pipeline = await KosmosGPipeline.fromPretrained(directory, { device, threads: BENCH_THREADS, lowMemory: true });
   const loadMs = performance.now() - loadStarted;
   const phasePeaks: Record<string, number> = { load: peakRssMiB() };
   const phaseMs: Partial<Record<GenerationPhase, number>> = {};
@@ -192,8 +198,9 @@ async function generateChild(directory: string, size: number | undefined, steps:
   }
 }
 
-export async function runKosmosGBench(): Promise<void> {
-  const settings = settingsFromEnvironment();
+/** The bench with the environment's settings; the gpu group overrides some of them. */
+export async function runKosmosGBench(overrides: Partial<BenchSettings> = {}): Promise<Record<string, unknown>> {
+  const settings = { ...settingsFromEnvironment(), ...overrides };
   const given = process.env['BENCH_KOSMOS_G_FOLDER'];
   const scratch = given ? null : await mkdtemp(join(tmpdir(), 'kosmos-g-bench-paper-'));
   const directory = given ?? join(scratch!, settings.config);
@@ -205,15 +212,16 @@ export async function runKosmosGBench(): Promise<void> {
       if (made !== wanted) throw new Error(`BENCH_KOSMOS_G_FOLDER ${directory} holds an init-random ${made} folder, not ${wanted}`);
     }
     const init = exists ? { reused: true } : { reused: false, ...(await runChild(['init', directory, settings.config, settings.dtype])) };
-    const ours = await runChild(['generate', directory, String(settings.size ?? ''), String(settings.steps)]);
+    const ours = await runChild(['generate', directory, String(settings.size ?? ''), String(settings.steps), settings.device]);
     const oursStep = (ours['ms'] as { unet_step_median: number }).unet_step_median;
-    const paperWork = settings.config === 'kosmos-g' && ours['size'] === PAPER_SIZE;
+    const paperWork = settings.config === 'kosmos-g' && ours['size'] === PAPER_SIZE && settings.device === 'cpu';
     const torch = paperWork ? await timeTorchUNetForward(3) : null;
     const ratio = torch ? round(torch.forwardMs / oursStep) : null;
     const peak = ours['peak_rss_mib'] as number;
-    console.log(JSON.stringify({
+    const record = {
       bench: 'kosmos-g',
       model: `init-random ${settings.config}, ${settings.dtype} safetensors`,
+      device: settings.device,
       prompt: PROMPT,
       images: 2,
       scheduler: 'dpm++',
@@ -228,7 +236,9 @@ export async function runKosmosGBench(): Promise<void> {
         unet_step_2x_torch: ratio === null ? null : ratio >= TARGET_RATIO,
         peak_rss_under_8_gib: peak < TARGET_PEAK_MIB,
       },
-    }));
+    };
+    console.log(JSON.stringify(record));
+    return record;
   } finally {
     if (scratch) await rm(scratch, { recursive: true, force: true });
   }
@@ -237,6 +247,6 @@ export async function runKosmosGBench(): Promise<void> {
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const [mode, directory, ...rest] = process.argv.slice(2);
   if (mode === 'init') await initChild(directory!, rest[0] as RandomConfigName, rest[1] as RandomWeightsDtype);
-  else if (mode === 'generate') await generateChild(directory!, rest[0] ? Number(rest[0]) : undefined, Number(rest[1]));
+  else if (mode === 'generate') await generateChild(directory!, rest[0] ? Number(rest[0]) : undefined, Number(rest[1]), rest[2] as ResolvedDevice);
   else await runKosmosGBench();
 }

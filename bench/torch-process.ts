@@ -1,11 +1,12 @@
 // Runs the PyTorch reference scripts in bench/torch/ with Debian's Python, which carries torch
-// (python3-torch); a Python earlier on PATH may lack it.
+// (python3-torch); a Python earlier on PATH may lack it. BENCH_PYTHON names another interpreter (a
+// GPU machine's Python with a CUDA build of torch).
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
-const python = '/usr/bin/python3';
+const python = process.env['BENCH_PYTHON'] ?? '/usr/bin/python3';
 
 /** The path of a script in bench/torch/, from the compiled dist/bench/ or the sources alike. */
 export function torchScript(name: string): string {
