@@ -1,5 +1,8 @@
 // Engine benchmarks: one AdamW training step of each reference block against PyTorch CPU on the
-// same weights, batch and optimizer, and the cost of compiling a large graph.
+// same weights, batch and optimizer, and the cost of compiling a large graph. BENCH_PROFILE=1 adds
+// where our step's time goes (bench/profile.ts): time inside ORT's run, each operator type's kernel
+// time, the rest of the step outside the run, and what copying the step's outputs costs alone (the
+// profiled step is a little slower than an unprofiled one).
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +18,7 @@ import type { HostTensor } from '../src/onnx/dtype.js';
 import { encodeModel } from '../src/onnx/proto.js';
 import { Random } from '../src/util/random.js';
 import { type ModelConfig, TransformerBlock, buildModel } from './engine-models.js';
+import { BENCH_PROFILE, outputCopyMs, profileFolder } from './profile.js';
 import { BENCH_ADAMW as optimizer, BENCH_THREADS as threads, type TrainingTiming, round, timeTrainingSteps } from './measure.js';
 import { runTorchScript } from './torch-process.js';
 
@@ -50,10 +54,20 @@ const trainCases: TrainCase[] = [
   },
 ];
 
-async function timeOurs(trainCase: TrainCase, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>): Promise<TrainingTiming> {
+async function timeOurs(trainCase: TrainCase, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>): Promise<TrainingTiming & { profile?: Record<string, unknown> }> {
   const model = buildModel(trainCase.model, new Random(0));
   const loss = ({ graph, parameters: values, batch: traced }: LossContext) => model.loss(contextFromValues(graph, model, values), traced);
-  return timeTrainingSteps({ parameters, loss }, batch, warmup, timedSteps);
+  if (!BENCH_PROFILE) return timeTrainingSteps({ parameters, loss }, batch, warmup, timedSteps);
+  const trace = await profileFolder();
+  try {
+    const timing = await timeTrainingSteps({ parameters, loss }, batch, warmup, timedSteps, { profilePrefix: trace.prefix });
+    const profile = await trace.read(timedSteps);
+    // Every step returns the parameters and AdamW's two moments.
+    const outputBytes = 3 * Object.values(parameters).reduce((total, tensor) => total + tensor.data.byteLength, 0);
+    return { ...timing, profile: { ...profile, outside_run_ms: round(timing.ms - profile.run_ms), output_mib: round(outputBytes / 2 ** 20), output_copy_ms: outputCopyMs(outputBytes) } };
+  } finally {
+    await trace.remove();
+  }
 }
 
 async function timeTorch(trainCase: TrainCase, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>): Promise<TrainingTiming & { blas: string }> {
@@ -84,6 +98,7 @@ async function benchTrainCase(trainCase: TrainCase): Promise<void> {
     ratio: round(torch.ms / ours.ms),
     first_loss: { ours: round(ours.firstLoss, 6), torch: round(torch.firstLoss, 6) },
     torch_blas: torch.blas,
+    ...(ours.profile ? { profile: ours.profile } : {}),
   }));
 }
 

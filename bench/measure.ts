@@ -1,7 +1,7 @@
 // Measurement shared by the benchmark groups (../shared DESIGN §9): medians after warm-up, the
 // thread count every bench runs with, peak resident memory, and the timing of training steps.
 import { readFileSync, writeFileSync } from 'node:fs';
-import type { GraphSession } from '../src/graph/session.js';
+import type { GraphSession, SessionOptions } from '../src/graph/session.js';
 import { TrainingStep, type TrainingStepOptions } from '../src/graph/train-step.js';
 import type { HostTensor } from '../src/onnx/dtype.js';
 
@@ -74,16 +74,16 @@ export type BenchStepOptions = Pick<TrainingStepOptions, 'parameters' | 'trainab
   Partial<Pick<TrainingStepOptions, 'optimizer' | 'schedule' | 'maxGradNorm' | 'noWeightDecay'>>;
 
 /**
- * Compiles a TrainingStep (BENCH_THREADS threads, a batch shaped like `batch`) and times `steps`
- * steps on `batch` after `warmup` steps (the first included).
+ * Compiles a TrainingStep (BENCH_THREADS threads, a batch shaped like `batch`, `session` options
+ * added) and times `steps` steps on `batch` after `warmup` steps (the first included).
  */
-export async function timeTrainingSteps(options: BenchStepOptions, batch: Record<string, HostTensor>, warmup = 3, steps = 10): Promise<TrainingRun> {
+export async function timeTrainingSteps(options: BenchStepOptions, batch: Record<string, HostTensor>, warmup = 3, steps = 10, session: SessionOptions = {}): Promise<TrainingRun> {
   const step = await TrainingStep.create({
     optimizer: { kind: 'adamw', ...BENCH_ADAMW },
     schedule: { kind: 'constant', learningRate: BENCH_ADAMW.learningRate },
     ...options,
     batch: Object.fromEntries(Object.entries(batch).map(([name, tensor]) => [name, { dtype: tensor.dtype, shape: tensor.shape }])),
-    session: { threads: BENCH_THREADS, ...(BENCH_SPINNING === undefined ? {} : { spinning: BENCH_SPINNING }) },
+    session: { threads: BENCH_THREADS, ...(BENCH_SPINNING === undefined ? {} : { spinning: BENCH_SPINNING }), ...session },
   });
   try {
     const firstLoss = (await step.run(batch)).loss;

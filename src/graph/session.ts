@@ -38,6 +38,11 @@ export interface SessionOptions {
    * threads and the garbage collector.
    */
   spinning?: boolean;
+  /**
+   * Records ORT's time of every kernel of every run and writes it, when the session is released,
+   * to `<profilePrefix>_<date>.json` (the Chrome trace format): where a run's time goes.
+   */
+  profilePrefix?: string;
 }
 
 /** A tensor a WebGPU run left in GPU memory: feed it to a later run, download it, or dispose it. */
@@ -79,6 +84,7 @@ async function sessionOptionsFor(options: SessionOptions): Promise<ort.Inference
     enableCpuMemArena: true,
     enableMemPattern: true,
   };
+  if (options.profilePrefix !== undefined) Object.assign(sessionOptions, { enableProfiling: true, profileFilePrefix: options.profilePrefix });
   if (options.threads !== undefined) {
     sessionOptions.intraOpNumThreads = checkThreads(options.threads);
     // Sequential execution never uses the inter-op pool.

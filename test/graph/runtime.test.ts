@@ -1,6 +1,6 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Graph } from '../../src/graph/graph.js';
@@ -312,5 +312,25 @@ test('outputs can be written into given host tensors, which come back filled; th
     assert.deepEqual(Array.from((results['shifted'] as HostTensor).data as Float32Array), [2, 3, 4, 5]);
   } finally {
     await session.release();
+  }
+});
+
+test('profilePrefix: the released session leaves a trace with one model_run per run and its kernels', async () => {
+  const graph = new Graph('profiled');
+  const x = graph.input('x', 'float32', [4, 4]);
+  const model = encodeModel(graph.toModel({ y: tanh(matmul(x, x)) }));
+  const directory = await mkdtemp(join(tmpdir(), 'profile-'));
+  try {
+    const session = await GraphSession.create(model, { profilePrefix: join(directory, 'trace') });
+    for (let run = 0; run < 3; run++) await session.run({ x: { dtype: 'float32', shape: [4, 4], data: new Float32Array(16).fill(0.5) } });
+    await session.release();
+    const [file] = await readdir(directory);
+    assert.match(file!, /^trace_.*\.json$/);
+    const events = JSON.parse(await readFile(join(directory, file!), 'utf8')) as { cat?: string; name: string; args?: { op_name?: string } }[];
+    assert.equal(events.filter((event) => event.cat === 'Session' && event.name === 'model_run').length, 3);
+    const ops = new Set(events.filter((event) => event.cat === 'Node').map((event) => event.args?.op_name));
+    assert.ok(ops.has('MatMul') && ops.has('Tanh'), [...ops].join(', '));
+  } finally {
+    await rm(directory, { recursive: true, force: true });
   }
 });

@@ -1,0 +1,74 @@
+// Where a benchmarked training step's time goes (BENCH_PROFILE=1): ORT's own trace of each run
+// (SessionOptions.profilePrefix) gives the time inside `run()` and each kernel's share; the rest of
+// the step's wall time is spent outside ORT's kernels — onnxruntime-node wrapping the feeds and
+// copying every output into a fresh ArrayBuffer, V8's collection of the previous outputs, and our
+// JavaScript. The copy's own cost is measured apart: allocating and filling buffers of the step's
+// output bytes, as the binding does after every run.
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { median, round } from './measure.js';
+
+export const BENCH_PROFILE = process.env['BENCH_PROFILE'] === '1';
+
+interface TraceEvent {
+  cat?: string;
+  name: string;
+  ts: number;
+  dur: number;
+  args?: { op_name?: string };
+}
+
+export interface StepProfile {
+  /** Mean time inside ORT's run per timed step (its `model_run` events), ms. */
+  run_ms: number;
+  /** The kernels' summed time per step, ms. */
+  kernel_ms: number;
+  /** Kernel time per step by operator type, largest first, with the number of such nodes. */
+  ops: { op: string; ms: number; nodes: number }[];
+}
+
+/** A scratch folder for one session's trace; `read` parses the trace once the session is released. */
+export async function profileFolder(): Promise<{ prefix: string; read: (timedRuns: number) => Promise<StepProfile>; remove: () => Promise<void> }> {
+  const directory = await mkdtemp(join(tmpdir(), 'kosmos-g-profile-'));
+  return {
+    prefix: join(directory, 'step'),
+    read: async (timedRuns) => {
+      const [file] = (await readdir(directory)).filter((name) => name.endsWith('.json'));
+      if (!file) throw new Error('ORT wrote no profile (was the session released?)');
+      return summarizeTrace(JSON.parse(await readFile(join(directory, file), 'utf8')) as TraceEvent[], timedRuns);
+    },
+    remove: () => rm(directory, { recursive: true, force: true }),
+  };
+}
+
+/** The last `timedRuns` runs of a trace: time inside run() and per operator type. */
+function summarizeTrace(events: readonly TraceEvent[], timedRuns: number): StepProfile {
+  const runs = events.filter((event) => event.cat === 'Session' && event.name === 'model_run').slice(-timedRuns);
+  if (runs.length === 0) throw new Error('the profile holds no runs');
+  const from = runs[0]!.ts;
+  const byOp = new Map<string, { us: number; events: number }>();
+  for (const event of events) {
+    if (event.cat !== 'Node' || event.ts < from || !event.name.endsWith('_kernel_time')) continue;
+    const op = event.args?.op_name ?? 'unknown';
+    const entry = byOp.get(op) ?? { us: 0, events: 0 };
+    entry.us += event.dur;
+    entry.events += 1;
+    byOp.set(op, entry);
+  }
+  const perRun = (us: number) => round(us / runs.length / 1000);
+  const ops = [...byOp].sort((p, q) => q[1].us - p[1].us).map(([op, { us, events: count }]) => ({ op, ms: perRun(us), nodes: Math.round(count / runs.length) }));
+  return { run_ms: perRun(runs.reduce((total, run) => total + run.dur, 0)), kernel_ms: perRun([...byOp.values()].reduce((total, entry) => total + entry.us, 0)), ops };
+}
+
+/** Median ms of allocating fresh buffers for `bytes` of outputs and copying them in, as the binding does after each run. */
+export function outputCopyMs(bytes: number, repeats = 10): number {
+  const source = new Float32Array(bytes >> 2).fill(1);
+  const times: number[] = [];
+  for (let run = 0; run < repeats; run++) {
+    const started = performance.now();
+    new Float32Array(source.length).set(source);
+    times.push(performance.now() - started);
+  }
+  return round(median(times));
+}
