@@ -18,7 +18,7 @@ import type { HostTensor } from '../src/onnx/dtype.js';
 import { encodeModel } from '../src/onnx/proto.js';
 import { Random } from '../src/util/random.js';
 import { type ModelConfig, TransformerBlock, buildModel } from './engine-models.js';
-import { BENCH_PROFILE, outputCopyMs, profileFolder } from './profile.js';
+import { adamOutputBytes, timeProfiled } from './profile.js';
 import { BENCH_ADAMW as optimizer, BENCH_THREADS as threads, type TrainingTiming, round, timeTrainingSteps } from './measure.js';
 import { runTorchScript } from './torch-process.js';
 
@@ -57,17 +57,7 @@ const trainCases: TrainCase[] = [
 async function timeOurs(trainCase: TrainCase, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>): Promise<TrainingTiming & { profile?: Record<string, unknown> }> {
   const model = buildModel(trainCase.model, new Random(0));
   const loss = ({ graph, parameters: values, batch: traced }: LossContext) => model.loss(contextFromValues(graph, model, values), traced);
-  if (!BENCH_PROFILE) return timeTrainingSteps({ parameters, loss }, batch, warmup, timedSteps);
-  const trace = await profileFolder();
-  try {
-    const timing = await timeTrainingSteps({ parameters, loss }, batch, warmup, timedSteps, { profilePrefix: trace.prefix });
-    const profile = await trace.read(timedSteps);
-    // Every step returns the parameters and AdamW's two moments.
-    const outputBytes = 3 * Object.values(parameters).reduce((total, tensor) => total + tensor.data.byteLength, 0);
-    return { ...timing, profile: { ...profile, outside_run_ms: round(timing.ms - profile.run_ms), output_mib: round(outputBytes / 2 ** 20), output_copy_ms: outputCopyMs(outputBytes) } };
-  } finally {
-    await trace.remove();
-  }
+  return timeProfiled((session) => timeTrainingSteps({ parameters, loss }, batch, warmup, timedSteps, session), adamOutputBytes(parameters), timedSteps);
 }
 
 async function timeTorch(trainCase: TrainCase, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>): Promise<TrainingTiming & { blas: string }> {

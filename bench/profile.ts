@@ -7,9 +7,11 @@
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { SessionOptions } from '../src/graph/session.js';
+import type { HostTensor } from '../src/onnx/dtype.js';
 import { median, round } from './measure.js';
 
-export const BENCH_PROFILE = process.env['BENCH_PROFILE'] === '1';
+const BENCH_PROFILE = process.env['BENCH_PROFILE'] === '1';
 
 interface TraceEvent {
   cat?: string;
@@ -29,7 +31,7 @@ export interface StepProfile {
 }
 
 /** A scratch folder for one session's trace; `read` parses the trace once the session is released. */
-export async function profileFolder(): Promise<{ prefix: string; read: (timedRuns: number) => Promise<StepProfile>; remove: () => Promise<void> }> {
+async function profileFolder(): Promise<{ prefix: string; read: (timedRuns: number) => Promise<StepProfile>; remove: () => Promise<void> }> {
   const directory = await mkdtemp(join(tmpdir(), 'kosmos-g-profile-'));
   return {
     prefix: join(directory, 'step'),
@@ -61,8 +63,28 @@ function summarizeTrace(events: readonly TraceEvent[], timedRuns: number): StepP
   return { run_ms: perRun(runs.reduce((total, run) => total + run.dur, 0)), kernel_ms: perRun([...byOp.values()].reduce((total, entry) => total + entry.us, 0)), ops };
 }
 
+/**
+ * Times with `time`; with BENCH_PROFILE=1 the session records its trace and the result gains
+ * `profile`: the trace's summary over the `timedRuns` timed runs, the step time outside ORT's run,
+ * and what copying `outputBytes` into fresh buffers costs alone.
+ */
+export async function timeProfiled<T extends { ms: number }>(time: (session: SessionOptions) => Promise<T>, outputBytes: number, timedRuns: number): Promise<T & { profile?: Record<string, unknown> }> {
+  if (!BENCH_PROFILE) return time({});
+  const trace = await profileFolder();
+  try {
+    const timing = await time({ profilePrefix: trace.prefix });
+    const profile = await trace.read(timedRuns);
+    return { ...timing, profile: { ...profile, outside_run_ms: round(timing.ms - profile.run_ms), output_mib: round(outputBytes / 2 ** 20), output_copy_ms: outputCopyMs(outputBytes) } };
+  } finally {
+    await trace.remove();
+  }
+}
+
+/** Every AdamW step returns the trainable parameters and their two moments. */
+export const adamOutputBytes = (parameters: Readonly<Record<string, HostTensor>>): number => 3 * Object.values(parameters).reduce((total, tensor) => total + tensor.data.byteLength, 0);
+
 /** Median ms of allocating fresh buffers for `bytes` of outputs and copying them in, as the binding does after each run. */
-export function outputCopyMs(bytes: number, repeats = 10): number {
+function outputCopyMs(bytes: number, repeats = 10): number {
   const source = new Float32Array(bytes >> 2).fill(1);
   const times: number[] = [];
   for (let run = 0; run < repeats; run++) {

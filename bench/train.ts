@@ -8,7 +8,7 @@
 // text encoder run outside the stage's step, so they are not part of it here either.
 // Both sides train the same weights on the same batch: equal parameter counts show the mirror is
 // the same architecture, equal first losses that it computes the same function, equal last losses
-// that the optimizer steps agree.
+// that the optimizer steps agree. BENCH_PROFILE=1 adds where our step's time goes (bench/profile.ts).
 //   node dist/bench/train.js [steps] [warmup]   (defaults 5 timed steps after 2 warm-up steps)
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,6 +23,7 @@ import type { HostTensor } from '../src/onnx/dtype.js';
 import { type UnetConfig, unetConfigSchema, unetNoiseLoss, unetNoWeightDecay } from '../src/train/unet.js';
 import { Random } from '../src/util/random.js';
 import { BENCH_THREADS, round, timeTrainingSteps } from './measure.js';
+import { adamOutputBytes, timeProfiled } from './profile.js';
 import { requireTorch, runTorchScript } from './torch-process.js';
 
 /** Paths relative to the repository root, from the compiled dist/bench/ or the sources alike. */
@@ -73,7 +74,7 @@ async function randomBatch(config: UnetConfig): Promise<Record<string, HostTenso
 
 /** Our step: the stage's loss (prediction of the added noise, MSE) in one TrainingStep graph. */
 async function timeOurs(config: UnetConfig, model: UNet2DConditionModel, parameters: Record<string, HostTensor>, batch: Record<string, HostTensor>, settings: StepSettings) {
-  return timeTrainingSteps(
+  return timeProfiled((session) => timeTrainingSteps(
     {
       parameters,
       loss: (context: LossContext) => unetNoiseLoss(model, context),
@@ -86,7 +87,8 @@ async function timeOurs(config: UnetConfig, model: UNet2DConditionModel, paramet
     batch,
     settings.warmup,
     settings.steps,
-  );
+    session,
+  ), adamOutputBytes(parameters), settings.steps);
 }
 
 /** PyTorch's step on the same weights and batch, handed over in a temporary safetensors file. */
@@ -130,6 +132,7 @@ export async function runTrainBench(settings: StepSettings = { warmup: 2, steps:
     threads: { ours: BENCH_THREADS, torch: torch.threads },
     torch_blas: torch.blas,
     torch_version: torch.torch,
+    ...(ours.profile ? { profile: ours.profile } : {}),
   }));
   if (torch.parameters !== model.parameterCount()) throw new Error(`the PyTorch mirror has ${torch.parameters} parameters, ours ${model.parameterCount()}`);
 }

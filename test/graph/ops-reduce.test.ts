@@ -1,5 +1,11 @@
 // Reductions, softmax along several axes, and the selection ops clip, where, cast and identity.
 // All run in float64.
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import { grad } from '../../src/graph/autodiff.js';
+import { Graph } from '../../src/graph/graph.js';
+import { GraphSession } from '../../src/graph/session.js';
+import { encodeModel } from '../../src/onnx/proto.js';
 import { Tensor, integers, opTest, uniform, values } from './harness.js';
 import { alongAxis, average, broadcast, logSoftmaxLane, map, reduce, softmaxLane, total } from './reference.js';
 import { argMax, cast, clip, identity, logSoftmax, mean, mul, reduceMax, softmax, sum, sumSquares, where } from '../../src/graph/ops/elementwise.js';
@@ -137,3 +143,37 @@ opTest('identity', {
   inputs: [{ shape: [2, 3] }],
   reference: ([x]) => new Tensor(x!.data, x!.shape),
 });
+
+// float32 sums over leading axes are MatMuls with a row of ones (faster on ORT's CPU provider); the
+// float64 cases above never take that path, so it is checked here in float32: values against the
+// reference, gradients (the cotangent broadcast back) against the host, and the node chosen.
+for (const [axes, keepDims] of [[[0], false], [[0, 1], true], [[-3], true], [[1, 0], false]] as const) {
+  test(`float32 sum over leading axes [${axes}]${keepDims ? ', keepDims' : ''} is a MatMul with ones, values and gradient exact`, async () => {
+    const shape = [3, 2, 5];
+    const graph = new Graph('leading_sum');
+    const x = graph.input('x', 'float32', shape);
+    const y = sum(x, [...axes], keepDims);
+    const cotangent = graph.input('cotangent', 'float32', y.shape);
+    const [gradient] = grad(sum(mul(y, cotangent)), [x]);
+    const ops = graph.nodes.map((node) => node.opType);
+    assert.ok(ops.includes('MatMul') && !ops.slice(0, ops.indexOf('MatMul') + 1).includes('ReduceSum'), ops.join(' '));
+    const session = await GraphSession.create(encodeModel(graph.toModel({ y, gradient: gradient! })));
+    try {
+      const input = Tensor.build(shape, (index) => (index[0]! * 10 + index[1]! * 3 - index[2]!) / 8);
+      const expected = reduce(input, [...axes], keepDims, total);
+      const weights = Tensor.build(expected.shape, (index) => index.reduce((p, q) => p * 7 + q, 1) / 16);
+      const out = await session.run({
+        x: { dtype: 'float32', shape, data: Float32Array.from(input.data) },
+        cotangent: { dtype: 'float32', shape: expected.shape, data: Float32Array.from(weights.data) },
+      });
+      assert.deepEqual(out['y']!.shape, expected.shape);
+      assert.deepEqual([...(out['y']!.data as Float32Array)], [...Float32Array.from(expected.data)]);
+      // d/dx Σ y·w = w at the reduced position of each element.
+      const kept = shape.length - axes.length;
+      const back = Tensor.build(shape, (index) => weights.at(keepDims ? [...Array<number>(axes.length).fill(0), ...index.slice(-kept)] : index.slice(-kept)));
+      assert.deepEqual([...(out['gradient']!.data as Float32Array)], [...Float32Array.from(back.data)]);
+    } finally {
+      await session.release();
+    }
+  });
+}

@@ -2,6 +2,7 @@
 // output shape inferred by NumPy broadcasting rules.
 import { type DType, isFloat, onnxDataType } from '../../onnx/dtype.js';
 import { type Dim, type Graph, type Shape, Value, broadcastShapes, normalizeAxis } from '../graph.js';
+import { full, reshape } from './shape.js';
 
 /** A traced value or a JavaScript number (lifted to a scalar constant of the other operand's type). */
 export type Operand = Value | number;
@@ -176,8 +177,29 @@ function reduce(opType: string, x: Value, axes: number[] | undefined, keepDims: 
   return graph.addNode(opType, [x, axesValue], [{ dtype: x.dtype, shape }], { keepdims: keepDims ? 1 : 0 })[0]!;
 }
 
-/** Sum over `axes` (all axes when omitted). */
-export const sum = (x: Value, axes?: number[], keepDims = false): Value => reduce('ReduceSum', x, axes, keepDims);
+/**
+ * Sum over `axes` (all axes when omitted). A float32 sum over the leading axes only — the batch sums
+ * of bias and weight gradients — is a MatMul with a row of ones: ORT's ReduceSum over leading axes
+ * is 2–3× slower than over trailing ones (measured on 2 cores: (2048, 512) over axis 0 1.40 ms as
+ * ReduceSum, 0.44 ms as MatMul; (8, 1, 192, 384) 1.93 vs 1.05 ms), and such sums were a fifth of a
+ * U-Net-mini training step.
+ */
+export function sum(x: Value, axes?: number[], keepDims = false): Value {
+  const leading = leadingAxes(x, axes);
+  if (leading === 0) return reduce('ReduceSum', x, axes, keepDims);
+  const kept = x.shape.slice(leading) as number[];
+  const count = (x.shape.slice(0, leading) as number[]).reduce((product, dim) => product * dim, 1);
+  const size = kept.reduce((product, dim) => product * dim, 1);
+  const summed = matmul(full(x, [1, count], 1), reshape(x, [count, size])); // (1, K)·(K, rest) → (1, rest)
+  return reshape(summed, keepDims ? [...Array<number>(leading).fill(1), ...kept] : kept);
+}
+
+/** k when `axes` are exactly the first k < rank axes of a float32 `x` of static shape; else 0. */
+function leadingAxes(x: Value, axes: number[] | undefined): number {
+  if (axes === undefined || x.dtype !== 'float32' || !x.shape.every((dim) => typeof dim === 'number')) return 0;
+  const unique = [...new Set(axes.map((axis) => normalizeAxis(axis, x.rank)))].sort((p, q) => p - q);
+  return unique.length < x.rank && unique.every((axis, index) => axis === index) ? unique.length : 0;
+}
 export const mean = (x: Value, axes?: number[], keepDims = false): Value => reduce('ReduceMean', x, axes, keepDims);
 export const reduceMax = (x: Value, axes?: number[], keepDims = false): Value => reduce('ReduceMax', x, axes, keepDims);
 /** Σx² over `axes` (all axes when omitted) in one pass, without materialising x². */
