@@ -66,30 +66,30 @@ function summarizeTrace(events: readonly TraceEvent[], timedRuns: number): StepP
 /**
  * Times with `time`; with BENCH_PROFILE=1 the session records its trace and the result gains
  * `profile`: the trace's summary over the `timedRuns` timed runs, the step time outside ORT's run,
- * and what copying `outputBytes` into fresh buffers costs alone.
+ * and what copying outputs of `outputBytes` into fresh buffers costs alone.
  */
-export async function timeProfiled<T extends { ms: number }>(time: (session: SessionOptions) => Promise<T>, outputBytes: number, timedRuns: number): Promise<T & { profile?: Record<string, unknown> }> {
+export async function timeProfiled<T extends { ms: number }>(time: (session: SessionOptions) => Promise<T>, outputBytes: readonly number[], timedRuns: number): Promise<T & { profile?: Record<string, unknown> }> {
   if (!BENCH_PROFILE) return time({});
   const trace = await profileFolder();
   try {
     const timing = await time({ profilePrefix: trace.prefix });
     const profile = await trace.read(timedRuns);
-    return { ...timing, profile: { ...profile, outside_run_ms: round(timing.ms - profile.run_ms), output_mib: round(outputBytes / 2 ** 20), output_copy_ms: outputCopyMs(outputBytes) } };
+    return { ...timing, profile: { ...profile, outside_run_ms: round(timing.ms - profile.run_ms), output_mib: round(outputBytes.reduce((total, bytes) => total + bytes, 0) / 2 ** 20), output_copy_ms: outputCopyMs(outputBytes) } };
   } finally {
     await trace.remove();
   }
 }
 
-/** Every AdamW step returns the trainable parameters and their two moments. */
-export const adamOutputBytes = (parameters: Readonly<Record<string, HostTensor>>): number => 3 * Object.values(parameters).reduce((total, tensor) => total + tensor.data.byteLength, 0);
+/** The outputs of an AdamW step: each trainable parameter and its two moments, in bytes. */
+export const adamOutputBytes = (parameters: Readonly<Record<string, HostTensor>>): number[] => Object.values(parameters).flatMap((tensor) => Array<number>(3).fill(tensor.data.byteLength));
 
-/** Median ms of allocating fresh buffers for `bytes` of outputs and copying them in, as the binding does after each run. */
-function outputCopyMs(bytes: number, repeats = 10): number {
-  const source = new Float32Array(bytes >> 2).fill(1);
+/** Median ms of allocating a fresh buffer for each output and copying it in, as the binding does after each run. */
+function outputCopyMs(outputBytes: readonly number[], repeats = 10): number {
+  const sources = outputBytes.map((bytes) => new Float32Array(bytes >> 2).fill(1));
   const times: number[] = [];
   for (let run = 0; run < repeats; run++) {
     const started = performance.now();
-    new Float32Array(source.length).set(source);
+    for (const source of sources) new Float32Array(source.length).set(source);
     times.push(performance.now() - started);
   }
   return round(median(times));
