@@ -11,7 +11,7 @@ results=${2:?usage: bash bench/gpu-run.sh BUNDLE RESULTS}
 cd "$(dirname "$0")/.."
 mkdir -p "$results"
 
-if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+if ! ldconfig -p | grep 'libvulkan\.so\.1' >/dev/null; then
   dpkg -x "$bundle"/libvulkan1_*.deb /
   ldconfig
 fi
