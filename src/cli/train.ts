@@ -63,8 +63,9 @@ export function registerTrainCommand(program: Command): void {
     .requiredOption('--run <dir>', 'run folder')
     .requiredOption('--to <dir>', 'model folder to write')
     .option('--format <name>', 'layout, for stages that write several (lora: peft, kohya)')
-    .action(async (flags: { run: string; to: string; format?: string }) => {
-      const { stage, step } = await exportRun(flags.run, flags.to, flags.format);
+    .option('--force', 'replace an existing model folder')
+    .action(async (flags: { run: string; to: string; format?: string; force?: boolean }) => {
+      const { stage, step } = await exportRun(flags.run, flags.to, { ...(flags.format ? { format: flags.format } : {}), force: flags.force === true });
       console.log(`exported ${stage} at step ${step} to ${flags.to}`);
     });
 }

@@ -12,8 +12,8 @@
 //   samples/step-*.png   sample grids
 //   checkpoints/step-*/  parameters, optimizer state, state.json
 //   run.lock             while a run works on the folder (run-lock.ts): a second run is refused
-import { appendFile, mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { appendFile, mkdir, mkdtemp, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { checkThreads, defaultThreads, type Device, resolveDevice } from '../graph/devices.js';
 import { averagedParameters, TrainingStep } from '../graph/train-step.js';
@@ -263,8 +263,19 @@ async function runLocked<C extends BaseConfig>(stage: StageDefinition<C>, option
   }
 }
 
-/** `train export`: writes the newest checkpoint of `run` (its EMA weights, if it keeps them) as a model folder. */
-export async function exportRun(run: string, to: string, format?: string): Promise<{ stage: string; step: number }> {
+/**
+ * `train export`: writes the newest checkpoint of `run` (its EMA weights, if it keeps them) as a
+ * model folder. Several exports may fill one folder (a pipeline's text encoder, then its U-Net), so
+ * the files go into an existing folder beside what it holds; a file it already has is replaced only
+ * with `force`. The export is written to a temporary sibling first and moved in file by file, so an
+ * export that fails or is refused leaves the folder as it was.
+ */
+export async function exportRun(run: string, to: string, options: { format?: string; force?: boolean } = {}): Promise<{ stage: string; step: number }> {
+  const { format, force = false } = options;
+  const out = resolve(to);
+  if (out === resolve(run)) throw new Error(`--to ${to} is the run folder; export somewhere else`);
+  const existing = await stat(out).catch(() => null);
+  if (existing && !existing.isDirectory()) throw new Error(`--to ${to} exists and is not a folder`);
   const configPath = join(run, RUN_CONFIG);
   const json = parseJson(await readFile(configPath, 'utf8'), configPath) as { stage?: unknown };
   const stage = findStage(String(json.stage));
@@ -275,8 +286,37 @@ export async function exportRun(run: string, to: string, format?: string): Promi
   const checkpoint = await latestCheckpoint(join(run, 'checkpoints'));
   if (!checkpoint) throw new Error(`${run} has no checkpoint yet`);
   const state = await readCheckpointState(checkpoint);
-  await stage.exportModel(config, averagedParameters(state), to, format ?? stage.exportFormats?.[0]);
+  await mkdir(dirname(out), { recursive: true });
+  const temporary = await mkdtemp(join(dirname(out), `.${basename(out)}.export-`));
+  try {
+    try {
+      await stage.exportModel(config, averagedParameters(state), temporary, format ?? stage.exportFormats?.[0]);
+    } catch (error) {
+      // Errors name the folder the user asked for, not the temporary one.
+      throw new Error((error as Error).message.split(temporary).join(to));
+    }
+    await moveFilesInto(temporary, out, to, force);
+  } finally {
+    await rm(temporary, { recursive: true, force: true });
+  }
   return { stage: stage.name, step: state.step };
+}
+
+/** Moves every file under `source` to its place under `out` (named `shown` in messages); refuses existing files unless `force`. */
+async function moveFilesInto(source: string, out: string, shown: string, force: boolean): Promise<void> {
+  const entries = await readdir(source, { recursive: true, withFileTypes: true });
+  const files = entries.filter((entry) => entry.isFile()).map((entry) => relative(source, join(entry.parentPath ?? entry.path, entry.name)));
+  if (!force) {
+    const present = (await Promise.all(files.map(async (file) => ((await stat(join(out, file)).catch(() => null)) ? file : null)))).filter((file) => file !== null);
+    if (present.length) {
+      const more = present.length > 1 ? ` (and ${present.length - 1} more of the export's files)` : '';
+      throw new Error(`${join(shown, present[0]!)} already exists${more}; pass --force to replace them`);
+    }
+  }
+  for (const file of files) {
+    await mkdir(dirname(join(out, file)), { recursive: true });
+    await rename(join(source, file), join(out, file));
+  }
 }
 
 interface Progress {

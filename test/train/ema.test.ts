@@ -3,7 +3,7 @@
 // grids, `train export` and `initFrom` get the averages (live values for the frozen encoder), and
 // a config without `ema` parses without the key, so its hash is unchanged. Resume after SIGKILL
 // is checked in resume.test.ts.
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -113,6 +113,17 @@ test('a run with ema: host-computed averages, sample grids, export and initFrom 
     const expected = Float32Array.from(tensor.data as Float32Array, (v) => float16BitsToFloat32(float32ToFloat16Bits(v)));
     assert.deepEqual(written.get(key)?.data, expected, key);
   }
+  // A second export into the folder refuses to replace its files without force and leaves them; with
+  // force it replaces them and keeps what else the folder holds (exports assemble pipeline folders).
+  const firstBytes = await readFile(join(exported, 'model.safetensors'));
+  await writeFile(join(exported, 'model.safetensors'), 'edited by hand');
+  await writeFile(join(exported, 'NOTES.txt'), 'kept');
+  await assert.rejects(exportRun(out, exported), (error: Error) => error.message.startsWith(`${exported}/`) && /already exists \(and 2 more of the export's files\); pass --force to replace them$/.test(error.message));
+  assert.equal(await readFile(join(exported, 'model.safetensors'), 'utf8'), 'edited by hand');
+  assert.deepEqual(await exportRun(out, exported, { force: true }), { stage: 'vae', step: steps });
+  assert.deepEqual(await readFile(join(exported, 'model.safetensors')), firstBytes);
+  assert.equal(await readFile(join(exported, 'NOTES.txt'), 'utf8'), 'kept');
+  assert.deepEqual((await readdir(scratch)).filter((name) => name.includes('.export-')), []);
 
   const initial = await readInitialParameters(out, 'vae', last.parameters, { importModel: () => Promise.reject(new Error('a run folder is not imported')) });
   assert.deepEqual(initial.parameters, averaged);

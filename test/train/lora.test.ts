@@ -202,7 +202,7 @@ test('a LoRA run killed with SIGKILL and resumed logs the same losses as an unin
   assert.deepEqual(await exportRun(whole, exported), { stage: 'lora', step: 6 });
   assert.ok(existsSync(join(exported, PEFT_FILE)) && existsSync(join(exported, 'README.md')) && existsSync(join(exported, 'ATTRIBUTION.md')));
   const kohya = join(scratch, 'run-export-kohya');
-  await exportRun(whole, kohya, 'kohya');
+  await exportRun(whole, kohya, { format: 'kohya' });
   assert.ok(existsSync(join(kohya, KOHYA_FILE)) && !existsSync(join(kohya, PEFT_FILE)));
-  await assert.rejects(exportRun(whole, join(scratch, 'run-export-bad'), 'ckpt'), /the lora stage exports peft or kohya, not "ckpt"/);
+  await assert.rejects(exportRun(whole, join(scratch, 'run-export-bad'), { format: 'ckpt' }), /the lora stage exports peft or kohya, not "ckpt"/);
 });
