@@ -63,7 +63,7 @@ export function registerTrainCommand(program: Command): void {
     .requiredOption('--run <dir>', 'run folder')
     .requiredOption('--to <dir>', 'model folder to write')
     .option('--format <name>', 'layout, for stages that write several (lora: peft, kohya)')
-    .option('--force', 'replace an existing model folder')
+    .option('--force', 'replace files the model folder already has')
     .action(async (flags: { run: string; to: string; format?: string; force?: boolean }) => {
       const { stage, step } = await exportRun(flags.run, flags.to, { ...(flags.format ? { format: flags.format } : {}), force: flags.force === true });
       console.log(`exported ${stage} at step ${step} to ${flags.to}`);
