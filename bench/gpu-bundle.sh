@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Packs what the gpu bench group needs beyond a checkout of this repository, for a Linux x64 GPU
 # machine that has the checkout, a CUDA build of PyTorch and no Node (bench/gpu-run.sh runs it):
-#   node.xz              the node binary this build runs on
-#   app.tar.xz           dist/ (without the tests and the static site) and node_modules/ without other
-#                        platforms' binaries, the browser runtime and the build tools (about 30 MB)
+#   node.xz              the node binary this build runs on (24 MB for Node 20)
+#   app.tar.xz           dist/ (without the tests, the page and the static site) and node_modules/
+#                        without other platforms' binaries, the browser runtime and the build tools
+#                        (about 37 MB)
 #   libvulkan1_*.deb     the Vulkan loader onnxruntime-node's WebGPU provider (Dawn) opens
 # Run it after `npm run build` on a Linux x64 machine with apt (Debian or Ubuntu).
 #   bash bench/gpu-bundle.sh OUT [--force]
@@ -20,7 +21,7 @@ xz -T0 -9 -c "$(readlink -f "$(command -v node)")" > "$out/node.xz"
 # The world reads emojibase's English labels only.
 locales=()
 for locale in node_modules/emojibase-data/*/; do [[ $locale == */en/ ]] || locales+=(--exclude="${locale%/}"); done
-tar -cf - "${locales[@]}" --exclude=dist/test --exclude=dist/site --exclude=dist/fuzz \
+tar -cf - "${locales[@]}" --exclude=dist/test --exclude=dist/site --exclude=dist/fuzz --exclude=dist/web \
   --exclude='node_modules/onnxruntime-node/bin/napi-v6/darwin' \
   --exclude='node_modules/onnxruntime-node/bin/napi-v6/win32' \
   --exclude='node_modules/onnxruntime-node/bin/napi-v6/linux/arm64' \
