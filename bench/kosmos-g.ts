@@ -78,7 +78,7 @@ function settingsFromEnvironment(): BenchSettings {
  * measured, 3 GB still resident after the condition networks were released. A fixed threshold
  * keeps every block of 128 KiB or more in its own mapping, returned to the system when freed.
  */
-const RELEASING_MALLOC = { MALLOC_MMAP_THRESHOLD_: '131072' };
+export const RELEASING_MALLOC = { MALLOC_MMAP_THRESHOLD_: '131072' };
 
 /** Runs this file in a child Node process with `args` and returns the JSON of its last stdout line (stderr passes through). */
 function runChild(args: readonly string[]): Promise<Record<string, unknown>> {

@@ -16,6 +16,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { DEFAULT_MODEL } from '../src/pipeline/default_model.js';
 import type { WeightQuantization } from '../src/pipeline/weights.js';
 import { measureVariant, spawnVariant, variantFidelity } from './generation-child.js';
+import { RELEASING_MALLOC } from './kosmos-g.js';
 import { BENCH_THREADS } from './measure.js';
 
 const DTYPES: Record<string, WeightQuantization | undefined> = { float32: undefined, int8: { bits: 8 }, int4: { bits: 4 } };
@@ -36,7 +37,7 @@ export async function runQuantizeBench(): Promise<void> {
   const out = await mkdtemp(join(tmpdir(), 'kosmos-g-quantize-bench-'));
   try {
     for (const dtype of Object.keys(DTYPES)) {
-      const env = LOW_MEMORY ? { MALLOC_MMAP_THRESHOLD_: '131072', ...process.env } : process.env;
+      const env = LOW_MEMORY ? { ...RELEASING_MALLOC, ...process.env } : process.env;
       const result = await spawnVariant(fileURLToPath(import.meta.url), [dtype, model, out], env);
       const fidelity = dtype === 'float32' ? null : await variantFidelity(out, dtype, 'float32');
       console.log(JSON.stringify({
