@@ -1,5 +1,8 @@
 // Engine benchmarks: one AdamW training step of each reference block against PyTorch CPU on the
-// same weights, batch and optimizer, and the cost of compiling a large graph. BENCH_PROFILE=1 adds
+// same weights, batch and optimizer, and the cost of compiling a large graph. The two sides take
+// turns for a few rounds and the ratio is the median of the rounds' ratios: this machine's speed
+// drifts by a quarter from one minute to the next, and a side timed only once, a minute apart from
+// the other, carries all of that drift into its ratio. BENCH_PROFILE=1 adds
 // where our step's time goes (bench/profile.ts): time inside ORT's run, each operator type's kernel
 // time, the rest of the step outside the run, and what copying the step's outputs costs alone (the
 // profiled step is a little slower than an unprofiled one).
@@ -19,11 +22,14 @@ import { encodeModel } from '../src/onnx/proto.js';
 import { Random } from '../src/util/random.js';
 import { type ModelConfig, TransformerBlock, buildModel } from './engine-models.js';
 import { adamOutputBytes, timeProfiled } from './profile.js';
-import { BENCH_ADAMW as optimizer, BENCH_THREADS as threads, type TrainingTiming, round, timeTrainingSteps } from './measure.js';
+import { BENCH_ADAMW as optimizer, BENCH_THREADS as threads, type TrainingTiming, median, round, timeTrainingSteps } from './measure.js';
 import { runTorchScript } from './torch-process.js';
 
-const warmup = 3;
-const timedSteps = 10;
+// Ten steps after three warm-ups were still inside the first steps' heap growth; fifty after ten
+// are steady.
+const warmup = 10;
+const timedSteps = 50;
+const rounds = 3;
 
 interface TrainCase {
   name: string;
@@ -78,17 +84,26 @@ async function benchTrainCase(trainCase: TrainCase): Promise<void> {
   const random = new Random(1);
   const parameters = buildModel(trainCase.model, random).stateDict();
   const batch = trainCase.batch(random);
-  const ours = await timeOurs(trainCase, parameters, batch);
-  const torch = await timeTorch(trainCase, parameters, batch);
+  const oursMs: number[] = [];
+  const torchMs: number[] = [];
+  let first: { ours: number; torch: number; blas: string; profile?: Record<string, unknown> } | undefined;
+  for (let round = 0; round < rounds; round++) {
+    const ours = await timeOurs(trainCase, parameters, batch);
+    const torch = await timeTorch(trainCase, parameters, batch);
+    oursMs.push(ours.ms);
+    torchMs.push(torch.ms);
+    first ??= { ours: ours.firstLoss, torch: torch.firstLoss, blas: torch.blas, ...(ours.profile ? { profile: ours.profile } : {}) };
+  }
   // Equal first losses show both sides ran the same model on the same data.
   console.log(JSON.stringify({
     case: trainCase.name,
-    ours_ms: round(ours.ms),
-    torch_ms: round(torch.ms),
-    ratio: round(torch.ms / ours.ms),
-    first_loss: { ours: round(ours.firstLoss, 6), torch: round(torch.firstLoss, 6) },
-    torch_blas: torch.blas,
-    ...(ours.profile ? { profile: ours.profile } : {}),
+    ours_ms: round(median(oursMs)),
+    torch_ms: round(median(torchMs)),
+    ratio: round(median(oursMs.map((ms, index) => torchMs[index]! / ms))),
+    round_ratios: oursMs.map((ms, index) => round(torchMs[index]! / ms)),
+    first_loss: { ours: round(first!.ours, 6), torch: round(first!.torch, 6) },
+    torch_blas: first!.blas,
+    ...(first!.profile ? { profile: first!.profile } : {}),
   }));
 }
 
