@@ -48,7 +48,8 @@ export function registerEvalLoraCommand(evaluate: Command): void {
     .option('--resume', 'continue: saved images are reused')
     .option('--force', 'replace the evaluations in --out')
     .option('--device <device>', 'cpu, webgpu or auto', 'cpu')
-    .option('--threads <n>', 'CPU threads per graph', positiveInteger('--threads'))
+    .option('--threads <n>', 'CPU threads per graph (with --workers: per worker)', positiveInteger('--threads'))
+    .option('--workers <n>', 'worker threads that split the prompts, each with its own copy of the model (CPU only)', positiveInteger('--workers'))
     .action(async (flags: LoraFlags) => {
       if (!['cpu', 'webgpu', 'auto'].includes(flags.device)) throw new Error(`unknown device '${flags.device}' (cpu, webgpu or auto)`);
       const report = await evaluateLoraShift({ ...flags, device: flags.device as Device, report: (message) => process.stderr.write(`${message}\n`) });

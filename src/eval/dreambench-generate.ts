@@ -2,9 +2,13 @@
 // disk, written atomically, each from its own seeded noise, several prompts batched into one U-Net
 // run where no per-prompt input forbids it. Adapters apply to every image: a LoRA at its scale, and a
 // ControlNet steered by each prompt's true scene (world data: its Canny edges, or its layout map),
-// which makes the control input per prompt, so prompts are then generated one at a time.
+// which makes the control input per prompt, so prompts are then generated one at a time. On a CPU,
+// several worker threads may split the prompts, each with its own pipeline and a share of the
+// cores: small models run more images per second that way than one pipeline on every core.
 import { mkdir, readdir, rm } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import sharp from 'sharp';
 import type { Device } from '../graph/devices.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
@@ -72,15 +76,30 @@ async function removeStaleTemporaries(images: string): Promise<void> {
 
 export interface GenerationOptions {
   device?: Device | undefined;
+  /** CPU threads per graph (with workers: per worker; default the cores shared out between them). */
   threads?: number | undefined;
+  /** Worker threads that split the prompts, each loading its own pipeline (CPU only; default 1: this thread). */
+  workers?: number | undefined;
   report?: ((message: string) => void) | undefined;
+}
+
+/** The images of one prompt still to generate. */
+export interface PendingPrompt {
+  item: GenerationJob;
+  images: CaseImage[];
+}
+
+/** What a generation pass tells as it goes: once its pipeline is loaded, then after each batch of images saved. */
+export interface GenerationProgress {
+  started: () => void;
+  saved: (count: number) => void;
 }
 
 /** Generates every image not yet on disk; loads the pipeline (and the adapters) only when one is missing. */
 export async function generateMissing(jobs: readonly GenerationJob[], out: string, settings: GenerationSettings, options: GenerationOptions): Promise<GenerationStats> {
   const report = options.report ?? (() => {});
   for (const folder of ['images', 'multi', 'edits']) await removeStaleTemporaries(join(out, folder));
-  const pending: { item: GenerationJob; images: CaseImage[] }[] = [];
+  const pending: PendingPrompt[] = [];
   let reused = 0;
   for (const item of jobs) {
     const missing = [];
@@ -92,16 +111,62 @@ export async function generateMissing(jobs: readonly GenerationJob[], out: strin
   }
   const total = pending.reduce((count, entry) => count + entry.images.length, 0);
   if (!total) return { generated: 0, reused, seconds: 0 };
-  report(`generating ${total} images (${reused} already on disk) with ${settings.model}`);
-  const load = { device: options.device, threads: options.threads };
+  const workers = Math.min(checkWorkers(options), pending.length);
+  report(`generating ${total} images (${reused} already on disk) with ${settings.model}${workers > 1 ? ` in ${workers} workers` : ''}`);
+  // The clock starts when the first pipeline is loaded, so the rate is that of generating alone.
+  let start: number | undefined;
+  let generated = 0;
+  let lastReport = 0;
+  const progress: GenerationProgress = {
+    started: () => {
+      start ??= performance.now();
+    },
+    saved: (count) => {
+      generated += count;
+      const now = performance.now();
+      if (now - lastReport > 10_000 || generated === total) {
+        lastReport = now;
+        report(`generated ${generated}/${total} images, ${((generated * 1000) / (now - start!)).toFixed(2)} images/s`);
+      }
+    },
+  };
+  if (workers > 1) {
+    // Prompts dealt round-robin: each worker gets as many images as the others, within one prompt's.
+    const shares = Array.from({ length: workers }, (_, worker) => pending.filter((_, index) => index % workers === worker));
+    const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / workers));
+    await generateInWorkers(shares, out, settings, { threads, memoryShare: 1 / workers }, progress);
+  } else {
+    await generatePending(pending, out, settings, { device: options.device, threads: options.threads, memoryShare: 1 }, progress);
+  }
+  return { generated, reused, seconds: (performance.now() - (start ?? performance.now())) / 1000 };
+}
+
+/** The worker count, refused in one line where it cannot help: above the cores, or off the CPU. */
+export function checkWorkers(options: Pick<GenerationOptions, 'workers' | 'device'>): number {
+  const workers = options.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1) throw new Error(`--workers must be a positive integer, got ${workers}`);
+  if (workers > 1 && options.device !== undefined && options.device !== 'cpu') throw new Error(`--workers splits the prompts between CPU threads; it needs --device cpu, not ${options.device}`);
+  const cores = availableParallelism();
+  if (workers > cores) throw new Error(`--workers ${workers} exceeds this machine's ${cores} CPU cores`);
+  return workers;
+}
+
+/** Settings of one generation pass: its threads, and its share of the memory bound that sizes its batches. */
+export interface PassSettings {
+  device?: Device | undefined;
+  threads?: number | undefined;
+  memoryShare: number;
+}
+
+/** One pipeline generating `pending` in order, several prompts per U-Net call where nothing forbids it. */
+export async function generatePending(pending: readonly PendingPrompt[], out: string, settings: GenerationSettings, pass: PassSettings, progress: GenerationProgress): Promise<void> {
+  const load = { device: pass.device, threads: pass.threads };
   const pipeline = settings.row === 'kosmos-g' ? await KosmosGPipeline.fromPretrained(settings.model!, load) : await TextToImagePipeline.fromPretrained(settings.model!, load);
   const controlnet = settings.controlnet ? await loadControlNet(settings.controlnet.model).catch(async (error: unknown) => {
     await pipeline.dispose();
     throw error;
   }) : null;
-  const start = performance.now();
-  let generated = 0;
-  let lastReport = start;
+  progress.started();
   try {
     const { diffusion } = pipeline;
     const size = settings.size ?? diffusion.defaultSize;
@@ -113,7 +178,7 @@ export async function generateMissing(jobs: readonly GenerationJob[], out: strin
     // The unconditional condition is the same for every prompt: encoded once.
     const unconditional = pipeline instanceof KosmosGPipeline ? await pipeline.encoder.encodeUnconditional(settings.negativePrompt!) : await pipeline.encodePrompt(settings.negativePrompt!);
     // A ControlNet's input is the prompt's own true scene: one prompt per U-Net run.
-    const groupSize = controlnet ? 1 : promptsPerCall(pipeline, Math.max(...pending.map((entry) => entry.images.length)), size, guided);
+    const groupSize = controlnet ? 1 : promptsPerCall(pipeline, Math.max(...pending.map((entry) => entry.images.length)), size, guided, pass.memoryShare);
     for (let first = 0; first < pending.length; first += groupSize) {
       const group = pending.slice(first, first + groupSize);
       const images = group.flatMap((entry) => entry.images);
@@ -141,18 +206,45 @@ export async function generateMissing(jobs: readonly GenerationJob[], out: strin
         await mkdir(dirname(path), { recursive: true });
         await writeFileAtomic(path, await encodePng(generatedImages[row]!));
       }
-      generated += images.length;
-      const now = performance.now();
-      if (now - lastReport > 10_000 || generated === total) {
-        lastReport = now;
-        report(`generated ${generated}/${total} images, ${((generated * 1000) / (now - start)).toFixed(2)} images/s`);
-      }
+      progress.saved(images.length);
     }
   } finally {
     await controlnet?.close();
     await pipeline.dispose();
   }
-  return { generated, reused, seconds: (performance.now() - start) / 1000 };
+}
+
+/** What dreambench-generate-thread.ts receives. */
+export interface GenerationThreadInit {
+  pending: PendingPrompt[];
+  out: string;
+  settings: GenerationSettings;
+  pass: PassSettings;
+}
+
+/** What a generation thread posts back. */
+export type GenerationThreadEvent = { type: 'started' } | { type: 'saved'; count: number } | { type: 'done' } | { type: 'failed'; message: string };
+
+/**
+ * Runs each share in its own worker thread (dreambench-generate-thread.ts) and waits for all of
+ * them; the first failure stops the others. Images already saved stay on disk for --resume.
+ */
+async function generateInWorkers(shares: readonly PendingPrompt[][], out: string, settings: GenerationSettings, pass: PassSettings, progress: GenerationProgress): Promise<void> {
+  const workers = shares.map((pending) => new Worker(new URL('./dreambench-generate-thread.js', import.meta.url), { workerData: { pending, out, settings, pass } satisfies GenerationThreadInit }));
+  try {
+    await Promise.all(workers.map((worker) => new Promise<void>((resolve, reject) => {
+      worker.on('message', (event: GenerationThreadEvent) => {
+        if (event.type === 'started') progress.started();
+        else if (event.type === 'saved') progress.saved(event.count);
+        else if (event.type === 'done') resolve();
+        else reject(new Error(event.message));
+      });
+      worker.on('error', reject);
+      worker.on('exit', (code) => reject(new Error(`a generation worker stopped (exit code ${code}) before it finished`)));
+    })));
+  } finally {
+    await Promise.all(workers.map((worker) => worker.terminate()));
+  }
 }
 
 /** The ControlNet input of one prompt: the Canny edges of its true scene, or the scene's layout map. */
@@ -169,12 +261,13 @@ const MAX_IMAGES_PER_CALL = 16;
 /**
  * Prompts generated per call: batching several prompts' images makes each U-Net run larger, which
  * runs faster per image on a CPU (kosmos-g-mini at 64²: about 1.9 s per image in batches of 4,
- * 1.6 s in batches of 16); as many as fit MAX_IMAGES_PER_CALL and a quarter of the memory bound.
+ * 1.6 s in batches of 16); as many as fit MAX_IMAGES_PER_CALL and a quarter of this pass's share of
+ * the memory bound.
  */
-function promptsPerCall(pipeline: KosmosGPipeline | TextToImagePipeline, imagesPerPrompt: number, size: number, guided: boolean): number {
+function promptsPerCall(pipeline: KosmosGPipeline | TextToImagePipeline, imagesPerPrompt: number, size: number, guided: boolean, memoryShare: number): number {
   for (let prompts = Math.max(1, Math.floor(MAX_IMAGES_PER_CALL / imagesPerPrompt)); prompts > 1; prompts--) {
     const estimate = pipeline.diffusion.memoryEstimate({ width: size, height: size, numImages: prompts * imagesPerPrompt, guided, controlnet: false });
-    if (estimate.total <= defaultMemoryLimit() / 4) return prompts;
+    if (estimate.total <= (defaultMemoryLimit() * memoryShare) / 4) return prompts;
   }
   return 1;
 }

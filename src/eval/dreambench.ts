@@ -25,7 +25,7 @@ import { writeFileAtomic } from '../io/atomic-file.js';
 import { SCHEDULER_CHOICES, type SchedulerChoice } from '../pipeline/diffusion.js';
 import { DIFFUSION_COMPONENTS, KOSMOS_G_COMPONENTS, clipTokenizerComponent, readPipelineFolder } from '../pipeline/folder.js';
 import { type DreamBenchCase, type DreamBenchData, buildCases, readDreamBench, selectSubjects } from './dreambench-data.js';
-import { type AdapterSettings, generateMissing } from './dreambench-generate.js';
+import { type AdapterSettings, checkWorkers, generateMissing } from './dreambench-generate.js';
 import { type ImageScore, type DreamBenchMetrics, summarize, writeDreamBenchReport } from './dreambench-report.js';
 import { DEFAULT_CANNY, edgeF1OfFiles } from './edge-agreement.js';
 import { checkJudgesFolder, cosine, loadJudges } from './judges.js';
@@ -66,7 +66,10 @@ export interface DreamBenchOptions {
   resume?: boolean;
   force?: boolean;
   device?: Device;
+  /** CPU threads per graph (with workers: per worker). */
   threads?: number;
+  /** Worker threads that split the prompts, each with its own pipeline (CPU only; the images are the same). */
+  workers?: number;
   /** Images per judge graph run (default 8). */
   judgeBatchSize?: number;
   report?: (message: string) => void;
@@ -271,6 +274,7 @@ export async function evaluateDreamBench(options: DreamBenchOptions): Promise<Dr
   if (!(['kosmos-g', ...BASELINES] as string[]).includes(row)) throw new Error(`unknown baseline ${JSON.stringify(options.baseline)} (${BASELINES.join(', ')})`);
   if (usesModel(row) && !options.model) throw new Error('--model is required (except for --baseline oracle and random)');
   if (!usesModel(row) && (options.controlnet || options.lora)) throw new Error(`--baseline ${row} generates nothing: a ControlNet or LoRA applies to the model rows only`);
+  checkWorkers(options);
   // Everything that can be checked is checked before --out is touched or a model is loaded.
   const data = await readDreamBench(options.data);
   const world = await readWorldDreamBench(data);

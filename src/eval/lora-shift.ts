@@ -39,6 +39,7 @@ export interface LoraShiftOptions {
   force?: boolean;
   device?: Device;
   threads?: number;
+  workers?: number;
   report?: (message: string) => void;
 }
 
@@ -100,7 +101,7 @@ export async function evaluateLoraShift(options: LoraShiftOptions): Promise<Lora
         // Scale 0 is the model itself: no LoRA graph at all.
         ...(scale > 0 ? { lora: { file: options.lora, scale } } : {}),
         imagesPerPrompt: options.imagesPerPrompt, steps: options.steps, guidance: options.guidance, seed: options.seed, subjects: options.subjects, prompts: options.prompts,
-        resume: options.resume, force: options.force, device: options.device, threads: options.threads, report: options.report,
+        resume: options.resume, force: options.force, device: options.device, threads: options.threads, workers: options.workers, report: options.report,
       };
       const { metrics } = await evaluateDreamBench(run);
       if (!metrics.world) throw new Error(`eval lora needs a world DreamBench (data build --kind dreambench): ${options.data} has no style names`);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { buildCases, officialSeed, readDreamBench } from '../../src/eval/dreambench-data.js';
@@ -176,6 +176,21 @@ test('end to end: 2 subjects × 2 prompts × 2 images, scores recomputed from th
   assert.deepEqual([forced.metrics.run.generated, forced.metrics.images], [2, 2]);
   assert.deepEqual((await readdir(join(out, 'images', 'cat'))).sort(), ['00-0.png']);
   assert.equal(await readFile(join(out, 'notes.txt'), 'utf8'), 'kept');
+});
+
+test('--workers 2 splits the prompts between two threads and saves the same images; impossible counts are refused before --out is made', { skip: availableParallelism() < 2 && 'needs 2 cores' }, async () => {
+  const [one, two] = [join(scratch, 'workers-1'), join(scratch, 'workers-2')];
+  const single = await evaluateDreamBench({ ...subset, out: one });
+  const split = await evaluateDreamBench({ ...subset, out: two, workers: 2 });
+  assert.equal(split.metrics.run.generated, 8);
+  for (const record of single.records) assert.deepEqual(await rgb(join(two, record.file)), await rgb(join(one, record.file)), record.file);
+  assert.deepEqual(split.metrics.overall, single.metrics.overall);
+
+  const never = join(scratch, 'workers-refused');
+  await assert.rejects(evaluateDreamBench({ ...subset, out: never, workers: availableParallelism() + 1 }), new RegExp(`--workers ${availableParallelism() + 1} exceeds this machine's ${availableParallelism()} CPU cores`));
+  await assert.rejects(evaluateDreamBench({ ...subset, out: never, workers: 2, device: 'webgpu' }), /--workers splits the prompts between CPU threads; it needs --device cpu, not webgpu/);
+  await assert.rejects(evaluateDreamBench({ ...subset, out: never, workers: 0 }), /--workers must be a positive integer, got 0/);
+  await assert.rejects(stat(never), { code: 'ENOENT' });
 });
 
 test('model folders of the wrong kind for the row are refused before --out is touched', async () => {
