@@ -5,6 +5,7 @@ import { runGpuBench } from './gpu.js';
 import { runKosmosGBench } from './kosmos-g.js';
 import { runModelsBench } from './models.js';
 import { runQuantizeBench } from './quantize.js';
+import { runStagesBench } from './stages.js';
 import { runTrainBench } from './train.js';
 
 type BenchGroup = () => Promise<void>;
@@ -34,6 +35,7 @@ const groups: Record<string, BenchGroup> = {
   models: runModelsBench,
   'kosmos-g': async () => void (await runKosmosGBench()),
   train: () => runTrainBench(),
+  stages: runStagesBench,
   server: optionalGroup('./server.js', 'runServerBench'),
   workers: optionalGroup('./workers.js', 'runWorkersBench'),
   browser: optionalGroup('./browser.js', 'runBrowserBench'),

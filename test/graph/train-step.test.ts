@@ -5,6 +5,7 @@ import { averagedParameters, TrainingStep, type TrainingStepOptions } from '../.
 import { learningRateAt, type OptimizerConfig, type ScheduleConfig } from '../../src/graph/optim.js';
 import { add, matmul } from '../../src/graph/ops/elementwise.js';
 import { mseLoss } from '../../src/graph/ops/nn.js';
+import type { GraphSession } from '../../src/graph/session.js';
 
 // Linear regression pred = x·W + b, loss = mean((pred − y)²): its gradients have a closed form,
 // so the in-graph optimizers can be checked against a plain JavaScript implementation of torch.optim.
@@ -189,6 +190,23 @@ test('weight EMA: the average after each step equals the host computation; train
   for (let t = 5; t <= 7; t++) await resumed.run(regressionBatch);
   assert.deepEqual(await resumed.state(), final);
   await Promise.all([plain.release(), averaged.release(), resumed.release()]);
+});
+
+test('frozen parameters built in as constants: the same steps as fed ones, not among the inputs, and a state with other frozen values is refused', async () => {
+  const options: TrainingStepOptions = { ...regressionOptions({ kind: 'adamw' }, { kind: 'constant', learningRate: 0.05 }), trainable: ['w'] };
+  const fed = await TrainingStep.create(options);
+  const built = await TrainingStep.create({ ...options, frozenAsConstants: true });
+  for (let t = 1; t <= 4; t++) assert.deepEqual(await built.run(regressionBatch), await fed.run(regressionBatch), `step ${t}`);
+  const state = await built.state();
+  assert.deepEqual(state, await fed.state(), 'the state still holds the frozen b');
+  assert.ok(!(built as unknown as { session: GraphSession }).session.inputNames.includes('b'), 'b is no input of the graph');
+
+  const resumed = await TrainingStep.create({ ...options, frozenAsConstants: true });
+  resumed.loadState(state);
+  assert.deepEqual(await resumed.run(regressionBatch), await built.run(regressionBatch));
+  const otherB = { ...state, parameters: { ...state.parameters, b: { dtype: 'float64', shape: [outputs], data: Float64Array.of(0, 0.1, 0.25) } as HostTensor } };
+  assert.throws(() => resumed.loadState(otherB), /the state's frozen parameter b differs from the one this training step was built with/);
+  await Promise.all([fed.release(), built.release(), resumed.release()]);
 });
 
 test('a batch of the wrong shape or type is rejected before running', async () => {
