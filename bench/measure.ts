@@ -1,9 +1,13 @@
 // Measurement shared by the benchmark groups (../shared DESIGN §9): medians after warm-up, the
 // thread count every bench runs with, peak resident memory, and the timing of training steps.
 import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import type { GraphSession, SessionOptions } from '../src/graph/session.js';
 import { TrainingStep, type TrainingStepOptions } from '../src/graph/train-step.js';
 import type { HostTensor } from '../src/onnx/dtype.js';
+
+/** A path relative to the repository root, from the compiled dist/bench/ or the sources alike. */
+export const repositoryPath = (path: string): string => fileURLToPath(new URL(`../../${path}`, import.meta.url));
 
 /** Intra-op threads of our sessions and of the PyTorch side alike. */
 export const BENCH_THREADS = 2;

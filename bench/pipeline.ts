@@ -10,16 +10,15 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { DEFAULT_MODEL } from '../src/pipeline/default_model.js';
 import { KosmosGPipeline } from '../src/pipeline/kosmos_g_pipeline.js';
 import { createRandomPipeline } from '../src/pipeline/random_pipeline.js';
 import { TextToImagePipeline } from '../src/pipeline/text_to_image.js';
+import { repositoryPath } from './measure.js';
 
 const STEPS = 25;
-/** Paths relative to the repository root, from the compiled dist/bench/. */
-const repositoryPath = (path: string): string => fileURLToPath(new URL(`../../${path}`, import.meta.url));
 const RUNS = 5;
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 

@@ -10,7 +10,6 @@
 // Kosmos-G networks, models/world-sd-mini for the decoder. Nothing is asserted about time.
 //   BENCH_STAGES=kosmos-lm,kosmos-instruct  BENCH_STAGE_STEPS=6 (timed steps per variant)
 import { readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import type { TrainingStep } from '../src/graph/train-step.js';
 import type { HostTensor } from '../src/onnx/dtype.js';
 import { DEFAULT_MODEL } from '../src/pipeline/default_model.js';
@@ -18,9 +17,7 @@ import { type BaseConfig, parseConfig } from '../src/train/config.js';
 import { createTrainingStep } from '../src/train/runner.js';
 import type { StageInstance } from '../src/train/stage.js';
 import { findStage } from '../src/train/stages.js';
-import { BENCH_THREADS, median, round } from './measure.js';
-
-const repositoryPath = (path: string): string => fileURLToPath(new URL(`../../${path}`, import.meta.url));
+import { BENCH_THREADS, median, repositoryPath, round } from './measure.js';
 
 /** Each stage's shipped config, with the earlier runs' exports it names replaced by shipped folders. */
 const STAGE_CONFIGS: Record<string, { config: string; inputs: Record<string, string> }> = {
@@ -50,17 +47,17 @@ async function stageConfig(name: string): Promise<BaseConfig> {
   return parseConfig(findStage(name).schema, { ...json, ...paths, ...inputs }, config);
 }
 
-/** Compute ms of each timed step of `step` on `batches` (one per step, drawn beforehand). */
-async function timeSteps(step: TrainingStep, batches: readonly Record<string, HostTensor>[]): Promise<{ ms: number[]; losses: number[] }> {
+/** Compute ms of each timed step of `step` on `batches` (one per step, drawn beforehand), and the first step's loss. */
+async function timeSteps(step: TrainingStep, batches: readonly Record<string, HostTensor>[]): Promise<{ ms: number[]; firstLoss: number }> {
   const ms: number[] = [];
-  const losses: number[] = [];
+  let firstLoss = Number.NaN;
   for (const [index, batch] of batches.entries()) {
     const started = performance.now();
     const { loss } = await step.run(batch);
     if (index >= WARMUP_STEPS) ms.push(performance.now() - started);
-    losses.push(loss);
+    if (index === 0) firstLoss = loss;
   }
-  return { ms, losses };
+  return { ms, firstLoss };
 }
 
 async function benchStage(name: string, steps: number): Promise<void> {
@@ -88,7 +85,7 @@ async function benchStage(name: string, steps: number): Promise<void> {
         try {
           const timing = await timeSteps(step, batches);
           (computeMs[variant] ??= []).push(...timing.ms);
-          firstLoss[variant] ??= timing.losses[0]!;
+          firstLoss[variant] ??= timing.firstLoss;
         } finally {
           await step.release();
         }

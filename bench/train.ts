@@ -13,7 +13,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import type { LossContext } from '../src/graph/train-step.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { parseClipTextConfig } from '../src/models/clip_text.js';
@@ -22,12 +22,10 @@ import { normalTensor } from '../src/nn/layers.js';
 import type { HostTensor } from '../src/onnx/dtype.js';
 import { type UnetConfig, unetConfigSchema, unetNoiseLoss, unetNoWeightDecay } from '../src/train/unet.js';
 import { Random } from '../src/util/random.js';
-import { BENCH_THREADS, round, timeTrainingSteps } from './measure.js';
+import { BENCH_THREADS, repositoryPath, round, timeTrainingSteps } from './measure.js';
 import { adamOutputBytes, timeProfiled } from './profile.js';
 import { requireTorch, runTorchScript } from './torch-process.js';
 
-/** Paths relative to the repository root, from the compiled dist/bench/ or the sources alike. */
-const repositoryPath = (path: string): string => fileURLToPath(new URL(`../../${path}`, import.meta.url));
 const CONFIG = 'configs/train/unet-mini.json';
 
 interface StepSettings {

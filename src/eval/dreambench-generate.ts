@@ -78,7 +78,7 @@ export interface GenerationOptions {
   device?: Device | undefined;
   /** CPU threads per graph (with workers: per worker; default the cores shared out between them). */
   threads?: number | undefined;
-  /** Worker threads that split the prompts, each loading its own pipeline (CPU only; default 1: this thread). */
+  /** Worker threads that split the prompts, each loading its own pipeline (CPU only, checked by `checkWorkers`; default 1: this thread). */
   workers?: number | undefined;
   report?: ((message: string) => void) | undefined;
 }
@@ -111,7 +111,7 @@ export async function generateMissing(jobs: readonly GenerationJob[], out: strin
   }
   const total = pending.reduce((count, entry) => count + entry.images.length, 0);
   if (!total) return { generated: 0, reused, seconds: 0 };
-  const workers = Math.min(checkWorkers(options), pending.length);
+  const workers = Math.min(options.workers ?? 1, pending.length);
   report(`generating ${total} images (${reused} already on disk) with ${settings.model}${workers > 1 ? ` in ${workers} workers` : ''}`);
   // The clock starts when the first pipeline is loaded, so the rate is that of generating alone.
   let start: number | undefined;
@@ -142,13 +142,12 @@ export async function generateMissing(jobs: readonly GenerationJob[], out: strin
 }
 
 /** The worker count, refused in one line where it cannot help: above the cores, or off the CPU. */
-export function checkWorkers(options: Pick<GenerationOptions, 'workers' | 'device'>): number {
+export function checkWorkers(options: Pick<GenerationOptions, 'workers' | 'device'>): void {
   const workers = options.workers ?? 1;
   if (!Number.isInteger(workers) || workers < 1) throw new Error(`--workers must be a positive integer, got ${workers}`);
   if (workers > 1 && options.device !== undefined && options.device !== 'cpu') throw new Error(`--workers splits the prompts between CPU threads; it needs --device cpu, not ${options.device}`);
   const cores = availableParallelism();
   if (workers > cores) throw new Error(`--workers ${workers} exceeds this machine's ${cores} CPU cores`);
-  return workers;
 }
 
 /** Settings of one generation pass: its threads, and its share of the memory bound that sizes its batches. */
